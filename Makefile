@@ -1,0 +1,37 @@
+# Quick start: `make reproduce` (main job on the embedded synthetic benchmark) and `make test`.
+# Both set up everything they need first (a virtual environment in $(VENV), the pinned packages,
+# this package in editable mode and a Jupyter kernel named `sspl`).
+
+PYTHON ?= python3
+VENV ?= $(if $(SSPL_VENV),$(SSPL_VENV),.venv)
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.sspl-setup
+PROFILE ?= quick
+PYTEST_ARGS ?=
+
+.PHONY: setup test reproduce lab benchmark clean-runs
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+	$(BIN)/python -c "import torch, torchvision, torchaudio, einops, h5py, papermill, nbval" # fail loudly if the install did not complete
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name sspl --display-name "Python (sspl)" >/dev/null
+	@touch $@
+
+test: setup
+	$(BIN)/python -m pytest tests notebooks --nbval-lax --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(PYTEST_ARGS)
+
+reproduce: setup
+	$(BIN)/python -m sspl_lib.pipeline --profile $(PROFILE)
+
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+benchmark: setup
+	$(BIN)/python -m benchmarks.throughput --config quick
+
+clean-runs:
+	rm -rf runs

@@ -1,0 +1,87 @@
+"""One flat dataclass per experiment: saved in the run folder and inside every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from .paths import PARAMS_DIR
+
+
+@dataclass
+class SSPLConfig:
+    # --- model ---
+    visual_encoder: str = "small"  # "vgg16" (paper) | "small" (CPU)
+    audio_encoder: str = "small"  # "vggish" (paper) | "small" (CPU)
+    img_size: int = 112  # 224 for the paper
+    visual_dim: int = 128  # channels of the visual map (VGG16: 512)
+    encoder_width: int = 32  # small encoders only
+    audio_hidden: int = 512
+    out_dim: int = 128  # audio MLP output = PCM output = attention feature (paper: 512)
+    use_pcm: bool = True
+    pcm_cycles: int = 4
+    proj_dim: int = 512  # SimSiam projector (paper: 2048)
+    pred_hidden: int = 128  # SimSiam predictor bottleneck (paper: 512)
+    pretrained: bool = True  # load pretrained backbone weights
+    vgg16_weights: str | None = None  # path; default: torch hub cache
+    vggish_weights: str | None = None
+    encoders_checkpoint: str | None = None  # small encoders pretrained on the labeled synthetic set
+    fine_tune: bool = False  # train the visual encoder too
+    from_scratch: bool = False  # random visual encoder, trained
+    objective: str = "simsiam"  # "simsiam" (SSPL) | "contrastive" (EZ-VSL-style InfoNCE baseline)
+    views: int = 2  # 2 = the paper's three streams; 1 = two streams (one frame view)
+    # --- data ---
+    dataset: str = "synthetic"  # "synthetic" | "flickr" | "vggsound"
+    data_root: str = "data/synthetic/quick"
+    train_split: str = "train"
+    val_split: str = "val"
+    # --- optimisation (the official defaults for SSPL w/ PCM) ---
+    epochs: int = 20
+    batch_size: int = 128
+    lr_pcm: float = 2e-5  # official `lr_frame`
+    lr_sound: float = 2e-5
+    lr_head: float = 5e-5
+    beta1: float = 0.9
+    weight_decay: float = 1e-4
+    seed: int = 1234
+    workers: int = 2
+    patience: int = 0  # early stopping on validation cIoU; 0 = off
+    amp: str = "auto"  # "auto" (bf16 on CUDA) | "bf16" | "none"
+    compile: bool = False
+    device: str = "auto"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SSPLConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys: {unknown}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "SSPLConfig":
+        return dataclasses.replace(self, **changes)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SSPLConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def load_profile(name: str, **overrides) -> SSPLConfig:
+    """A named profile from params/<name>.yaml (only keys of SSPLConfig are used), plus overrides."""
+    import yaml
+
+    path = PARAMS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        avail = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"{path}: no such profile (available: {avail})")
+    raw = yaml.safe_load(path.read_text()) or {}
+    known = {f.name for f in fields(SSPLConfig)}
+    return SSPLConfig.from_dict({k: v for k, v in {**raw, **overrides}.items() if k in known})

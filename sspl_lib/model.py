@@ -1,0 +1,116 @@
+"""SSPL: one audio clip and two views of its frame -> SimSiam loss and the localization heatmap.
+
+    audio (B,N,96,64) -> backbone -> e (B,128) -> normalize -> PCM driver
+                                  -> MLP  -> a (B,D)      -> attention query
+    view k (B,3,H,W)  -> visual encoder -> v_k (B,C,h,w) -> PCM(v_k, e) -> m_k (B,D,h,w)
+    s_k = cos(m_k, a) per location (B,h,w): the heatmap;  f_k = sum_hw m_k * minmax(s_k)  (B,D)
+    p_k, z_k = head(f_k);  loss = D(p1, sg(z2))/2 + D(p2, sg(z1))/2
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import einsum, rearrange
+
+from .config import SSPLConfig
+from .encoders import AudioEncoder, build_audio_backbone, build_visual, freeze
+from .head import SimSiamHead, simsiam_loss
+from .pcm import PCM
+
+
+def attention(m: torch.Tensor, a: torch.Tensor):
+    """Visual map m (B,D,h,w), audio feature a (B,D) -> pooled feature (B,D), cosine map (B,h,w),
+    min-max normalized attention (B,h,w)."""
+    sim = einsum(F.normalize(m, dim=1), F.normalize(a, dim=1), "b d h w, b d -> b h w")
+    flat = rearrange(sim, "b h w -> b (h w)")
+    lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
+    att = ((flat - lo) / (hi - lo + 1e-10)).view_as(sim)  # (B, h, w)
+    return einsum(m, att, "b d h w, b h w -> b d"), sim, att
+
+
+class SSPL(nn.Module):
+    def __init__(self, cfg: SSPLConfig):
+        super().__init__()
+        self.cfg = cfg
+        visual_trainable = cfg.fine_tune or cfg.from_scratch
+        self.visual = build_visual(cfg.visual_encoder, dim=cfg.visual_dim, width=cfg.encoder_width,
+                                   weights=cfg.vgg16_weights, pretrained=cfg.pretrained and not cfg.from_scratch)
+        if not visual_trainable:
+            freeze(self.visual)
+        self.visual_trainable = visual_trainable
+        backbone = build_audio_backbone(cfg.audio_encoder, width=cfg.encoder_width,
+                                        weights=cfg.vggish_weights, pretrained=cfg.pretrained)
+        self.audio = AudioEncoder(backbone, out_dim=cfg.out_dim, hidden=cfg.audio_hidden)
+        vis_dim = getattr(self.visual, "dim", cfg.visual_dim)
+        if cfg.use_pcm:
+            self.pcm = PCM(dim=vis_dim, audio_dim=backbone.dim, out_dim=cfg.out_dim, cycles=cfg.pcm_cycles)
+        else:
+            if vis_dim != cfg.out_dim:
+                raise ValueError(f"without PCM the visual map ({vis_dim}) must have out_dim ({cfg.out_dim}) channels")
+            self.pcm = None
+        self.head = SimSiamHead(in_dim=cfg.out_dim, dim=cfg.proj_dim, hidden=cfg.pred_hidden)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not self.visual_trainable:
+            self.visual.eval()  # frozen encoder: fixed batch-norm statistics (small encoder)
+        return self
+
+    # --- streams ---------------------------------------------------------------------------
+    def encode_audio(self, spects: torch.Tensor):
+        """(B,N,96,64) -> L2-normalized embedding e (B,128) for the PCM, feature a (B,D) for attention."""
+        e, a = self.audio(spects)
+        return F.normalize(e, dim=1), a
+
+    def encode_frames(self, *frames: torch.Tensor) -> list[torch.Tensor]:
+        """Visual maps of one or more views. A frozen encoder runs once, without autograd, on all views."""
+        if self.visual_trainable:
+            return [self.visual(x) for x in frames]
+        with torch.no_grad():
+            v = self.visual(torch.cat(frames))  # (V*B, C, h, w)
+        return list(v.chunk(len(frames)))
+
+    def refine(self, v: torch.Tensor, e: torch.Tensor, *, return_cycles: bool = False):
+        if self.pcm is None:
+            return [v] if return_cycles else v
+        return self.pcm(v, e, return_cycles=return_cycles)
+
+    # --- model -----------------------------------------------------------------------------
+    def forward(self, frames1: torch.Tensor, frames2: torch.Tensor, spects: torch.Tensor) -> dict:
+        e, a = self.encode_audio(spects)
+        v1, v2 = self.encode_frames(frames1, frames2)
+        m1, m2 = self.refine(v1, e), self.refine(v2, e)  # PCM per view: its batch norms see one view
+        f1, sim1, att1 = attention(m1, a)
+        f2, _, _ = attention(m2, a)
+        p1, p2, z1, z2 = self.head(f1, f2)
+        loss = simsiam_loss(p1, p2, z1.detach(), z2.detach())
+        return {"loss": loss, "p1": p1, "p2": p2, "z1": z1.detach(), "z2": z2.detach(),
+                "heatmap": sim1, "attention": att1}
+
+    def heatmap(self, frames: torch.Tensor, spects: torch.Tensor) -> torch.Tensor:
+        """Localization heatmaps (B,h,w): raw cosine similarity (the official `orig_sim_map`)."""
+        e, a = self.encode_audio(spects)
+        (v,) = self.encode_frames(frames)
+        return attention(self.refine(v, e), a)[1]
+
+    def heatmap_cycles(self, frames: torch.Tensor, spects: torch.Tensor) -> torch.Tensor:
+        """Heatmaps after the PCM initialization and after each cycle: (B, cycles+1, h, w)."""
+        e, a = self.encode_audio(spects)
+        (v,) = self.encode_frames(frames)
+        maps = [attention(m, a)[1] for m in self.refine(v, e, return_cycles=True)]
+        return torch.stack(maps, dim=1)
+
+
+def build_model(cfg: SSPLConfig) -> SSPL:
+    """The SSPL model of a config; small encoders load `cfg.encoders_checkpoint` when given."""
+    model = SSPL(cfg)
+    if cfg.encoders_checkpoint and cfg.visual_encoder == "small":
+        from .paths import resolve
+
+        path = resolve(cfg.encoders_checkpoint)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.visual.load_state_dict(state["visual"])
+        model.audio.backbone.load_state_dict(state["audio"])
+    return model
