@@ -1,0 +1,205 @@
+"""The packed sspl HDF5 format (one file per split): chunked atomic writer, readers, `AVDataset`.
+
+Datasets: `frames` uint8 (N,S,S,3), `audio` float32 (N,48000), `spects` float32 (N,3,96,64),
+`ids` utf-8 str (N,), optional `label` int16, `boxes` float32 (N,4), `all_boxes`, `all_labels`, `gt`.
+Attrs: `format`="sspl-h5/1", `frame_size`, `sample_rate`, `source`, ...
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from .transforms import AugmentConfig, eval_frame, random_views
+
+FORMAT = "sspl-h5/1"
+_STR = h5py.string_dtype("utf-8")
+
+
+class DataFileError(OSError):
+    """A data file that is missing, unreadable, truncated or lacks a dataset; the message names it."""
+
+
+def _field_spec(name: str, shape: tuple[int, ...], dtype) -> dict:
+    """Creation keywords of one dataset: resizable along N, chunked one item per chunk for images."""
+    if name == "ids":
+        return dict(shape=(0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
+    item = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    chunk_n = max(1, min(1024, (1 << 20) // max(item, 1)))  # ~1 MiB chunks, (1,S,S,3) for 256-px frames
+    if name == "frames":
+        chunk_n = 1
+    kw = dict(shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(chunk_n, *shape))
+    if name == "gt":  # binary-ish maps compress ~100x
+        kw.update(compression="gzip", compression_opts=1, shuffle=True)
+    return kw
+
+
+class H5Writer:
+    """Append items in chunks to `<path>.partial`; `close()` renames it to `path` (atomic on one filesystem).
+
+    `resume=True` reopens an existing `.partial` file and keeps appending (see `prepare`).
+    Use as a context manager: on an exception the partial file is kept (for resume), not renamed.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, attrs: dict | None = None, resume: bool = False):
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume and self.partial.exists():
+            self.f = _open(self.partial, "a")
+        else:
+            self.partial.unlink(missing_ok=True)
+            self.f = h5py.File(self.partial, "w")
+            self.f.attrs["format"] = FORMAT
+        for k, v in (attrs or {}).items():
+            self.f.attrs[k] = v
+
+    def __len__(self) -> int:
+        return int(self.f["ids"].shape[0]) if "ids" in self.f else 0
+
+    def append(self, batch: dict[str, np.ndarray]) -> None:
+        """Append a batch: every array shares the leading N; `ids` is a sequence of str."""
+        n = {len(v) for v in batch.values()}
+        if len(n) != 1:
+            raise ValueError(f"{self.partial}: batch fields have different lengths {n}")
+        (n,) = n
+        for name, value in batch.items():
+            arr = np.asarray(value, dtype=object if name == "ids" else None)
+            if name not in self.f:
+                self.f.create_dataset(name, **_field_spec(name, arr.shape[1:], arr.dtype))
+            ds = self.f[name]
+            start = ds.shape[0]
+            ds.resize(start + n, axis=0)
+            ds[start:start + n] = arr
+        self.f.flush()
+
+    def truncate(self, n: int) -> None:
+        """Keep the first n items of every dataset (used when resuming after an interruption)."""
+        for name in list(self.f.keys()):
+            if self.f[name].shape[0] > n:
+                self.f[name].resize(n, axis=0)
+        self.f.flush()
+
+    def close(self, commit: bool = True) -> Path:
+        """Close; with `commit`, rename the partial file to the final path."""
+        self.f.close()
+        if commit:
+            os.replace(self.partial, self.path)
+            return self.path
+        return self.partial
+
+    def __enter__(self) -> "H5Writer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(commit=exc_type is None)
+
+
+def _open(path: str | os.PathLike, mode: str = "r") -> h5py.File:
+    path = Path(path)
+    if not path.exists():
+        raise DataFileError(f"{path}: file not found")
+    try:
+        return h5py.File(path, mode)
+    except OSError as e:
+        raise DataFileError(f"{path}: not a readable sspl HDF5 file (truncated or corrupt? {e})") from e
+
+
+def open_h5(path: str | os.PathLike) -> h5py.File:
+    """Open a packed file read-only; missing or unreadable files raise DataFileError naming the path."""
+    return _open(path, "r")
+
+
+def read_field(f: h5py.File, key: str, index=slice(None)) -> np.ndarray:
+    """`f[key][index]` with errors that name the file and the key."""
+    if key not in f:
+        raise DataFileError(f"{f.filename}: no dataset '{key}' (has {sorted(f.keys())})")
+    try:
+        return f[key][index]
+    except OSError as e:
+        raise DataFileError(f"{f.filename}: cannot read '{key}'[{index}] (truncated or corrupt? {e})") from e
+
+
+def load_split(path: str | os.PathLike, keys=None) -> dict:
+    """Read a whole (small) file into memory: {key: numpy array}, `ids` as list of str, `attrs` as dict."""
+    with open_h5(path) as f:
+        keys = list(f.keys()) if keys is None else list(keys)
+        out = {k: read_field(f, k) for k in keys}
+        out["attrs"] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    if "ids" in out:
+        out["ids"] = [i.decode() if isinstance(i, bytes) else str(i) for i in out["ids"]]
+    return out
+
+
+def read_ids(path: str | os.PathLike) -> list[str]:
+    """The `ids` of a packed file."""
+    return load_split(path, ["ids"])["ids"]
+
+
+class AVDataset(torch.utils.data.Dataset):
+    """Items of one packed file. The file is opened lazily, once per worker process (picklable).
+
+    train: {frame_view1, frame_view2 (3,img,img) float, spect (3,96,64), index}
+    eval:  {frame (3,img,img), spect, index, id} + box (4,), label, gt (224,224) when stored.
+    `raw_frames=True` returns the stored uint8 frame (S,S,3) as `frame_uint8` instead of the views
+    (for `transforms.batch_train_views` on the device). Augmentation RNG = (seed, epoch, index).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, img_size: int = 224, train: bool = True, views: int = 2,
+                 seed: int = 0, augment: AugmentConfig | None = None, raw_frames: bool = False):
+        self.path = Path(path)
+        self.train, self.views, self.seed, self.epoch = train, views, seed, 0
+        self.aug = augment or AugmentConfig(img_size=img_size)
+        self.img_size = self.aug.img_size
+        self.raw_frames = raw_frames
+        self._f: h5py.File | None = None
+        self._pid: int | None = None
+        with open_h5(self.path) as f:
+            for key in ("frames", "spects"):
+                if key not in f:
+                    raise DataFileError(f"{self.path}: no dataset '{key}' (has {sorted(f.keys())})")
+            self.n = int(f["frames"].shape[0])
+            self.extras = [k for k in ("boxes", "label", "gt") if k in f]
+            self.attrs = dict(f.attrs)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the augmentation stream (call once per epoch)."""
+        self.epoch = int(epoch)
+
+    def _file(self) -> h5py.File:
+        if self._f is None or self._pid != os.getpid():
+            self._f, self._pid = open_h5(self.path), os.getpid()
+        return self._f
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_f"], state["_pid"] = None, None
+        return state
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.n:
+            raise IndexError(f"{self.path}: index {index} out of range [0, {self.n})")
+        f = self._file()
+        frame = torch.from_numpy(read_field(f, "frames", index))  # (S, S, 3) uint8
+        item = {"spect": torch.from_numpy(read_field(f, "spects", index).astype(np.float32)), "index": index}
+        if self.raw_frames:
+            item["frame_uint8"] = frame
+        elif self.train:
+            g = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
+            for k, v in enumerate(random_views(frame, self.aug, self.views, g), 1):
+                item[f"frame_view{k}"] = v
+        else:
+            item["frame"] = eval_frame(frame, self.img_size, self.aug.mean, self.aug.std)
+        if not self.train:
+            item["id"] = str(read_field(f, "ids", index).decode()) if "ids" in f else str(index)
+            for k in self.extras:
+                v = read_field(f, k, index)
+                item[k] = torch.as_tensor(v.astype(np.int64) if k == "label" else v.astype(np.float32))
+        return item

@@ -1,0 +1,214 @@
+"""Synthetic audio-visual localization benchmark: K visual classes (shape + colour + texture), each
+with a characteristic sound. Deterministic: sample `index` of `split` uses the generator seeded by
+(seed, split code, index), so serial and parallel generation give identical bytes.
+
+Splits: train / val (1-3 objects, the first sounds), test_single (1 object), test_multi (2-3 objects
+of different classes, one sounds), labeled_images (1 object + label + box), labeled_sounds (clip + label).
+CLI: `python -m sspl_lib.data.synthetic --out data/synthetic/quick --n-train 3000`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .h5 import H5Writer
+from .synth_scene import VisualClass, render_scene, visual_classes
+from .synth_sound import SR, render_audio, sound_kinds
+
+SPLITS = {"train": 0, "val": 1, "test_single": 2, "test_multi": 3, "labeled_images": 4, "labeled_sounds": 5}
+AV_SPLITS = ("train", "val", "test_single", "test_multi")
+ANNOTATED = ("val", "test_single", "test_multi")
+MAXOBJ = 3
+AREA_RANGE = {1: (0.07, 0.26), 2: (0.06, 0.17), 3: (0.05, 0.12)}  # per object, by number of objects
+FORMAT_VERSION = "sspl-synth/1"
+
+
+def sample_rng(seed: int, split: str, index: int, stream: int = 0) -> np.random.Generator:
+    """The generator of one sample (stream 1 = annotators' jitter)."""
+    return np.random.default_rng([int(seed), SPLITS[split], int(index), stream])
+
+
+def class_table(n_classes: int) -> list[dict]:
+    """Per class: index, name, shape, colour, texture, sound."""
+    return [dict(index=k, name=f"{v.colour} {v.shape}", shape=v.shape, colour=v.colour, texture=v.texture, sound=s)
+            for k, (v, s) in enumerate(zip(visual_classes(n_classes), sound_kinds(n_classes)))]
+
+
+def annotator_boxes(seed: int, split: str, index: int, box: np.ndarray, n: int = 3) -> np.ndarray:
+    """n jittered copies (n, 4) int of a normalized box in 256-px coordinates (Flickr annotation style)."""
+    rng = sample_rng(seed, split, index, stream=1)
+    b = np.asarray(box, np.float64) * 256
+    side = np.array([b[2] - b[0], b[3] - b[1]] * 2)
+    jit = np.rint(b + rng.normal(0, 0.04, (n, 4)) * side).clip(0, 256)  # (n, 4)
+    jit[:, 2:] = np.maximum(jit[:, 2:], jit[:, :2] + 2)
+    return jit.astype(np.int64)
+
+
+def render_sample(seed: int, split: str, index: int, *, frame_size: int = 128, n_classes: int = 8,
+                  off_screen_frac: float = 0.0, vclasses: list[VisualClass] | None = None):
+    """One sample -> (frame uint8 (S,S,3) or None, raw wave float32 (48000,) or None, info dict).
+
+    info: id, split, index, label (-1 = silent / off-screen), box (4,) normalized (NaN if none),
+    all_boxes (MAXOBJ, 4) NaN-padded, all_labels (MAXOBJ,) -1 padded, n_objects, audio ("class k" | "noise").
+    """
+    rng = sample_rng(seed, split, index)
+    kinds = sound_kinds(n_classes)
+    info = dict(id=f"{split}_{index:06d}", split=split, index=index, label=-1, box=np.full(4, np.nan, np.float32),
+                all_boxes=np.full((MAXOBJ, 4), np.nan, np.float32), all_labels=np.full(MAXOBJ, -1, np.int16),
+                n_objects=0, audio="noise")
+    if split == "labeled_sounds":
+        label = int(rng.integers(n_classes))
+        info.update(label=label, audio=f"class {label}")
+        return None, render_audio(rng, kinds[label]), info
+    if split in ("test_single", "labeled_images"):
+        n_obj = 1
+    elif split == "test_multi":
+        n_obj = int(rng.integers(2, MAXOBJ + 1))
+    else:
+        n_obj = int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25]))
+    n_obj = min(n_obj, n_classes)
+    labels = [int(k) for k in rng.choice(n_classes, n_obj, replace=False)]
+    frame, boxes = render_scene(rng, frame_size, vclasses or visual_classes(n_classes), labels,
+                                area_range=AREA_RANGE[n_obj])
+    info.update(n_objects=n_obj)
+    info["all_boxes"][:n_obj], info["all_labels"][:n_obj] = boxes, labels
+    if split == "labeled_images":
+        info.update(label=labels[0], box=boxes[0])
+        return frame, None, info
+    silent = split in AV_SPLITS and off_screen_frac > 0 and rng.random() < off_screen_frac
+    if not silent:
+        info.update(label=labels[0], box=boxes[0], audio=f"class {labels[0]}")
+        return frame, render_audio(rng, kinds[labels[0]]), info
+    absent = [k for k in range(n_classes) if k not in labels]
+    if absent and rng.random() < 0.5:  # an off-screen source
+        k = int(rng.choice(absent))
+        info["audio"] = f"class {k}"
+        return frame, render_audio(rng, kinds[k]), info
+    return frame, render_audio(rng, None), info
+
+
+def render_chunk(task: tuple) -> tuple[str, dict]:
+    """Samples [i0, i1) of a split as arrays ready for H5Writer.append (+ `annotators` for the XML files)."""
+    seed, split, i0, i1, frame_size, n_classes, off_screen_frac, n_annot = task
+    from ..audio import batch_log_mel, prepare_clip
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # identical float results in workers and in the parent
+    try:
+        vcl = visual_classes(n_classes)
+        samples = [render_sample(seed, split, i, frame_size=frame_size, n_classes=n_classes,
+                                 off_screen_frac=off_screen_frac, vclasses=vcl) for i in range(i0, i1)]
+        out: dict = {"ids": [s[2]["id"] for s in samples], "label": np.array([s[2]["label"] for s in samples], np.int16)}
+        if split != "labeled_sounds":
+            out["frames"] = np.stack([s[0] for s in samples])
+            out["boxes"] = np.stack([s[2]["box"] for s in samples]).astype(np.float32)
+        if split in AV_SPLITS:
+            out["all_boxes"] = np.stack([s[2]["all_boxes"] for s in samples])
+            out["all_labels"] = np.stack([s[2]["all_labels"] for s in samples])
+        if split != "labeled_images":
+            out["audio"] = np.stack([prepare_clip(s[1], SR) for s in samples]).astype(np.float32)  # (n, 48000)
+            out["spects"] = batch_log_mel(torch.from_numpy(out["audio"])).numpy()  # (n, 3, 96, 64)
+        if split in ANNOTATED:
+            out["annotators"] = np.stack([annotator_boxes(seed, split, s[2]["index"], s[2]["box"], n_annot)
+                                          if s[2]["label"] >= 0 else np.zeros((n_annot, 4), np.int64) for s in samples])
+    finally:
+        torch.set_num_threads(threads)
+    return split, out
+
+
+def flickr_xml(sample_id: str, boxes_256: np.ndarray) -> str:
+    """Flickr-style XML text: one <object><bbox> per annotator; the bbox's first child is the annotator."""
+    objs = "".join(f"  <object>\n    <bbox>\n      <annotator>{a}</annotator>\n" +
+                   "".join(f"      <{t}>{int(v)}</{t}>\n" for t, v in zip(("xmin", "ymin", "xmax", "ymax"), b)) +
+                   "    </bbox>\n  </object>\n" for a, b in enumerate(boxes_256))
+    return f"<annotation>\n  <filename>{sample_id}</filename>\n{objs}</annotation>\n"
+
+
+def _write_annotations(root: Path, split: str, out: dict, names: list[str], entries: list) -> None:
+    d = root / "annotations" / split
+    d.mkdir(parents=True, exist_ok=True)
+    for sid, lab, box, ann in zip(out["ids"], out["label"], out["boxes"], out["annotators"]):
+        if lab >= 0:
+            (d / f"{sid}.xml").write_text(flickr_xml(sid, ann))
+        entries.append({"file": sid, "class": names[lab] if lab >= 0 else "silent",
+                        "bbox": [[round(float(v), 6) for v in box]] if lab >= 0 else []})
+
+
+def generate_benchmark(out_dir, *, seed: int = 0, n_train: int = 3000, n_val: int = 500, n_test: int = 500,
+                       n_labeled: int = 2000, frame_size: int = 128, n_classes: int = 8, off_screen_frac: float = 0.0,
+                       n_annotators: int = 3, workers: int = 2, chunk: int = 64, progress: bool = True) -> Path:
+    """Write the benchmark folder (h5 per split, annotations/, meta.json); returns its path."""
+    from tqdm.auto import tqdm
+
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    sizes = dict(train=n_train, val=n_val, test_single=n_test, test_multi=n_test,
+                 labeled_images=n_labeled, labeled_sounds=n_labeled)
+    tasks = [(seed, sp, i, min(i + chunk, n), frame_size, n_classes, off_screen_frac, n_annotators)
+             for sp, n in sizes.items() for i in range(0, n, chunk)]
+    names = [c["name"] for c in class_table(n_classes)]
+    attrs = dict(frame_size=frame_size, sample_rate=SR, source="synthetic", seed=seed, n_classes=n_classes)
+    writers = {sp: H5Writer(root / f"{sp}.h5", attrs=attrs | {"split": sp}) for sp, n in sizes.items() if n > 0}
+    json_entries: dict[str, list] = {sp: [] for sp in ANNOTATED}
+    t0 = time.perf_counter()
+    bar = tqdm(total=sum(sizes.values()), desc="synthetic", unit="sample", disable=not progress)
+    pool = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn").Pool(workers) if workers > 1 else None
+    try:
+        results = pool.imap(render_chunk, tasks) if pool else map(render_chunk, tasks)
+        for split, out in results:
+            if split in ANNOTATED:
+                _write_annotations(root, split, out, names, json_entries[split])
+            writers[split].append({k: v for k, v in out.items() if k != "annotators"})
+            bar.update(len(out["ids"]))
+    except BaseException:
+        for w in writers.values():
+            w.close(commit=False)
+        raise
+    finally:
+        bar.close()
+        if pool:
+            pool.terminate()
+    for w in writers.values():
+        w.close()
+    for sp, entries in json_entries.items():
+        if sizes[sp]:
+            (root / "annotations" / sp / "vggss.json").write_text(json.dumps(entries))
+    seconds = time.perf_counter() - t0
+    meta = dict(format=FORMAT_VERSION, seed=seed, frame_size=frame_size, n_classes=n_classes, sample_rate=SR,
+                off_screen_frac=off_screen_frac, n_annotators=n_annotators, sizes=sizes, classes=class_table(n_classes),
+                max_objects=MAXOBJ, area_range=AREA_RANGE, seconds=round(seconds, 2), workers=workers)
+    (root / "meta.json").write_text(json.dumps(meta, indent=1))
+    return root
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="data/synthetic/quick", help="output folder (relative: from the repo root)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=int, default=3000)
+    p.add_argument("--n-val", type=int, default=500)
+    p.add_argument("--n-test", type=int, default=500)
+    p.add_argument("--n-labeled", type=int, default=2000)
+    p.add_argument("--frame-size", type=int, default=128)
+    p.add_argument("--n-classes", type=int, default=8)
+    p.add_argument("--off-screen-frac", type=float, default=0.0)
+    p.add_argument("--workers", type=int, default=2)
+    a = p.parse_args(argv)
+    from ..paths import resolve
+
+    out = generate_benchmark(resolve(a.out), seed=a.seed, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test,
+                             n_labeled=a.n_labeled, frame_size=a.frame_size, n_classes=a.n_classes,
+                             off_screen_frac=a.off_screen_frac, workers=a.workers)
+    meta = json.loads((out / "meta.json").read_text())
+    print(f"wrote {out} ({sum(meta['sizes'].values())} samples in {meta['seconds']} s)")
+
+
+if __name__ == "__main__":
+    main()
