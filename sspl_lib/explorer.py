@@ -1,0 +1,336 @@
+"""Interactive explorer of a trained run (notebooks/05_explore.ipynb): ipywidgets over a split.
+
+    from sspl_lib.explorer import Explorer
+    ex = Explorer("runs/quick/sspl")      # + compare=[other run dirs], split=, data_root=
+    ex                                    # shows the widget in a notebook
+
+Per sample: the frame with each selected model's heatmap overlay, the gt box and the scored mask
+(fixed / median protocol), the mask against the gt, the live cIoU (= `sspl_lib.metrics.ciou` of that
+heatmap), the log-mel spectrogram and a player of the sound. The sound can be swapped for another
+sample's clip (the counterfactual heatmap), PCM models can be inspected cycle by cycle, samples can be
+sorted by cIoU (worst first) to find failure modes. The centre prior is a pseudo-model to compare with.
+
+Forward passes are cached per (model, split, frame sample, audio sample). State for tests and scripts:
+`image_bytes`, `spectrogram_bytes`, `audio_bytes`, `current_ciou`, `cious`, `current_heatmap`,
+`current_gt`, `current_mask`, `current_index`, `current_audio_index`, `last_update_ms`; the widgets are
+attributes (`sample`, `play`, `split`, `sort`, `model_select`, `protocol`, `threshold`, `colormap`,
+`opacity`, `cycle`, `audio_source`, `other_clip`, `player`, `image`, `spectrogram`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+import numpy as np
+import ipywidgets as W
+
+from . import explorer_render as R
+from .explorer_sources import CENTRE_PRIOR, CentrePrior, RunModel, SplitData, class_names, find_splits, sibling_runs
+from .metrics import ciou, ciou_batch
+from .paths import resolve
+
+OWN_CLIP = -1
+SORTS = (("file order", "none"), ("cIoU, worst first", "worst"), ("cIoU, best first", "best"))
+COLORMAPS = ("jet", "turbo", "inferno", "viridis", "magma", "gray")
+
+
+def _unique(name: str, taken) -> str:
+    out, k = name, 2
+    while out in taken:
+        out, k = f"{name} ({k})", k + 1
+    return out
+
+
+class Explorer:
+    def __init__(self, run_dir="runs/quick/sspl", *, compare=None, data_root=None, split: str | None = None,
+                 centre_prior: bool = True, sounding_only: bool = True, cache_size: int = 512, device: str = "cpu"):
+        primary = RunModel(run_dir, device=device)
+        others = [RunModel(p, device=device) for p in (sibling_runs(run_dir) if compare is None else compare)]
+        self.models: dict = {}
+        for m in [primary, *others]:
+            m.name = _unique(m.name, self.models)
+            self.models[m.name] = m
+        if centre_prior:
+            self.models[CENTRE_PRIOR] = CentrePrior()
+        self.primary = primary.name
+        self.data_root = resolve(data_root or primary.cfg.data_root)
+        self.splits = find_splits(self.data_root)
+        if not self.splits:
+            raise FileNotFoundError(f"{self.data_root}: no split files with frames, spects and audio "
+                                    "(generate the benchmark first: `make reproduce` or notebooks/01_data_preparation)")
+        if split is not None and split not in self.splits:
+            raise ValueError(f"split {split!r} not in {self.data_root} (has {list(self.splits)})")
+        self.sounding_only = sounding_only
+        self._names = class_names(self.data_root)
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_size = cache_size
+        self.cache_hits = self.cache_misses = 0
+        self._spec_cache: OrderedDict = OrderedDict()
+        self._split_maps: dict = {}
+        self._busy = False
+        self.last_update_ms = float("nan")
+        self.image_bytes = self.spectrogram_bytes = self.audio_bytes = b""
+        self.cious: dict[str, float] = {}
+        self._build_widgets(split or next(iter(self.splits)))
+        self._load_split(self.split.value)
+
+    # ------------------------------------------------------------------ widgets
+    def _build_widgets(self, split: str) -> None:
+        lay = W.Layout
+        names = list(self.models)
+        default = [n for n in names if n != CENTRE_PRIOR][:2] + ([CENTRE_PRIOR] if CENTRE_PRIOR in names else [])
+        self.split = W.Dropdown(options=list(self.splits), value=split, description="split", layout=lay(width="210px"))
+        self.sort = W.Dropdown(options=SORTS, value="none", description="order", layout=lay(width="230px"))
+        self.sample = W.IntSlider(value=0, min=0, max=0, description="sample", continuous_update=False,
+                                  layout=lay(width="360px"))
+        self.play = W.Play(value=0, min=0, max=0, step=1, interval=1200, description="play")
+        W.jslink((self.play, "value"), (self.sample, "value"))  # smooth in the browser ...
+        self.play.observe(self._on_play, "value")  # ... and the kernel sees every step too
+        self.sample_id = W.HTML()
+        self.model_select = W.SelectMultiple(options=names, value=tuple(default), description="models",
+                                             rows=min(max(len(names), 2), 5), layout=lay(width="300px"))
+        self.protocol = W.ToggleButtons(options=["fixed", "median"], value="fixed", description="protocol",
+                                        style={"button_width": "70px"})
+        self.threshold = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="threshold",
+                                       continuous_update=False, readout_format=".2f")
+        self.cycle = W.IntSlider(value=0, min=0, max=0, description="PCM cycle", continuous_update=False)
+        self.colormap = W.Dropdown(options=COLORMAPS, value="jet", description="colormap", layout=lay(width="200px"))
+        self.opacity = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="opacity",
+                                     continuous_update=False, readout_format=".2f")
+        self.audio_source = W.Dropdown(options=[("this sample's own clip", OWN_CLIP)], value=OWN_CLIP,
+                                       description="sound", layout=lay(width="340px"))
+        self.other_clip = W.Button(description="listen with another clip", icon="random",
+                                   tooltip="a clip of another class: the heatmap this frame gets with that sound",
+                                   layout=lay(width="200px"))
+        self.own_clip = W.Button(description="own clip", layout=lay(width="100px"))
+        self.player = W.Audio(value=b"", format="wav", autoplay=False, loop=False, controls=True)
+        self.image = W.Image(format="png")
+        self.spectrogram = W.Image(format="png")
+        self.info = W.HTML()
+        self.header = W.HTML()
+        for w, fn in ((self.split, self._on_split), (self.sort, self._on_order), (self.protocol, self._on_order),
+                      (self.threshold, self._on_order), (self.model_select, self._on_models),
+                      (self.sample, self._on_view), (self.cycle, self._on_view), (self.colormap, self._on_view),
+                      (self.opacity, self._on_view), (self.audio_source, self._on_view)):
+            w.observe(fn, "value")
+        self.other_clip.on_click(lambda _: self.pick_other_clip())
+        self.own_clip.on_click(lambda _: setattr(self.audio_source, "value", OWN_CLIP))
+        self._sync_cycle_slider()
+        controls = W.HBox([W.VBox([self.model_select]), W.VBox([self.protocol, self.threshold, self.cycle]),
+                           W.VBox([self.colormap, self.opacity])])
+        sound = W.VBox([self.spectrogram, self.player, self.audio_source, W.HBox([self.other_clip, self.own_clip])])
+        self.widget = W.VBox([self.header, W.HBox([self.split, self.sort, self.play, self.sample]), self.sample_id,
+                              controls, W.HBox([self.image, sound]), self.info])
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    # ------------------------------------------------------------------ events
+    def _on_play(self, change) -> None:
+        if self.sample.value != change["new"] and self.sample.min <= change["new"] <= self.sample.max:
+            self.sample.value = change["new"]
+
+    def _on_split(self, change) -> None:
+        self._load_split(change["new"])
+
+    def _on_order(self, change) -> None:
+        if self._busy:
+            return
+        self.threshold.disabled = self.protocol.value == "median"
+        keep = self.current_index
+        self._busy = True
+        try:
+            self._reorder()
+            if change["owner"] is self.sort and self.sort.value != "none":
+                self.sample.value = 0  # the worst (best) sample first
+            else:
+                self.goto(keep)  # same sample, new position
+        finally:
+            self._busy = False
+        self.refresh()
+
+    def _on_models(self, change) -> None:
+        if self._busy:
+            return
+        if not change["new"]:  # keep one model shown
+            self.model_select.value = (self.primary,)
+            return
+        self._sync_cycle_slider()
+        self._on_order({"owner": self.model_select})
+
+    def _on_view(self, change) -> None:
+        if not self._busy:
+            self.refresh()
+
+    def _sync_cycle_slider(self) -> None:
+        cycles = max((self.models[n].cycles for n in self.selected), default=0)
+        self._busy, was = True, self._busy
+        try:
+            at_end = self.cycle.value == self.cycle.max
+            self.cycle.max = max(cycles, 0)
+            self.cycle.value = cycles if at_end or self.cycle.value > cycles else self.cycle.value
+            self.cycle.disabled = cycles == 0
+            self.cycle.description_tooltip = "heatmap after the PCM initialization (0) and each cycle" if cycles \
+                else "no model with PCM selected"
+        finally:
+            self._busy = was
+
+    # ------------------------------------------------------------------ data
+    def _load_split(self, name: str) -> None:
+        if getattr(self, "data", None) is not None:
+            self.data.close()
+        self.data = SplitData(self.splits[name], sounding_only=self.sounding_only, class_names=self._names)
+        n = len(self.data)
+        if n == 0:
+            raise ValueError(f"{self.splits[name]}: no samples with a sounding object")
+        self._busy = True
+        try:
+            self.order = np.arange(n)
+            self.sample.value = 0
+            self.sample.max = self.play.max = n - 1
+            self.audio_source.options = [("this sample's own clip", OWN_CLIP)] + \
+                [(f"{i}: {self.data.describe(i)}", i) for i in range(n)]
+            self.audio_source.value = OWN_CLIP
+            self._reorder()
+        finally:
+            self._busy = False
+        self.refresh()
+
+    @property
+    def selected(self) -> list[str]:
+        """Selected model names in the selector's order (the first one's cIoU is `current_ciou`)."""
+        chosen = set(self.model_select.value)
+        return [n for n in self.model_select.options if n in chosen]
+
+    def maps(self, model: str, frame_i: int, audio_i: int) -> np.ndarray:
+        """(cycles+1, h, w) heatmaps of sample `frame_i`'s frame with sample `audio_i`'s sound (cached)."""
+        key = (model, self.data.name, int(frame_i), int(audio_i))
+        if key in self._cache:
+            self.cache_hits += 1
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        self.cache_misses += 1
+        out = self.models[model].maps(self.data.frame(frame_i), self.data.spects(audio_i))
+        self._cache[key] = out
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return out
+
+    def split_cious(self, model: str | None = None) -> np.ndarray:
+        """Per-sample cIoU (own sound, final heatmap) of the split under the current protocol/threshold."""
+        model = model or self.selected[0]
+        key = (model, self.data.name)
+        if key not in self._split_maps:
+            self._split_maps[key] = self.models[model].final_maps(*self.data.all_frames_spects())
+        hm = self._split_maps[key]
+        out = []
+        for s in range(0, len(hm), 64):
+            gt = np.stack([self.data.gt(i) for i in range(s, min(s + 64, len(hm)))]).astype(np.float32)
+            out.append(ciou_batch(hm[s:s + 64], gt, self.protocol.value, self.threshold.value).numpy())
+        return np.concatenate(out)
+
+    def _reorder(self) -> None:
+        if self.sort.value == "none":
+            self.order = np.arange(len(self.data))
+            return
+        c = self.split_cious()
+        self.order = np.argsort(c if self.sort.value == "worst" else -c, kind="stable")
+
+    def goto(self, index: int) -> None:
+        """Show the split's sample `index` (file order among the kept samples) whatever the sort order."""
+        self.sample.value = int(np.flatnonzero(self.order == index)[0])
+
+    def pick_other_clip(self, seed: int | None = None) -> int:
+        """Swap in the clip of a random sample of another class (the counterfactual); returns its index."""
+        rng = np.random.default_rng(seed)
+        i = self.current_index
+        pool = np.flatnonzero(self.data.labels != self.data.labels[i])
+        if len(pool) == 0:
+            pool = np.setdiff1d(np.arange(len(self.data)), [i])
+        if len(pool):
+            self.audio_source.value = int(rng.choice(pool))
+        return self.audio_source.value
+
+    # ------------------------------------------------------------------ view
+    @property
+    def current_index(self) -> int:
+        return int(self.order[self.sample.value])
+
+    @property
+    def current_audio_index(self) -> int:
+        return self.current_index if self.audio_source.value == OWN_CLIP else int(self.audio_source.value)
+
+    def _spectrogram(self, audio_i: int) -> bytes:
+        key = (self.data.name, audio_i)
+        if key not in self._spec_cache:
+            title = f"sound of {self.data.describe(audio_i)}"
+            self._spec_cache[key] = R.spectrogram_png(self.data.spects(audio_i), title)
+            if len(self._spec_cache) > 64:
+                self._spec_cache.popitem(last=False)
+        return self._spec_cache[key]
+
+    def refresh(self) -> None:
+        """Recompute the view from the widgets' values (called by every widget change)."""
+        t0 = time.perf_counter()
+        i, a = self.current_index, self.current_audio_index
+        d, protocol, thr = self.data, self.protocol.value, float(self.threshold.value)
+        frame = R.frame_at(d.frame(i))
+        gt = d.gt(i)
+        box = d.boxes[i] if d.boxes is not None else None
+        others = d.all_boxes[i] if d.all_boxes is not None else None
+        columns, self.cious = [], {}
+        for k, name in enumerate(self.selected):
+            m = self.models[name]
+            stack = self.maps(name, i, a)
+            step = min(self.cycle.value, m.cycles) if m.has_pcm else len(stack) - 1
+            hm = stack[step]
+            mask = R.protocol_mask(R.normalized(hm), protocol, thr)
+            self.cious[name] = c = ciou(hm, gt, protocol, thr)
+            if k == 0:
+                self.current_heatmap, self.current_mask, self.current_ciou = hm, mask, c
+            sub = f"cIoU {c:.3f}" + (f" · cycle {step}/{m.cycles}" if m.has_pcm else "") + \
+                (" · other clip" if a != i and name != CENTRE_PRIOR else "")
+            pcm = "" if name == CENTRE_PRIOR else (" (w/ PCM)" if m.has_pcm else " (w/o PCM)")
+            columns.append({"title": name + pcm, "subtitle": sub,
+                            "panels": [R.overlay_panel(frame, hm, mask, box=box, other_boxes=others,
+                                                       cmap=self.colormap.value, alpha=float(self.opacity.value)),
+                                       R.mask_panel(frame, mask, gt)]})
+        self.current_gt = gt
+        self.image_bytes = R.png_bytes(R.compose(columns))
+        self.image.value = self.image_bytes
+        if a != getattr(self, "_shown_audio", None) or d.name != getattr(self, "_shown_split", None):
+            self.spectrogram_bytes = self._spectrogram(a)
+            self.spectrogram.value = self.spectrogram_bytes
+            self.audio_bytes = R.wav_bytes(d.audio(a), int(d.f.attrs.get("sample_rate", 16_000)))
+            self.player.value = self.audio_bytes
+            self._shown_audio, self._shown_split = a, d.name
+        self.last_update_ms = (time.perf_counter() - t0) * 1e3
+        self._update_text()
+
+    def _update_text(self) -> None:
+        d, i, a = self.data, self.current_index, self.current_audio_index
+        rank = {"none": "file order", "worst": "sorted by cIoU, worst first", "best": "sorted by cIoU, best first"}
+        sound = "its own sound" if a == i else f"<b>the sound of {d.describe(a)}</b> (counterfactual)"
+        self.sample_id.value = (f"<b>{d.ids[i]}</b> &mdash; {d.label_name(i)} &middot; sample {i} of {len(d)} in "
+                                f"<code>{d.name}</code> ({rank[self.sort.value]}, position {self.sample.value}) "
+                                f"&middot; heard with {sound}")
+        rows = "".join(f"<tr><td>{n}</td><td style='text-align:right'>&nbsp;{c:.3f}</td></tr>"
+                       for n, c in self.cious.items())
+        proto = "median" if self.protocol.value == "median" else f"fixed, threshold {self.threshold.value:.2f}"
+        self.info.value = (f"<table><tr><th>model</th><th>&nbsp;cIoU ({proto})</th></tr>{rows}</table>"
+                           f"<small>view updated in {self.last_update_ms:.0f} ms &middot; forward-pass cache "
+                           f"{self.cache_hits} hits / {self.cache_misses} misses</small>")
+        run = self.models[self.primary]
+        self.header.value = (f"<h3 style='margin:2px 0'>SSPL explorer &mdash; {run.run_dir.name}</h3>"
+                             f"<small>{run.checkpoint} &middot; data {self.data_root}</small>")
+
+
+def open_explorer(run_dir="runs/quick/sspl", **kwargs):
+    """The explorer of `run_dir`, or (when the run does not exist yet) an HTML note saying how to make it."""
+    from .explorer_sources import is_run
+
+    if not is_run(resolve(run_dir)):
+        return W.HTML(f"<b>No trained run at <code>{resolve(run_dir)}</code>.</b> Train it first: "
+                      "<code>make reproduce</code> (or notebooks/02_train.ipynb), then rerun this notebook.")
+    return Explorer(run_dir, **kwargs)

@@ -1,0 +1,193 @@
+"""What the explorer looks at: heatmap sources (trained runs, the centre prior) and annotated splits.
+
+A source maps (frame uint8 (S,S,3), spects (3,96,64)) to the heatmaps after the PCM initialization and
+after each cycle, (cycles+1, h, w) float32 -- one map for models without PCM and for the centre prior.
+The explorer caches these per (source, split, frame sample, audio sample); nothing here caches.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import SSPLConfig
+from .paths import resolve
+
+CENTRE_PRIOR = "centre prior"
+CHECKPOINTS = ("best.pt", "last.pt")
+
+
+def find_checkpoint(run_dir) -> Path:
+    """`<run>/checkpoints/best.pt` (else last.pt); FileNotFoundError with the command that makes one."""
+    run = resolve(run_dir)
+    for name in CHECKPOINTS:
+        if (run / "checkpoints" / name).is_file():
+            return run / "checkpoints" / name
+    raise FileNotFoundError(f"{run}: no trained run here (no checkpoints/best.pt). Train one first: "
+                            "`make reproduce` or `python -m sspl_lib.train --profile quick --run-dir runs/quick/sspl`")
+
+
+def is_run(path) -> bool:
+    return any((Path(path) / "checkpoints" / n).is_file() for n in CHECKPOINTS)
+
+
+class RunModel:
+    """A trained run (checkpoint layout of sspl_lib.train: {"model": state_dict, "config": cfg dict, ...})."""
+
+    def __init__(self, run_dir, name: str | None = None, device: str = "cpu"):
+        from .evaluate import load_run
+
+        self.run_dir = resolve(run_dir)
+        self.checkpoint = find_checkpoint(self.run_dir)
+        self.model = load_run(self.run_dir, which=self.checkpoint.stem, device=device)  # eval mode
+        self.cfg: SSPLConfig = self.model.cfg
+        self.device = torch.device(device)
+        self.name = name or self.run_dir.name
+        self.cycles = self.cfg.pcm_cycles if self.cfg.use_pcm else 0
+
+    @property
+    def has_pcm(self) -> bool:
+        return self.cycles > 0
+
+    def _inputs(self, frames: np.ndarray, spects: np.ndarray):
+        from .data.transforms import eval_frame
+
+        fr = eval_frame(torch.from_numpy(np.ascontiguousarray(frames)).to(self.device), self.cfg.img_size)
+        return fr, torch.from_numpy(np.ascontiguousarray(spects, dtype=np.float32)).to(self.device)
+
+    @torch.no_grad()
+    def maps(self, frame: np.ndarray, spects: np.ndarray) -> np.ndarray:
+        """(cycles+1, h, w) float32: heatmaps after the PCM initialization and each cycle (last = final)."""
+        fr, sp = self._inputs(frame[None], spects[None])
+        return self.model.heatmap_cycles(fr, sp)[0].float().cpu().numpy()
+
+    @torch.no_grad()
+    def final_maps(self, frames: np.ndarray, spects: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Final heatmaps (N, h, w) of a batch of samples with their own audio (for sorting by cIoU)."""
+        out = []
+        for s in range(0, len(frames), batch_size):
+            fr, sp = self._inputs(frames[s:s + batch_size], spects[s:s + batch_size])
+            out.append(self.model.heatmap(fr, sp).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 1, 1), np.float32)
+
+
+class CentrePrior:
+    """The centre-prior pseudo-model: the same centred Gaussian for every frame and sound."""
+
+    name = CENTRE_PRIOR
+    cycles = 0
+    has_pcm = False
+
+    def __init__(self, size: int = 14):
+        from .baselines import center_prior
+
+        self.map = center_prior(1, size).numpy()  # (1, size, size)
+
+    def maps(self, frame, spects) -> np.ndarray:
+        return self.map.copy()
+
+    def final_maps(self, frames, spects, batch_size: int = 64) -> np.ndarray:
+        return np.repeat(self.map, len(frames), axis=0)
+
+
+def sibling_runs(run_dir) -> list[Path]:
+    """Other trained runs in the folder of `run_dir` (e.g. the ablation variants next to the main run)."""
+    run = resolve(run_dir)
+    if not run.parent.is_dir():
+        return []
+    return sorted(p for p in run.parent.iterdir() if p.is_dir() and p.resolve() != run.resolve() and is_run(p))
+
+
+# ----------------------------------------------------------------------------- data
+SPLIT_ORDER = ("test_single", "test_multi", "val", "train")
+
+
+def find_splits(data_root) -> dict[str, Path]:
+    """{name: path} of the audio-visual split files (frames + spects + audio) in `data_root`, tests first."""
+    from .data.h5 import DataFileError, open_h5
+
+    root = resolve(data_root)
+    found = {}
+    for p in sorted(root.glob("*.h5")) if root.is_dir() else []:
+        try:
+            with open_h5(p) as f:
+                if all(k in f for k in ("frames", "spects", "audio")):
+                    found[p.stem] = p
+        except DataFileError:
+            continue
+    rank = {n: i for i, n in enumerate(SPLIT_ORDER)}
+    return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+
+
+class SplitData:
+    """One packed split, read lazily per sample (the h5 file stays open). With `sounding_only` (default),
+    samples whose sound is silent / off-screen (label -1) are left out, as in the evaluation.
+    Indices are local: 0..n-1 over the kept rows (`rows` maps them to file rows)."""
+
+    def __init__(self, path, *, sounding_only: bool = True, class_names: list[str] | None = None):
+        from .data.h5 import open_h5, read_field
+
+        self.path = resolve(path)
+        self.name = self.path.stem
+        self.f = open_h5(self.path)
+        self._read = read_field
+        n = int(self.f["frames"].shape[0])
+        self.labels = read_field(self.f, "label").astype(int) if "label" in self.f else np.zeros(n, int)
+        self.rows = np.flatnonzero(self.labels >= 0) if sounding_only and "label" in self.f else np.arange(n)
+        ids = read_field(self.f, "ids") if "ids" in self.f else [str(i) for i in range(n)]
+        self.ids = [(i.decode() if isinstance(i, bytes) else str(i)) for i in np.asarray(ids)[self.rows]]
+        self.labels = self.labels[self.rows]
+        self.boxes = read_field(self.f, "boxes")[self.rows] if "boxes" in self.f else None
+        self.all_boxes = read_field(self.f, "all_boxes")[self.rows] if "all_boxes" in self.f else None
+        self.has_gt = "gt" in self.f or self.boxes is not None
+        self.class_names = class_names or []
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def frame(self, i: int) -> np.ndarray:
+        return self._read(self.f, "frames", int(self.rows[i]))
+
+    def spects(self, i: int) -> np.ndarray:
+        return self._read(self.f, "spects", int(self.rows[i])).astype(np.float32)
+
+    def audio(self, i: int) -> np.ndarray:
+        return self._read(self.f, "audio", int(self.rows[i])).astype(np.float32)
+
+    def all_frames_spects(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every kept sample's frame and spects (for whole-split heatmaps)."""
+        frames, spects = self.f["frames"][:], self.f["spects"][:]
+        return frames[self.rows], spects[self.rows].astype(np.float32)
+
+    def gt(self, i: int, size: int = 224) -> np.ndarray:
+        """Ground-truth map (size, size) float64: the stored `gt`, else the VGG-SS map of the box."""
+        from .data.gt import vggss_gt_map
+
+        if "gt" in self.f:
+            return self._read(self.f, "gt", int(self.rows[i])).astype(np.float64)
+        if self.boxes is None or not np.all(np.isfinite(self.boxes[i])):
+            return np.zeros((size, size))
+        return vggss_gt_map([self.boxes[i]], size)
+
+    def label_name(self, i: int) -> str:
+        k = int(self.labels[i])
+        if k < 0:
+            return "silent"
+        return self.class_names[k] if k < len(self.class_names) else f"class {k}"
+
+    def describe(self, i: int) -> str:
+        return f"{self.ids[i]} ({self.label_name(i)})"
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def class_names(data_root) -> list[str]:
+    """Class names from the synthetic benchmark's meta.json (empty when absent)."""
+    meta = resolve(data_root) / "meta.json"
+    if not meta.is_file():
+        return []
+    return [c.get("name", f"class {c.get('index')}") for c in json.loads(meta.read_text()).get("classes", [])]
