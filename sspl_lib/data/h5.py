@@ -201,5 +201,5 @@ class AVDataset(torch.utils.data.Dataset):
             item["id"] = str(read_field(f, "ids", index).decode()) if "ids" in f else str(index)
             for k in self.extras:
                 v = read_field(f, k, index)
-                item[k] = torch.as_tensor(v.astype(np.int64) if k == "label" else v.astype(np.float32))
+                item["box" if k == "boxes" else k] = torch.as_tensor(v.astype(np.int64) if k == "label" else v.astype(np.float32))
         return item

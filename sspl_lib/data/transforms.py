@@ -62,9 +62,28 @@ def denormalize(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.
     return (x * s + m).clamp(0, 1)
 
 
+def resize_shorter(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """torchvision `Resize(size)` semantics on uint8 (.., 3, H, W): shorter side -> size, bicubic; float [0, 255]."""
+    h, w = frames.shape[-2:]
+    if h == w:
+        return resize_uint8(frames, size)
+    nh, nw = (size, int(size * w / h)) if h < w else (int(size * h / w), size)
+    x = frames.float()
+    x = F.interpolate(x if x.dim() == 4 else x[None], size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
+    x = x.clamp_(0, 255).round_()
+    return x if frames.dim() == 4 else x[0]
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """torchvision `CenterCrop(size)` on (.., H, W) with H, W >= size."""
+    h, w = x.shape[-2:]
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return x[..., top:top + size, left:left + size]
+
+
 def eval_frame(frame: torch.Tensor, img_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """uint8 (H, W, 3) or (B, H, W, 3) -> normalized float (.., 3, img_size, img_size): resize + centre crop."""
-    x = resize_uint8(to_chw(frame), img_size)  # square input: the centre crop is the identity
+    x = center_crop(resize_shorter(to_chw(frame), img_size), img_size)
     return normalize(x, mean, std)
 
 
