@@ -1,0 +1,1 @@
+"""Speed scripts (print figures; not tests)."""
