@@ -111,6 +111,7 @@ def build_model(cfg: SSPLConfig) -> SSPL:
 
         path = resolve(cfg.encoders_checkpoint)
         state = torch.load(path, map_location="cpu", weights_only=True)
-        model.visual.load_state_dict(state["visual"])
+        if not cfg.from_scratch:  # from scratch = a random (trainable) visual encoder; the audio stays pretrained
+            model.visual.load_state_dict(state["visual"])
         model.audio.backbone.load_state_dict(state["audio"])
     return model
