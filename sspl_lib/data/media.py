@@ -30,7 +30,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             if im.mode in ("I;16", "I;16B", "I"):  # 16/32-bit grayscale: scale to 8 bit
                 a = np.asarray(im, dtype=np.float64)
                 im = Image.fromarray(np.uint8(255 * (a - a.min()) / max(np.ptp(a), 1e-9)))
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+            return np.array(im.convert("RGB"), dtype=np.uint8)  # writable copy
     except FileNotFoundError as e:
         raise MediaError(f"{path}: image file not found") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
