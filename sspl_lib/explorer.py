@@ -171,7 +171,7 @@ class Explorer:
             self.cycle.max = max(cycles, 0)
             self.cycle.value = cycles if at_end or self.cycle.value > cycles else self.cycle.value
             self.cycle.disabled = cycles == 0
-            self.cycle.description_tooltip = "heatmap after the PCM initialization (0) and each cycle" if cycles \
+            self.cycle.tooltip = "heatmap after the PCM initialization (0) and each cycle" if cycles \
                 else "no model with PCM selected"
         finally:
             self._busy = was
@@ -218,7 +218,9 @@ class Explorer:
         return out
 
     def split_cious(self, model: str | None = None) -> np.ndarray:
-        """Per-sample cIoU (own sound, final heatmap) of the split under the current protocol/threshold."""
+        """Per-sample cIoU (own sound, final heatmap) of the split under the current protocol/threshold, from
+        batched forward passes (cached per model and split; for the sort). It can differ from the shown
+        per-sample cIoU in the 5th decimal (float rounding of batched convolutions moving a boundary pixel)."""
         model = model or self.selected[0]
         key = (model, self.data.name)
         if key not in self._split_maps:
