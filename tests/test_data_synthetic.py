@@ -120,3 +120,12 @@ def test_annotations_match_boxes(tiny_benchmark):
         assert set(np.unique(gt)) <= {0, 0.5, 1} and gt.max() == 1
         v = vggss_gt_map(ann[i])
         assert ((gt == 1) & (v == 0)).mean() < 0.02  # consensus region ~ the true box
+
+
+def test_without_audio_and_empty_splits(tmp_path):
+    out = generate_benchmark(tmp_path / "na", seed=1, n_train=4, n_val=0, n_test=2, n_labeled=0, frame_size=32,
+                             store_audio=False, workers=1, progress=False)
+    assert sorted(p.name for p in out.glob("*.h5")) == ["test_multi.h5", "test_single.h5", "train.h5"]
+    d = load_split(out / "train.h5")
+    assert "audio" not in d and d["spects"].shape == (4, 3, 96, 64)
+    assert json.loads((out / "meta.json").read_text())["store_audio"] is False

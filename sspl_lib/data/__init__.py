@@ -11,8 +11,8 @@ _EXPORTS = {
     "AugmentConfig": "transforms", "batch_train_views": "transforms", "eval_frame": "transforms",
     "flickr_gt_map": "gt", "vggss_gt_map": "gt", "gt_maps_for_split": "gt", "load_vggss_annotations": "gt",
     "load_id_list": "gt", "AnnotationError": "gt",
-    "FlickrTrain": "real", "FlickrTest": "real", "VGGSSTest": "real", "pack_official_h5": "real",
-    "prepare_folder": "prepare",
+    "FlickrTrain": "real", "VGGSoundTrain": "real", "FlickrTest": "real", "VGGSSTest": "real",
+    "pack_official_h5": "real", "prepare_folder": "prepare", "find_items": "prepare", "MediaError": "media",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -143,8 +143,13 @@ def _write_annotations(root: Path, split: str, out: dict, names: list[str], entr
 
 def generate_benchmark(out_dir, *, seed: int = 0, n_train: int = 3000, n_val: int = 500, n_test: int = 500,
                        n_labeled: int = 2000, frame_size: int = 128, n_classes: int = 8, off_screen_frac: float = 0.0,
-                       n_annotators: int = 3, workers: int = 2, chunk: int = 64, progress: bool = True) -> Path:
-    """Write the benchmark folder (h5 per split, annotations/, meta.json); returns its path."""
+                       n_annotators: int = 3, store_audio: bool = True, workers: int = 2, chunk: int = 64,
+                       progress: bool = True) -> Path:
+    """Write the benchmark folder (h5 per split, annotations/, meta.json); returns its path.
+
+    `store_audio=False` leaves the 192 kB/sample `audio` out of the audio-visual splits (the spects stay;
+    `render_sample` regenerates any clip), for 100k-sample sets.
+    """
     from tqdm.auto import tqdm
 
     root = Path(out_dir)
@@ -165,7 +170,8 @@ def generate_benchmark(out_dir, *, seed: int = 0, n_train: int = 3000, n_val: in
         for split, out in results:
             if split in ANNOTATED:
                 _write_annotations(root, split, out, names, json_entries[split])
-            writers[split].append({k: v for k, v in out.items() if k != "annotators"})
+            drop = {"annotators"} | ({"audio"} if not store_audio and split in AV_SPLITS else set())
+            writers[split].append({k: v for k, v in out.items() if k not in drop})
             bar.update(len(out["ids"]))
     except BaseException:
         for w in writers.values():
@@ -183,7 +189,8 @@ def generate_benchmark(out_dir, *, seed: int = 0, n_train: int = 3000, n_val: in
     seconds = time.perf_counter() - t0
     meta = dict(format=FORMAT_VERSION, seed=seed, frame_size=frame_size, n_classes=n_classes, sample_rate=SR,
                 off_screen_frac=off_screen_frac, n_annotators=n_annotators, sizes=sizes, classes=class_table(n_classes),
-                max_objects=MAXOBJ, area_range=AREA_RANGE, seconds=round(seconds, 2), workers=workers)
+                max_objects=MAXOBJ, area_range=AREA_RANGE, store_audio=store_audio, seconds=round(seconds, 2),
+                workers=workers)
     (root / "meta.json").write_text(json.dumps(meta, indent=1))
     return root
 
@@ -199,13 +206,16 @@ def main(argv=None) -> None:
     p.add_argument("--frame-size", type=int, default=128)
     p.add_argument("--n-classes", type=int, default=8)
     p.add_argument("--off-screen-frac", type=float, default=0.0)
+    p.add_argument("--no-audio", action="store_true", help="omit waveforms from the audio-visual splits")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     from ..paths import resolve
 
     out = generate_benchmark(resolve(a.out), seed=a.seed, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test,
                              n_labeled=a.n_labeled, frame_size=a.frame_size, n_classes=a.n_classes,
-                             off_screen_frac=a.off_screen_frac, workers=a.workers)
+                             off_screen_frac=a.off_screen_frac, store_audio=not a.no_audio, workers=a.workers,
+                             progress=not a.quiet)
     meta = json.loads((out / "meta.json").read_text())
     print(f"wrote {out} ({sum(meta['sizes'].values())} samples in {meta['seconds']} s)")
 
