@@ -1,0 +1,142 @@
+"""sspl_lib.evaluate on a tiny generated benchmark and hand-made splits (real files, real models)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sspl_lib import metrics
+from sspl_lib.audio import vggish_examples
+from sspl_lib.config import SSPLConfig
+from sspl_lib.data.h5 import H5Writer
+from sspl_lib.data.transforms import eval_frame
+from sspl_lib.evaluate import (MODELS, derangement, evaluate_baseline, evaluate_model, load_run, load_test_set,
+                               results_json, results_table, silent_spect, vggss_center_prior, write_results)
+from sspl_lib.model import build_model
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    from sspl_lib.data import generate_benchmark
+
+    torch.set_num_threads(1)
+    return generate_benchmark(tmp_path_factory.mktemp("bench"), n_train=8, n_val=4, n_test=10, n_labeled=0,
+                              frame_size=48, workers=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(SSPLConfig(img_size=48, pretrained=False, pcm_cycles=1, encoder_width=8)).eval()
+
+
+def test_ciou_equals_metrics_per_sample(bench, model):
+    res = evaluate_model(model, bench / "test_single.h5", batch_size=4)
+    data = load_test_set(bench / "test_single.h5")
+    assert res["n"] == data.n == 10 and res["heatmaps"].shape[0] == 10
+    # batched heatmaps = one sample at a time (eval mode)
+    hm0 = model.heatmap(eval_frame(torch.from_numpy(data.frames[:1]), 48), torch.from_numpy(data.spects[:1]))
+    torch.testing.assert_close(res["heatmaps"][:1], hm0, rtol=1e-4, atol=1e-5)
+    gt = data.gt_maps()
+    for p in ("fixed", "median"):
+        ref = [metrics.ciou(res["heatmaps"][i], gt[i], protocol=p) for i in range(data.n)]
+        np.testing.assert_allclose(res["cious"][p], ref, atol=1e-12)
+        assert res["summary"][p] == metrics.summarize(np.array(ref))
+        x, y = res["curves"][p]
+        assert len(x) == len(y) == 21 and y[0] == 1.0
+
+
+def test_shuffled_audio_is_a_derangement(bench, model):
+    for n in (2, 3, 10, 257):
+        p = derangement(n, seed=3)
+        assert sorted(p) == list(range(n)) and np.all(p != np.arange(n))
+        np.testing.assert_array_equal(p, derangement(n, seed=3))
+    res = evaluate_model(model, bench / "test_single.h5", batch_size=4, audio="shuffled", seed=5)
+    data = load_test_set(bench / "test_single.h5")
+    perm = res["perm"]
+    assert np.all(perm != np.arange(data.n))
+    ref = model.heatmap(eval_frame(torch.from_numpy(data.frames), 48), torch.from_numpy(data.spects[perm]))
+    torch.testing.assert_close(res["heatmaps"], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_silent_audio_is_zero_waveform_log_mel(bench, model):
+    s = silent_spect()
+    assert s.shape == (3, 96, 64)
+    torch.testing.assert_close(s, vggish_examples(np.zeros(48000)))
+    res = evaluate_model(model, bench / "test_multi.h5", batch_size=4, audio="silent")
+    data = load_test_set(bench / "test_multi.h5")
+    ref = model.heatmap(eval_frame(torch.from_numpy(data.frames), 48), s.expand(data.n, 3, 96, 64))
+    torch.testing.assert_close(res["heatmaps"], ref, rtol=1e-4, atol=1e-5)
+
+
+def _box_split(path, box, n=6):
+    with H5Writer(path, attrs={"source": "synthetic"}) as w:
+        w.append({"frames": np.zeros((n, 32, 32, 3), np.uint8), "spects": np.zeros((n, 3, 96, 64), np.float32),
+                  "ids": [f"s{i}" for i in range(n)], "label": np.zeros(n, np.int16),
+                  "boxes": np.tile(np.asarray(box, np.float32), (n, 1))})
+    return path
+
+
+def test_center_prior_prefers_centred_boxes(tmp_path):
+    centred = _box_split(tmp_path / "centred.h5", [0.3, 0.3, 0.7, 0.7])
+    corner = _box_split(tmp_path / "corner.h5", [0.0, 0.0, 0.3, 0.3])
+    for p in ("fixed", "median"):
+        a = evaluate_baseline("center_prior", centred, protocol=p)["summary"][p]
+        b = evaluate_baseline("center_prior", corner, protocol=p)["summary"][p]
+        assert a["auc"] > b["auc"] and a["n"] == b["n"] == 6
+    assert evaluate_baseline("center_prior", centred)["summary"]["fixed"]["ciou"] == 1.0
+    r1, r2 = evaluate_baseline("random", centred, seed=1), evaluate_baseline("random", centred, seed=1)
+    np.testing.assert_array_equal(r1["cious"]["fixed"], r2["cious"]["fixed"])
+
+
+def test_load_run_round_trip(tmp_path, bench, model):
+    ck = tmp_path / "run" / "checkpoints"
+    ck.mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "config": model.cfg.to_dict(), "epoch": 0}, ck / "best.pt")
+    loaded = load_run(tmp_path / "run")
+    assert not loaded.training and loaded.cfg == model.cfg
+    a = evaluate_model(model, bench / "test_single.h5", batch_size=5)
+    b = evaluate_model(loaded, bench / "test_single.h5", batch_size=5)
+    torch.testing.assert_close(a["heatmaps"], b["heatmaps"])
+    with pytest.raises(FileNotFoundError, match="last.pt"):
+        load_run(tmp_path / "run", which="last")
+
+
+def test_results_json_shape(tmp_path, bench, model):
+    res = {}
+    for split, f in (("single", "test_single.h5"), ("multi", "test_multi.h5")):
+        m = evaluate_model(model, bench / f, batch_size=5)
+        res.setdefault("sspl", {})[split] = m
+        res.setdefault("sspl_wo_pcm", {})[split] = m
+        res.setdefault("center_prior", {})[split] = evaluate_baseline("center_prior", bench / f)
+        res.setdefault("random", {})[split] = evaluate_baseline("random", bench / f)
+        res.setdefault("sspl_shuffled_audio", {})[split] = evaluate_model(model, bench / f, audio="shuffled")
+    path = write_results(res, tmp_path / "results.json")
+    out = json.loads(path.read_text())
+    assert set(MODELS) <= set(out)
+    for mname in MODELS:
+        assert set(out[mname]) == {"single", "multi"}
+        for rec in out[mname].values():
+            assert isinstance(rec["ciou"], float) and isinstance(rec["auc"], float) and rec["n"] == 10
+            assert 0 <= rec["ciou"] <= 1 and 0 <= rec["auc"] <= 1 and "ciou_median" in rec
+    assert out == results_json(res)
+    assert results_table(res).count("\n") == len(res) + 1
+
+
+def test_vggss_center_prior(tmp_path):
+    assert vggss_center_prior(tmp_path) is None  # metadata absent: skipped cleanly
+    boxes = {"a": [[0.25, 0.25, 0.75, 0.75]], "b": [[0.0, 0.0, 0.2, 0.2], [0.8, 0.8, 1.0, 1.0]], "c": [[0.3, 0.3, 0.7, 0.7]]}
+    (tmp_path / "vggss_test_5158.json").write_text(json.dumps([{"file": k, "class": "x", "bbox": v} for k, v in boxes.items()]))
+    (tmp_path / "vggss_test_4692.csv").write_text("a\nb\n")
+    out = vggss_center_prior(tmp_path, batch_size=1)
+    assert out["n"] == 2
+    from sspl_lib.baselines import center_prior
+    from sspl_lib.data.gt import vggss_gt_map
+
+    for p in ("fixed", "median"):
+        ref = [metrics.ciou(center_prior(1)[0], vggss_gt_map(boxes[k]), protocol=p) for k in ("a", "b")]
+        np.testing.assert_allclose(out["cious"][p], ref)
+    assert out["cious"]["fixed"][0] > out["cious"]["fixed"][1]
