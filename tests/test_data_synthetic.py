@@ -129,3 +129,14 @@ def test_without_audio_and_empty_splits(tmp_path):
     d = load_split(out / "train.h5")
     assert "audio" not in d and d["spects"].shape == (4, 3, 96, 64)
     assert json.loads((out / "meta.json").read_text())["store_audio"] is False
+
+
+def test_split_gt_maps(tiny_benchmark):
+    from sspl_lib.data.synthetic import split_gt_maps
+
+    f = split_gt_maps(tiny_benchmark, "test_single")
+    v = split_gt_maps(tiny_benchmark, "test_single", style="vggss", size=64)
+    assert f.shape == (24, 224, 224) and v.shape == (24, 64, 64)
+    assert set(np.unique(f)) <= {0, 0.5, 1} and set(np.unique(v)) == {0, 1}
+    b = load_split(tiny_benchmark / "test_single.h5", ["boxes"])["boxes"]
+    np.testing.assert_allclose(v.mean((1, 2)), _areas(b), atol=0.05)

@@ -7,6 +7,7 @@ from importlib import import_module
 
 _EXPORTS = {
     "generate_benchmark": "synthetic", "render_sample": "synthetic", "class_table": "synthetic",
+    "split_gt_maps": "synthetic",
     "H5Writer": "h5", "AVDataset": "h5", "load_split": "h5", "open_h5": "h5", "DataFileError": "h5",
     "AugmentConfig": "transforms", "batch_train_views": "transforms", "eval_frame": "transforms",
     "flickr_gt_map": "gt", "vggss_gt_map": "gt", "gt_maps_for_split": "gt", "load_vggss_annotations": "gt",

@@ -195,6 +195,23 @@ def generate_benchmark(out_dir, *, seed: int = 0, n_train: int = 3000, n_val: in
     return root
 
 
+def split_gt_maps(root, split: str, *, style: str = "flickr", size: int = 224) -> np.ndarray:
+    """Ground-truth maps (N, size, size) float32 of a benchmark split, in file order, from its annotation
+    files: `style="flickr"` (annotators' XML, {0, 0.5, 1}) or `"vggss"` (the JSON, {0, 1}); silent -> zeros."""
+    from .gt import flickr_gt_map, load_vggss_annotations, vggss_gt_map
+    from .h5 import read_ids
+
+    root = Path(root)
+    ids, d = read_ids(root / f"{split}.h5"), root / "annotations" / split
+    if style == "vggss":
+        ann = load_vggss_annotations(d / "vggss.json")
+        return np.stack([vggss_gt_map(ann[i], size) for i in ids]).astype(np.float32)
+    if style != "flickr":
+        raise ValueError(f"style must be 'flickr' or 'vggss', got {style!r}")
+    return np.stack([flickr_gt_map(d / f"{i}.xml", size) if (d / f"{i}.xml").exists() else np.zeros((size, size))
+                     for i in ids]).astype(np.float32)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="data/synthetic/quick", help="output folder (relative: from the repo root)")
