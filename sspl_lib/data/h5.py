@@ -25,13 +25,11 @@ class DataFileError(OSError):
 
 
 def _field_spec(name: str, shape: tuple[int, ...], dtype) -> dict:
-    """Creation keywords of one dataset: resizable along N, chunked one item per chunk for images."""
+    """Creation keywords of one dataset: resizable along N; chunks of <= 64 KiB or one item (fast random reads)."""
     if name == "ids":
         return dict(shape=(0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
     item = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    chunk_n = max(1, min(1024, (1 << 20) // max(item, 1)))  # ~1 MiB chunks, (1,S,S,3) for 256-px frames
-    if name == "frames":
-        chunk_n = 1
+    chunk_n = max(1, min(1024, (64 << 10) // max(item, 1)))  # one item per chunk for frames/audio/spects
     kw = dict(shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(chunk_n, *shape))
     if name == "gt":  # binary-ish maps compress ~100x
         kw.update(compression="gzip", compression_opts=1, shuffle=True)
