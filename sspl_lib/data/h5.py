@@ -29,7 +29,9 @@ def _field_spec(name: str, shape: tuple[int, ...], dtype) -> dict:
     if name == "ids":
         return dict(shape=(0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
     item = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    chunk_n = max(1, min(1024, (64 << 10) // max(item, 1)))  # one item per chunk for frames/audio/spects
+    chunk_n = max(1, min(1024, (64 << 10) // max(item, 1)))  # one item per chunk for audio/spects
+    if name == "frames":
+        chunk_n = 1  # the contract: (1, S, S, 3)
     kw = dict(shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(chunk_n, *shape))
     if name == "gt":  # binary-ish maps compress ~100x
         kw.update(compression="gzip", compression_opts=1, shuffle=True)
