@@ -299,3 +299,36 @@ def figure(rows: list[dict], key: str, question: str):
         return fig
     bars = [{**r, "variant": LABELS.get(r[key], str(r[key]))} for r in rows]
     return viz.plot_ablation(bars, metric="ciou", group="split", title=f"ablation: {question} (mean ± std over seeds)")
+
+
+def report(records: list[dict], question: str, base: SSPLConfig, grid: Grid, *, save: bool = True, show: bool = True):
+    """Table (markdown) and figure of one question; the figure is saved as figures/ablation_<question>.png.
+    Returns (rows, markdown text, figure)."""
+    rows, key = question_rows(records, question, base, grid)
+    skipped = sorted({r["variant"] for r in records if "skipped" in r})
+    if not rows:
+        text = f"*{question}: no runs* (skipped: {', '.join(skipped) or 'none'})"
+        fig = None
+    else:
+        text = markdown(rows, key) + f"\n\n*{grid.label} grid: {len(grid.seeds)} seeds, mean ± std; test split subsets of " \
+            f"{grid.n_test or 'all'} samples.*"
+        if question in ("objective", "streams") and skipped:
+            text += f" Not run: {', '.join(skipped)}."
+        fig = figure(rows, key, question)
+        if save:
+            from .viz import savefig
+
+            savefig(fig, f"ablation_{question}")
+    if show:
+        from IPython.display import Markdown, display
+
+        display(Markdown(text))
+    return rows, text, fig
+
+
+def headline(records: list[dict], digits: int = 2) -> dict:
+    """{variant: {split: mean cIoU@0.5 (fixed, matched audio)}} rounded (for the notebook's checked output)."""
+    out: dict = {}
+    for r in aggregate(records):
+        out.setdefault(r["variant"], {})[r["split"]] = round(r["ciou_mean"], digits)
+    return out

@@ -298,3 +298,57 @@ def best_worst(res: dict, k: int = 6, protocol: str = "fixed") -> tuple[np.ndarr
     c = res["cious"][protocol]
     order = np.argsort(-c, kind="stable")
     return order[:k], order[::-1][:k]
+
+
+# ----------------------------------------------------------------------------- a profile's runs
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def evaluate_profile(run_dir="runs/quick", data_root="data/synthetic/quick", *, models=None, splits=("single", "multi"),
+                     batch_size: int = 100, device="auto", seed: int = 0, controls=("shuffled", "silent"),
+                     protocol=("fixed", "median"), progress: bool = True) -> tuple[dict, dict]:
+    """Every trained model of a profile folder, its audio controls and the baselines on the test splits.
+
+    models: {name: run folder relative to run_dir} (default: sspl, sspl_wo_pcm; missing runs are skipped with a
+    message). Returns (results {model: {split: evaluate result}}, test sets {split: TestSet}); the controls of
+    the `sspl` model are named `sspl_<mode>_audio`."""
+    run_dir, dev = resolve(run_dir), pick_device(device)
+    models = {"sspl": "sspl", "sspl_wo_pcm": "sspl_wo_pcm"} if models is None else models
+    data = {s: load_test_set(split_file(data_root, s)) for s in splits}
+    loaded = {}
+    for name, sub in models.items():
+        try:
+            loaded[name] = load_run(run_dir / sub, device=dev)
+        except FileNotFoundError as e:
+            print(f"[evaluate] {name}: skipped ({e})")
+    results: dict = {}
+    for s, d in data.items():
+        for name, m in loaded.items():
+            modes = ("matched",) + (tuple(controls) if name == "sspl" else ())
+            for a in modes:
+                key = name if a == "matched" else f"{name}_{a}_audio"
+                results.setdefault(key, {})[s] = evaluate_model(m, None, data=d, batch_size=batch_size, device=dev,
+                                                                protocol=protocol, audio=a, seed=seed)
+        size = results[next(iter(loaded))][s]["heatmaps"].shape[-1] if loaded else 14  # the models' grid
+        for b in BASELINES:
+            results.setdefault(b, {})[s] = evaluate_baseline(b, data=d, size=size, protocol=protocol, seed=seed)
+        if progress:
+            print(f"[evaluate] {s}: {d.n} samples, {len(results)} models scored")
+    order = [k for k in ("sspl", "sspl_wo_pcm", "center_prior", "random", "sspl_shuffled_audio", "sspl_silent_audio")
+             if k in results]
+    return {k: results[k] for k in order + [k for k in results if k not in order]}, data
+
+
+def case_figure(res: dict, data: TestSet, k: int = 6, protocol: str = "fixed", title: str = ""):
+    """Best and worst k samples of a result as heatmap overlays with the gt boxes (two rows)."""
+    from .viz import case_grid
+
+    best, worst = best_worst(res, k, protocol)
+    pos = np.concatenate([best, worst])
+    c = res["cious"][protocol]
+    titles = [f"best {c[i]:.2f}" for i in best] + [f"worst {c[i]:.2f}" for i in worst]
+    boxes = data.boxes[pos] if data.boxes is not None else None
+    return case_grid(data.frames[pos], res["heatmaps"][pos].numpy(), boxes, titles, ncols=k, suptitle=title)

@@ -4,7 +4,8 @@
     python -m sspl_lib.pipeline --notebooks-in-place          # re-execute notebooks/*.ipynb themselves
 
 Parameters: the keys of `params/<profile>.yaml` that a notebook's `parameters` cell declares are injected
-(others are ignored), plus two derived ones when declared: `profile` and `run_dir` (= runs/<profile>).
+(others are ignored), plus `profile` when declared; a declared parameter whose default is a path under
+`runs/quick` is moved under `runs/<profile>` for another profile.
 In-place runs inject nothing: the committed notebooks keep their own (quick-profile) defaults, and the
 per-run papermill metadata is stripped so that only the outputs change. Works from any CWD (notebooks
 run with CWD = notebooks/); kernel `sspl` (installed by `make setup`).
@@ -29,7 +30,7 @@ class PipelineError(RuntimeError):
 
 
 def profile_params(profile: str) -> dict:
-    """The raw `params/<profile>.yaml` mapping plus the derived `profile` and `run_dir`."""
+    """The raw `params/<profile>.yaml` mapping plus `profile`."""
     import yaml
 
     path = PARAMS_DIR / f"{profile}.yaml"
@@ -37,7 +38,7 @@ def profile_params(profile: str) -> dict:
         avail = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
         raise PipelineError(f"{path}: no such profile (available: {avail})")
     raw = yaml.safe_load(path.read_text()) or {}
-    return {**raw, "profile": profile, "run_dir": f"runs/{profile}"}
+    return {**raw, "profile": profile}
 
 
 def declared_parameters(notebook: str | Path) -> set[str]:
@@ -48,9 +49,24 @@ def declared_parameters(notebook: str | Path) -> set[str]:
 
 
 def select_parameters(notebook: str | Path, params: dict) -> dict:
-    """The subset of `params` that the notebook's parameters cell declares."""
-    names = declared_parameters(notebook)
-    return {k: v for k, v in params.items() if k in names}
+    """The subset of `params` that the notebook's parameters cell declares; for a profile other than quick,
+    declared string defaults under `runs/quick` are moved to `runs/<profile>`."""
+    import ast
+
+    import papermill as pm
+
+    declared = pm.inspect_notebook(str(notebook))
+    out = {k: v for k, v in params.items() if k in declared}
+    profile = params.get("profile", "quick")
+    if profile != "quick":
+        for name, spec in declared.items():
+            try:
+                default = ast.literal_eval(spec.get("default", ""))
+            except (ValueError, SyntaxError):
+                continue
+            if name not in out and isinstance(default, str) and (default + "/").startswith("runs/quick/"):
+                out[name] = f"runs/{profile}" + default[len("runs/quick"):]
+    return out
 
 
 def check_kernel(kernel: str) -> None:

@@ -22,7 +22,7 @@ def _kernel():
 
 def _notebook(path, out_file):
     nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('epochs = 1\nname = "default"\nrun_dir = "runs/x"')
+    params = nbformat.v4.new_code_cell('epochs = 1\nname = "default"\nrun_dir = "runs/quick/x"')
     params.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_markdown_cell("# trivial"), params,
                 nbformat.v4.new_code_cell(
@@ -37,12 +37,13 @@ def _notebook(path, out_file):
 def test_declared_and_selected_parameters(tmp_path):
     nb = _notebook(tmp_path / "a.ipynb", tmp_path / "o.json")
     assert pipeline.declared_parameters(nb) == {"epochs", "name", "run_dir"}
-    assert pipeline.select_parameters(nb, {"epochs": 3, "lr": 0.1, "run_dir": "runs/p"}) == {"epochs": 3, "run_dir": "runs/p"}
+    assert pipeline.select_parameters(nb, {"epochs": 3, "lr": 0.1, "profile": "quick"}) == {"epochs": 3}
+    assert pipeline.select_parameters(nb, {"epochs": 3, "profile": "full"}) == {"epochs": 3, "run_dir": "runs/full/x"}
 
 
 def test_profile_params_from_yaml():
     p = pipeline.profile_params("quick")
-    assert p["profile"] == "quick" and p["run_dir"] == "runs/quick"
+    assert p["profile"] == "quick" and "epochs" in p
     with pytest.raises(pipeline.PipelineError, match="no such profile"):
         pipeline.profile_params("no_such_profile_xyz")
 
@@ -61,7 +62,7 @@ def test_runs_notebook_with_injected_yaml_parameters(tmp_path, monkeypatch):
                                 notebooks=("01_data_preparation", "02_train"), require_results=False)
     assert res["skipped"] == ["02_train"] and list(res["executed"]) == ["01_data_preparation"]
     seen = json.loads(out.read_text())
-    assert seen["epochs"] == 7 and seen["name"] == "default" and seen["run_dir"] == "runs/tiny"
+    assert seen["epochs"] == 7 and seen["name"] == "default" and seen["run_dir"] == "runs/tiny/x"
     assert seen["cwd"] == str(nbdir)
     executed = nbformat.read(tmp_path / "executed" / "01_data_preparation.ipynb", as_version=4)
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
