@@ -51,6 +51,15 @@ class SSPLConfig:
     amp: str = "auto"  # "auto" (bf16 on CUDA) | "bf16" | "none"
     compile: bool = False
     device: str = "auto"
+    # --- added by the training engineer (train.py / pretrain.py) ---
+    warmup_epochs: float = 0.0  # linear lr warmup (official: none)
+    lr_schedule: str = "constant"  # "constant" (official) | "cosine" (to 0 at the last epoch, after warmup)
+    val_samples: int = 0  # validation samples used for model selection (0 = all)
+    threads: int = 0  # torch.set_num_threads in fit/pretrain (0 = leave torch's default)
+    pretrain_epochs: int = 6  # label pretraining of the small encoders (pretrain.py)
+    pretrain_lr: float = 2e-3  # Adam lr of the label pretraining
+    pretrain_batch_size: int = 64
+    pretrain_loc_weight: float = 1.0  # weight of the per-location (box vs background) classification loss
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,190 @@
+"""Label pretraining of the small encoders (the paper trains SSPL on ImageNet-VGG16 and AudioSet-VGGish, frozen).
+
+Visual: SmallVisualEncoder + a 1x1-conv classifier over K classes + background. Two losses:
+  * global: cross-entropy of the average-pooled class logits (a plain classifier; pooling and a linear layer
+    commute, so this is global pooling + linear head);
+  * per location (weight `pretrain_loc_weight`): every cell of the feature map is classified as the object's
+    class when its centre lies inside the (augmented) box, else as background. A global classifier alone can
+    spread class evidence over the whole map (large receptive fields, any cell may carry it); SSPL's heatmap is
+    a per-location cosine between visual features and the audio feature, so features must be class-specific
+    *where the object is* and different elsewhere. The box is only used here, never in SSPL training.
+Audio: SmallAudioEncoder on each log-mel example, embeddings averaged over the clip's examples, linear head.
+
+Saves {"visual", "audio", "meta"} to <out_dir>/encoders.pt, reused when data and settings match.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+from .config import SSPLConfig
+from .data.h5 import load_split, open_h5
+from .data.transforms import AugmentConfig, eval_frame, normalize, resize_uint8, to_chw
+from .encoders import SmallAudioEncoder, SmallVisualEncoder
+from .paths import resolve
+
+VERSION = 1
+
+
+def _data_key(path: Path) -> dict:
+    with open_h5(path) as f:
+        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()
+                 if k in ("seed", "n_classes", "frame_size", "split", "source")}
+        n = int(f["label"].shape[0])
+    return {"file": path.name, "bytes": path.stat().st_size, "n": n, **attrs}
+
+
+def cache_meta(cfg: SSPLConfig) -> dict:
+    """What the cached encoders depend on: the labeled files and the pretraining settings."""
+    root = resolve(cfg.data_root)
+    keys = ("img_size", "visual_dim", "encoder_width", "pretrain_epochs", "pretrain_lr", "pretrain_batch_size",
+            "pretrain_loc_weight", "seed")
+    return {"version": VERSION, "images": _data_key(root / "labeled_images.h5"),
+            "sounds": _data_key(root / "labeled_sounds.h5"), "config": {k: getattr(cfg, k) for k in keys}}
+
+
+def _crop_flip_boxes(frames: torch.Tensor, boxes: torch.Tensor, aug: AugmentConfig, g: torch.Generator):
+    """Random crop + flip of uint8 frames (B,S,S,3) and their normalized boxes (B,4) -> normalized views, boxes."""
+    big = resize_uint8(to_chw(frames), aug.resize_to)
+    b, n, r = big.shape[0], aug.img_size, aug.resize_to
+    oy, ox = torch.randint(0, r - n + 1, (b,), generator=g), torch.randint(0, r - n + 1, (b,), generator=g)
+    flip = torch.rand(b, generator=g) < 0.5
+    ar = torch.arange(n)
+    rows, cols = oy[:, None] + ar, torch.where(flip[:, None], ox[:, None] + n - 1 - ar, ox[:, None] + ar)
+    crop = big[torch.arange(b)[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    bx = boxes * r  # pixel box in the resized frame
+    x0, x1 = (bx[:, 0] - ox) / n, (bx[:, 2] - ox) / n
+    y0, y1 = (bx[:, 1] - oy) / n, (bx[:, 3] - oy) / n
+    x0, x1 = torch.where(flip, 1 - x1, x0), torch.where(flip, 1 - x0, x1)
+    return normalize(crop.contiguous(), aug.mean, aug.std), torch.stack([x0, y0, x1, y1], 1).clamp(0, 1)
+
+
+def location_targets(boxes: torch.Tensor, labels: torch.Tensor, h: int, w: int, background: int) -> torch.Tensor:
+    """(B,h,w) class of each cell: the label where the cell centre is inside the box, else `background`."""
+    cy, cx = (torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w
+    inside = ((cx[None, None, :] >= boxes[:, 0, None, None]) & (cx[None, None, :] < boxes[:, 2, None, None])
+              & (cy[None, :, None] >= boxes[:, 1, None, None]) & (cy[None, :, None] < boxes[:, 3, None, None]))
+    return torch.where(inside, labels[:, None, None], torch.full_like(inside, background, dtype=torch.long))
+
+
+def _split(n: int, seed: int, frac: float = 0.1):
+    perm = np.random.default_rng(seed).permutation(n)
+    k = max(1, int(n * frac))
+    return perm[k:], perm[:k]
+
+
+def pretrain_visual(cfg: SSPLConfig, progress: bool = True) -> tuple[dict, dict]:
+    d = load_split(resolve(cfg.data_root) / "labeled_images.h5", ["frames", "label", "boxes"])
+    frames, labels, boxes = torch.from_numpy(d["frames"]), torch.from_numpy(d["label"].astype(np.int64)), \
+        torch.from_numpy(d["boxes"])
+    k = int(d["attrs"].get("n_classes", int(labels.max()) + 1))
+    tr, te = _split(len(labels), cfg.seed)
+    torch.manual_seed(cfg.seed)
+    enc = SmallVisualEncoder(dim=cfg.visual_dim, width=cfg.encoder_width)
+    cls = nn.Conv2d(cfg.visual_dim, k + 1, 1)  # K classes + background (index K)
+    params = list(enc.parameters()) + list(cls.parameters())
+    opt = torch.optim.Adam(params, lr=cfg.pretrain_lr)
+    steps = cfg.pretrain_epochs * (len(tr) // cfg.pretrain_batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.pretrain_lr, total_steps=max(steps, 1), pct_start=0.15)
+    aug = AugmentConfig(img_size=cfg.img_size)
+    bar = tqdm(total=steps, desc="pretrain visual", disable=not progress, leave=False)
+    for epoch in range(cfg.pretrain_epochs):
+        g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        perm = torch.from_numpy(tr)[torch.randperm(len(tr), generator=g)]
+        for s in range(0, len(perm) - cfg.pretrain_batch_size + 1, cfg.pretrain_batch_size):
+            idx = perm[s:s + cfg.pretrain_batch_size]
+            x, bx = _crop_flip_boxes(frames[idx], boxes[idx], aug, g)
+            logits = cls(enc(x))  # (B, K+1, h, w)
+            y = labels[idx]
+            loss = F.cross_entropy(logits.mean((2, 3))[:, :k], y)
+            if cfg.pretrain_loc_weight:
+                t = location_targets(bx, y, logits.shape[2], logits.shape[3], k)
+                loss = loss + cfg.pretrain_loc_weight * F.cross_entropy(logits, t)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    enc.eval()
+    with torch.no_grad():
+        x = eval_frame(frames[te], cfg.img_size)
+        logits = cls(enc(x))
+        acc = float((logits.mean((2, 3))[:, :k].argmax(1) == labels[te]).float().mean())
+        t = location_targets(boxes[te], labels[te], logits.shape[2], logits.shape[3], k)
+        loc_acc = float((logits.argmax(1) == t).float().mean())
+    return enc.state_dict(), {"held_out_accuracy": round(acc, 4), "held_out_location_accuracy": round(loc_acc, 4),
+                              "n_classes": k, "n_train": len(tr), "n_held_out": len(te)}
+
+
+def pretrain_audio(cfg: SSPLConfig, progress: bool = True) -> tuple[dict, dict]:
+    d = load_split(resolve(cfg.data_root) / "labeled_sounds.h5", ["spects", "label"])
+    spects, labels = torch.from_numpy(d["spects"]), torch.from_numpy(d["label"].astype(np.int64))
+    k = int(d["attrs"].get("n_classes", int(labels.max()) + 1))
+    tr, te = _split(len(labels), cfg.seed + 1)
+    torch.manual_seed(cfg.seed + 1)
+    enc = SmallAudioEncoder(width=cfg.encoder_width)
+    head = nn.Linear(enc.dim, k)
+    opt = torch.optim.Adam(list(enc.parameters()) + list(head.parameters()), lr=cfg.pretrain_lr)
+    epochs = max(1, cfg.pretrain_epochs // 2)  # audio is easier and its batches are cheaper
+    steps = epochs * (len(tr) // cfg.pretrain_batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.pretrain_lr, total_steps=max(steps, 1), pct_start=0.15)
+
+    def embed(x):  # (B, N, 96, 64) -> (B, 128), averaged like AudioEncoder
+        return rearrange(enc(rearrange(x, "b n t m -> (b n) 1 t m")), "(b n) d -> b n d", b=x.shape[0]).mean(1)
+
+    bar = tqdm(total=steps, desc="pretrain audio", disable=not progress, leave=False)
+    for epoch in range(epochs):
+        g = torch.Generator().manual_seed(cfg.seed * 1000 + 500 + epoch)
+        perm = torch.from_numpy(tr)[torch.randperm(len(tr), generator=g)]
+        for s in range(0, len(perm) - cfg.pretrain_batch_size + 1, cfg.pretrain_batch_size):
+            idx = perm[s:s + cfg.pretrain_batch_size]
+            loss = F.cross_entropy(head(embed(spects[idx])), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+    bar.close()
+    enc.eval()
+    with torch.no_grad():
+        acc = float((head(embed(spects[te])).argmax(1) == labels[te]).float().mean())
+    return enc.state_dict(), {"held_out_accuracy": round(acc, 4), "n_classes": k, "n_train": len(tr)}
+
+
+def pretrain(cfg: SSPLConfig, out_dir, *, force: bool = False, progress: bool = True) -> Path:
+    """Pretrain (or reuse) the small encoders; returns the path of <out_dir>/encoders.pt.
+    Set `cfg.encoders_checkpoint` to it (fit() does so itself when it is unset)."""
+    path = resolve(out_dir) / "encoders.pt"
+    meta = cache_meta(cfg)
+    if path.is_file() and not force:
+        old = ckpt.load(path)["meta"]
+        if {k: old.get(k) for k in meta} == meta:
+            return path
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    t0 = time.perf_counter()
+    visual, vmeta = pretrain_visual(cfg, progress)
+    t1 = time.perf_counter()
+    audio, ameta = pretrain_audio(cfg, progress)
+    meta = {**meta, "visual_result": vmeta, "audio_result": ameta,
+            "seconds": {"visual": round(t1 - t0, 1), "audio": round(time.perf_counter() - t1, 1)}}
+    ckpt.atomic_save({"visual": visual, "audio": audio, "meta": meta}, path)
+    if progress:
+        print("pretrained encoders:", json.dumps({"visual": vmeta, "audio": ameta, "seconds": meta["seconds"]}))
+    return path
+
+
+def load_meta(path) -> dict:
+    return ckpt.load(resolve(path))["meta"]
