@@ -77,29 +77,34 @@ class Explorer:
 
     # ------------------------------------------------------------------ widgets
     def _build_widgets(self, split: str) -> None:
-        lay = W.Layout
+        lay, st = W.Layout, {"description_width": "70px"}
         names = list(self.models)
         default = [n for n in names if n != CENTRE_PRIOR][:2] + ([CENTRE_PRIOR] if CENTRE_PRIOR in names else [])
-        self.split = W.Dropdown(options=list(self.splits), value=split, description="split", layout=lay(width="210px"))
-        self.sort = W.Dropdown(options=SORTS, value="none", description="order", layout=lay(width="230px"))
-        self.sample = W.IntSlider(value=0, min=0, max=0, description="sample", continuous_update=False,
-                                  layout=lay(width="360px"))
+        self.split = W.Dropdown(options=list(self.splits), value=split, description="split", style=st,
+                                layout=lay(width="220px"))
+        self.sort = W.Dropdown(options=SORTS, value="none", description="order", style=st, layout=lay(width="240px"))
+        self.sample = W.IntSlider(value=0, min=0, max=0, description="sample", continuous_update=False, style=st,
+                                  layout=lay(width="380px"))
         self.play = W.Play(value=0, min=0, max=0, step=1, interval=1200, description="play")
         W.jslink((self.play, "value"), (self.sample, "value"))  # smooth in the browser ...
         self.play.observe(self._on_play, "value")  # ... and the kernel sees every step too
         self.sample_id = W.HTML()
         self.model_select = W.SelectMultiple(options=names, value=tuple(default), description="models",
-                                             rows=min(max(len(names), 2), 5), layout=lay(width="300px"))
+                                             rows=min(max(len(names), 2), 5), style=st, layout=lay(width="300px"))
         self.protocol = W.ToggleButtons(options=["fixed", "median"], value="fixed", description="protocol",
-                                        style={"button_width": "70px"})
+                                        style={"button_width": "80px", **st},
+                                        tooltips=["mask = normalized map >= threshold (SSPL)",
+                                                  "mask = top half of the map (LVS / EZ-VSL)"])
         self.threshold = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="threshold",
-                                       continuous_update=False, readout_format=".2f")
-        self.cycle = W.IntSlider(value=0, min=0, max=0, description="PCM cycle", continuous_update=False)
-        self.colormap = W.Dropdown(options=COLORMAPS, value="jet", description="colormap", layout=lay(width="200px"))
+                                       continuous_update=False, readout_format=".2f", style=st)
+        self.cycle = W.IntSlider(value=0, min=0, max=0, description="PCM cycle", continuous_update=False, style=st)
+        self.colormap = W.Dropdown(options=COLORMAPS, value="jet", description="colormap", style=st,
+                                   layout=lay(width="220px"))
         self.opacity = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="opacity",
-                                     continuous_update=False, readout_format=".2f")
+                                     continuous_update=False, readout_format=".2f", style=st)
         self.audio_source = W.Dropdown(options=[("this sample's own clip", OWN_CLIP)], value=OWN_CLIP,
-                                       description="sound", layout=lay(width="340px"))
+                                       description="sound", style={"description_width": "50px"},
+                                       layout=lay(width="300px"))
         self.other_clip = W.Button(description="listen with another clip", icon="random",
                                    tooltip="a clip of another class: the heatmap this frame gets with that sound",
                                    layout=lay(width="200px"))
@@ -122,12 +127,20 @@ class Explorer:
         sound = W.VBox([self.spectrogram, self.player, self.audio_source, W.HBox([self.other_clip, self.own_clip])])
         self.widget = W.VBox([self.header, W.HBox([self.split, self.sort, self.play, self.sample]), self.sample_id,
                               controls, W.HBox([self.image, sound]), self.info])
+        for w, cls in ((self.widget, "sspl-explorer"), (self.image, "sspl-view"), (self.sample, "sspl-sample"),
+                       (self.spectrogram, "sspl-spectrogram"), (self.info, "sspl-info")):
+            w.add_class(cls)  # stable hooks for the browser test
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
 
     # ------------------------------------------------------------------ events
     def _on_play(self, change) -> None:
+        # A step made in the browser has already moved the slider there (jslink), and the slider reports its
+        # own value; writing that step back from here would race with newer browser values (a stale value
+        # bounced back to the page). So follow only changes made from Python (scripts, tests).
+        if "value" in self.play._property_lock:
+            return
         if self.sample.value != change["new"] and self.sample.min <= change["new"] <= self.sample.max:
             self.sample.value = change["new"]
 
@@ -317,12 +330,10 @@ class Explorer:
         self.sample_id.value = (f"<b>{d.ids[i]}</b> &mdash; {d.label_name(i)} &middot; sample {i} of {len(d)} in "
                                 f"<code>{d.name}</code> ({rank[self.sort.value]}, position {self.sample.value}) "
                                 f"&middot; heard with {sound}")
-        rows = "".join(f"<tr><td>{n}</td><td style='text-align:right'>&nbsp;{c:.3f}</td></tr>"
-                       for n, c in self.cious.items())
         proto = "median" if self.protocol.value == "median" else f"fixed, threshold {self.threshold.value:.2f}"
-        self.info.value = (f"<table><tr><th>model</th><th>&nbsp;cIoU ({proto})</th></tr>{rows}</table>"
-                           f"<small>view updated in {self.last_update_ms:.0f} ms &middot; forward-pass cache "
-                           f"{self.cache_hits} hits / {self.cache_misses} misses</small>")
+        scores = " &middot; ".join(f"{n} <b>{c:.3f}</b>" for n, c in self.cious.items())
+        self.info.value = (f"cIoU ({proto}): {scores}<br><small>view updated in {self.last_update_ms:.0f} ms "
+                           f"&middot; forward-pass cache {self.cache_hits} hits / {self.cache_misses} misses</small>")
         run = self.models[self.primary]
         self.header.value = (f"<h3 style='margin:2px 0'>SSPL explorer &mdash; {run.run_dir.name}</h3>"
                              f"<small>{run.checkpoint} &middot; data {self.data_root}</small>")
