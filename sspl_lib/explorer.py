@@ -237,6 +237,8 @@ class Explorer:
         model = model or self.selected[0]
         key = (model, self.data.name)
         if key not in self._split_maps:
+            self.info.value = (f"<i>computing the heatmaps of all {len(self.data)} samples of {self.data.name} with "
+                               f"{model} for the sort (once per model and split)&hellip;</i>")
             self._split_maps[key] = self.models[model].final_maps(*self.data.all_frames_spects())
         hm = self._split_maps[key]
         out = []
