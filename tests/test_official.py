@@ -16,7 +16,7 @@ The reference is computed by the official code in float64 (stored as float32): S
 over a batch of 4 amplifies float32 rounding, and the official code run in float32 itself differs
 from its float64 run by up to 5.8e-5 (p) / 1.8e-4 (z) while loss and heatmaps agree to < 1e-6.
 Hence the default (fast, float32) test checks loss and heatmaps to 1e-4 and p/z to 1e-3, and the
-float64 test (set SSPL_OFFICIAL_F64=1; ~1 min on 2 busy cores) checks everything to 1e-4
+float64 test (set SSPL_OFFICIAL_F64=1; 1-3 min on 2 shared cores) checks everything to 1e-4
 (measured: <= 2.1e-7).
 
 Regenerating the npz (needs the official code, outside the repo):
@@ -114,7 +114,7 @@ def test_official_equivalence_float32(variant, ref, official_dir, inputs):
 
 
 @pytest.mark.skipif(os.environ.get("SSPL_OFFICIAL_F64") != "1",
-                    reason="float64 equivalence (~1 min): set SSPL_OFFICIAL_F64=1")
+                    reason="float64 equivalence (1-3 min): set SSPL_OFFICIAL_F64=1")
 @pytest.mark.parametrize("variant", ["pcm4", "nopcm"])
 def test_official_equivalence_float64(variant, ref, official_dir, inputs):
     f1, f2, spects = (x.double() for x in inputs)
