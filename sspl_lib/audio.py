@@ -52,12 +52,13 @@ def _as_tensor(waveform) -> torch.Tensor:
 
 
 def resample(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """Resample (..., T) to 16 kHz (torchaudio's windowed-sinc resampler)."""
+    """Resample (..., T) to 16 kHz with resampy's `kaiser_best` filter, as the VGGish reference does."""
     if sample_rate == SAMPLE_RATE:
         return waveform
-    import torchaudio.functional as AF
+    import resampy
 
-    return AF.resample(waveform.float(), orig_freq=int(sample_rate), new_freq=SAMPLE_RATE)
+    x = resampy.resample(waveform.detach().cpu().double().numpy(), sample_rate, SAMPLE_RATE, axis=-1)
+    return torch.from_numpy(x).to(waveform.device)
 
 
 def batch_log_mel(waves: torch.Tensor) -> torch.Tensor:
@@ -94,7 +95,7 @@ def vggish_examples(waveform, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
         x = x.mean(dim=int(x.shape[0] > x.shape[1]))
     if x.dim() != 1:
         raise ValueError(f"expected a 1-D waveform (or 2-D multichannel), got shape {tuple(x.shape)}")
-    x = resample(x.to(torch.float64) if sample_rate == SAMPLE_RATE else x, sample_rate)
+    x = resample(x.to(torch.float64), sample_rate)
     return batch_log_mel(x[None])[0]
 
 

@@ -52,7 +52,7 @@ def freeze(module: nn.Module) -> nn.Module:
 
 
 class VGG16Encoder(nn.Module):
-    """torchvision VGG16 `features[:29]`: conv5_3 + ReLU, (B,3,224,224) -> (B,512,14,14)."""
+    """torchvision VGG16 `features[:29]`: up to conv5_3 (before its ReLU), (B,3,224,224) -> (B,512,14,14)."""
 
     dim = 512
     stride = 16
