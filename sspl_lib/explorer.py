@@ -341,6 +341,14 @@ class Explorer:
                              f"<small>{run.checkpoint} &middot; data {self.data_root}</small>")
 
 
+    def close(self) -> None:
+        """Close the split file and the widgets."""
+        self.data.close()
+        for w in vars(self).values():
+            if isinstance(w, W.Widget):
+                w.close()
+
+
 def open_explorer(run_dir="runs/quick/sspl", **kwargs):
     """The explorer of `run_dir`, or (when the run does not exist yet) an HTML note saying how to make it."""
     from .explorer_sources import is_run

@@ -222,16 +222,24 @@ def main(argv=None) -> None:
     ap.add_argument("--run-dir", default="runs/quick/sspl")
     ap.add_argument("--split", default="test_multi")
     ap.add_argument("--out", default=str(SCREENSHOT))
-    ap.add_argument("--steps", type=int, default=0, help="ArrowRight presses on the sample slider before the shot")
+    ap.add_argument("--steps", type=int, default=1, help="ArrowRight presses on the sample slider (>= 1): the sample shown")
     a = ap.parse_args(argv)
     run = Path(a.run_dir) if Path(a.run_dir).is_absolute() else REPO / a.run_dir
+    sys.path.insert(0, str(REPO))
+    from sspl_lib.evaluate import load_run
+    from sspl_lib.explorer_sources import SplitData, find_checkpoint, find_splits
+
+    data_root = load_run(run, which=find_checkpoint(run).stem).cfg.data_root
+    split = SplitData(find_splits(data_root)[a.split])
+    expect = split.ids[a.steps]
+    split.close()
     with tempfile.TemporaryDirectory(prefix="sspl-shot-") as tmp:
         tmp = Path(tmp)
         (tmp / "nb").mkdir()
         prepare_notebook(tmp / "nb", run_dir=str(run), split=a.split)
         with jupyter_lab(tmp / "nb", tmp) as (url, token):
-            res = drive_explorer(url, token, NOTEBOOK.name, Path(a.out), timeout_s=120, steps=max(a.steps, 1),
-                                 source=str(a.run_dir))
+            res = drive_explorer(url, token, NOTEBOOK.name, Path(a.out), timeout_s=120, steps=a.steps,
+                                 expect_id=expect, source=str(a.run_dir))
     print(f"{a.out}: {res}")
 
 
