@@ -24,6 +24,7 @@ from . import distributed as D
 from .config import SSPLConfig, load_profile
 from .data.h5 import AVDataset, load_split, open_h5
 from .data.transforms import AugmentConfig, eval_frame, normalize, resize_uint8, to_chw
+from .contrastive import objective_loss
 from .model import SSPL, build_model
 from .paths import resolve
 
@@ -233,6 +234,8 @@ def fit(cfg: SSPLConfig, run_dir, *, resume: bool = False, progress: bool = True
         model.to(dev)
         opt_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
+    if cfg.objective != "simsiam" and info.distributed:
+        raise ValueError(f"objective {cfg.objective!r} is implemented for one process only")
     stream = TrainStream(split_path(cfg, cfg.train_split), batch_size=cfg.batch_size, seed=cfg.seed, info=info,
                          workers=cfg.workers)
     val = EvalSet(split_path(cfg, cfg.val_split), cfg.val_samples) if info.is_main else None
@@ -263,9 +266,14 @@ def fit(cfg: SSPLConfig, run_dir, *, resume: bool = False, progress: bool = True
         for step, (frames, spects) in enumerate(bar):
             g = _gen(cfg.seed, epoch, step)
             with autocast(cfg, dev):
-                v1, v2 = train_views(frames, aug, g, views=2, batch=cfg.batch_size,
-                                     offset=info.rank * stream.local, device=dev)
-                loss = opt_model(v1, v2, spects.to(dev, non_blocking=True))["loss"]
+                views = train_views(frames, aug, g, views=cfg.views, batch=cfg.batch_size,
+                                    offset=info.rank * stream.local, device=dev)
+                v1, v2 = (views * 2)[:2]  # cfg.views == 1 (two streams): the same view twice
+                sp = spects.to(dev, non_blocking=True)
+                if cfg.objective == "simsiam":
+                    loss = opt_model(v1, v2, sp)["loss"]
+                else:  # the contrastive baseline (sspl_lib.contrastive), single process
+                    loss = objective_loss(model, cfg, v1, v2, sp)["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
