@@ -1,0 +1,106 @@
+"""What a benchmark folder holds: reuse-or-generate, split statistics, and the figures of notebook 01."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .h5 import load_split
+from .synthetic import AV_SPLITS, class_table, generate_benchmark
+
+GENERATION_KEYS = ("seed", "frame_size", "n_classes", "off_screen_frac", "n_annotators", "store_audio")
+
+
+def ensure_benchmark(out_dir, *, regenerate: bool = False, **params) -> tuple[Path, bool]:
+    """The benchmark at `out_dir` made with `params` (keywords of `generate_benchmark`): reused when its
+    meta.json records the same sizes and settings, else (re)generated. Returns (folder, reused)."""
+    root = Path(out_dir)
+    meta_path = root / "meta.json"
+    if meta_path.is_file() and not regenerate:
+        meta = json.loads(meta_path.read_text())
+        wanted = dict(train=params.get("n_train", 3000), val=params.get("n_val", 500),
+                      test_single=params.get("n_test", 500), test_multi=params.get("n_test", 500),
+                      labeled_images=params.get("n_labeled", 2000), labeled_sounds=params.get("n_labeled", 2000))
+        same = meta.get("sizes") == wanted and all(meta.get(k) == params[k] for k in GENERATION_KEYS if k in params)
+        if same and all((root / f"{sp}.h5").is_file() for sp, n in wanted.items() if n):
+            return root, True
+    return generate_benchmark(root, **params), False
+
+
+def split_stats(root) -> list[dict]:
+    """One row per audio-visual split: samples, objects per frame, sounding-box area and centre offset."""
+    rows = []
+    for split in AV_SPLITS:
+        path = Path(root) / f"{split}.h5"
+        if not path.is_file():
+            continue
+        d = load_split(path, keys=["boxes", "all_labels", "label"])
+        b = d["boxes"].astype(np.float64)  # (N, 4) normalized x0 y0 x1 y1
+        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        centre = np.hypot((b[:, 0] + b[:, 2]) / 2 - 0.5, (b[:, 1] + b[:, 3]) / 2 - 0.5)
+        n_obj = (d["all_labels"] >= 0).sum(axis=1)
+        rows.append(dict(split=split, n=len(b), objects_mean=round(float(n_obj.mean()), 2),
+                         objects_max=int(n_obj.max()), box_area_median=round(float(np.nanmedian(area)), 3),
+                         box_area_min=round(float(np.nanmin(area)), 3), box_area_max=round(float(np.nanmax(area)), 3),
+                         centre_offset_median=round(float(np.nanmedian(centre)), 3),
+                         silent=int((d["label"] < 0).sum())))
+    return rows
+
+
+def sample_grid(root, split: str = "test_multi", n: int = 12, ncols: int = 6):
+    """Frames of a split with the sounding object's box (red) and the other objects' boxes (white)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    d = load_split(Path(root) / f"{split}.h5", keys=["frames", "boxes", "all_boxes", "label"])
+    names = [c["name"] for c in class_table(int(d["attrs"].get("n_classes", 8)))]
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.2 * ncols, 2.4 * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= min(n, len(d["frames"])):
+            continue
+        s = d["frames"].shape[1]
+        ax.imshow(d["frames"][i])
+        for box in d["all_boxes"][i]:
+            if np.isfinite(box).all():
+                sounding = np.allclose(box, d["boxes"][i])
+                x0, y0, x1, y1 = box * s
+                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=2 if sounding else 1,
+                                       ec="red" if sounding else "white", ls="-" if sounding else "--"))
+        label = int(d["label"][i])
+        ax.set_title(names[label] if label >= 0 else "silent", fontsize=8)
+    fig.suptitle(f"{split}: red = the sounding object", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def class_spectrograms(root, per_class: int = 1):
+    """The log-mel (3 s = 3 x 0.96 s examples) of the first labeled clip(s) of each class."""
+    import matplotlib.pyplot as plt
+
+    d = load_split(Path(root) / "labeled_sounds.h5", keys=["spects", "label"])
+    table = class_table(int(d["attrs"].get("n_classes", 8)))
+    fig, axes = plt.subplots(per_class, len(table), figsize=(1.6 * len(table), 2.6 * per_class), squeeze=False)
+    for c in table:
+        idx = np.flatnonzero(d["label"] == c["index"])[:per_class]
+        for r, i in enumerate(idx):
+            ax = axes[r, c["index"]]
+            ax.imshow(d["spects"][i].reshape(-1, 64).T, origin="lower", aspect="auto", cmap="magma")  # (64 mels, 288 frames)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"{c['index']}: {c['sound']}", fontsize=7)
+    fig.suptitle("one clip per class (x: 2.88 s, y: 64 mel bands)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def text_table(rows: list[dict]) -> str:
+    """Rows of dicts as an aligned plain-text table (stable under nbval)."""
+    keys = list(rows[0])
+    cells = [keys] + [[str(r[k]) for k in keys] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(keys))]
+    return "\n".join("  ".join(c[i].rjust(widths[i]) for i in range(len(keys))) for c in cells)
