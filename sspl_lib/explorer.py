@@ -91,8 +91,7 @@ class Explorer:
         self.sample_id = W.HTML()
         self.model_select = W.SelectMultiple(options=names, value=tuple(default), description="models",
                                              rows=min(max(len(names), 2), 5), style=st, layout=lay(width="300px"))
-        self.protocol = W.ToggleButtons(options=["fixed", "median"], value="fixed", description="protocol",
-                                        style={"button_width": "80px", **st},
+        self.protocol = W.ToggleButtons(options=["fixed", "median"], value="fixed", style={"button_width": "80px"},
                                         tooltips=["mask = normalized map >= threshold (SSPL)",
                                                   "mask = top half of the map (LVS / EZ-VSL)"])
         self.threshold = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="threshold",
@@ -122,7 +121,9 @@ class Explorer:
         self.other_clip.on_click(lambda _: self.pick_other_clip())
         self.own_clip.on_click(lambda _: setattr(self.audio_source, "value", OWN_CLIP))
         self._sync_cycle_slider()
-        controls = W.HBox([W.VBox([self.model_select]), W.VBox([self.protocol, self.threshold, self.cycle]),
+        protocol = W.HBox([W.Label("protocol", layout=lay(width="70px", justify_content="flex-end", margin="0 8px 0 0")),
+                           self.protocol])
+        controls = W.HBox([W.VBox([self.model_select]), W.VBox([protocol, self.threshold, self.cycle]),
                            W.VBox([self.colormap, self.opacity])])
         sound = W.VBox([self.spectrogram, self.player, self.audio_source, W.HBox([self.other_clip, self.own_clip])])
         self.widget = W.VBox([self.header, W.HBox([self.split, self.sort, self.play, self.sample]), self.sample_id,
