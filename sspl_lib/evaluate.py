@@ -184,12 +184,55 @@ def evaluate_model(model, split_path, *, batch_size: int = 64, device="cpu", pro
     Returns {"split", "audio", "n", "ids", "index", "heatmaps" (N,h,w) tensor, "perm" (shuffled audio),
     "cious": {protocol: (N,)}, "summary": {protocol: {"ciou","auc","n"}}, "curves": {protocol: (x, y)}, "seconds"}.
     """
+    if isinstance(split_path, torch.utils.data.Dataset):  # a reader of a real layout (FlickrTest, VGGSSTest)
+        return evaluate_dataset(model, split_path, batch_size=batch_size, device=device, protocol=protocol,
+                                audio=audio, seed=seed, limit=limit)
     t0 = time.perf_counter()
     data = data if data is not None else load_test_set(split_path, gt=gt, limit=limit)
     hm, perm = compute_heatmaps(model, data, batch_size=batch_size, device=device, audio=audio, seed=seed)
     res = score_heatmaps(hm, data, protocol)
     return {"split": data.name, "audio": audio, "n": data.n, "ids": data.ids, "index": data.index,
             "heatmaps": hm, "perm": perm, **res, "seconds": time.perf_counter() - t0}
+
+
+@torch.inference_mode()
+def evaluate_dataset(model, dataset, *, batch_size: int = 64, device="cpu", protocol=("fixed", "median"),
+                     audio: str = "matched", seed: int = 0, limit: int = 0, workers: int = 0) -> dict:
+    """`evaluate_model` on a torch Dataset of eval items {"frame" (3,S,S) normalized at the model's img_size,
+    "spect" (3,96,64), "gt" (224,224), "id"}: the real test readers `sspl_lib.data.real.FlickrTest(root,
+    img_size=...)` (XML gt) and `VGGSSTest(root, img_size=...)` (JSON gt). Same keys as `evaluate_model`
+    (no frames are kept)."""
+    if audio not in AUDIO_MODES:
+        raise ValueError(f"audio must be one of {AUDIO_MODES}, got {audio!r}")
+    t0, device, ps = time.perf_counter(), torch.device(device), _protocols(protocol)
+    n = min(len(dataset), limit) if limit else len(dataset)
+    perm = derangement(n, seed) if audio == "shuffled" else None
+    silent = silent_spect()
+    subset = torch.utils.data.Subset(dataset, range(n))
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    was = model.training
+    model.eval()
+    hms, cious, ids, start = [], {p: [] for p in ps}, [], 0
+    for item in loader:
+        b = len(item["frame"])
+        if audio == "matched":
+            sp = item["spect"]
+        elif audio == "shuffled":
+            sp = torch.stack([torch.as_tensor(dataset[int(j)]["spect"]) for j in perm[start:start + b]])
+        else:
+            sp = silent.expand(b, *silent.shape)
+        hm = model.heatmap(item["frame"].to(device), sp.to(device)).float().cpu()
+        for p in ps:
+            cious[p].append(metrics.ciou_batch(hm, item["gt"], protocol=p).numpy())
+        hms.append(hm)
+        ids += [str(i) for i in item["id"]]
+        start += b
+    model.train(was)
+    cious = {p: np.concatenate(v) for p, v in cious.items()}
+    return {"split": type(dataset).__name__, "audio": audio, "n": n, "ids": ids, "index": np.arange(n),
+            "heatmaps": torch.cat(hms), "perm": perm, "cious": cious,
+            "summary": {p: metrics.summarize(c) for p, c in cious.items()},
+            "curves": {p: metrics.success_curve(c) for p, c in cious.items()}, "seconds": time.perf_counter() - t0}
 
 
 BASELINES = ("center_prior", "random")

@@ -140,3 +140,35 @@ def test_vggss_center_prior(tmp_path):
         ref = [metrics.ciou(center_prior(1)[0], vggss_gt_map(boxes[k]), protocol=p) for k in ("a", "b")]
         np.testing.assert_allclose(out["cious"][p], ref)
     assert out["cious"]["fixed"][0] > out["cious"]["fixed"][1]
+
+
+def test_real_flickr_layout_through_reader(tmp_path, model):
+    """A miniature SoundNet-Flickr test layout (jpg + wav + XML) read by data.real.FlickrTest."""
+    import soundfile as sf
+    from PIL import Image
+
+    from sspl_lib.data.gt import flickr_gt_map
+    from sspl_lib.data.real import FlickrTest
+    from sspl_lib.data.synthetic import flickr_xml
+
+    base = tmp_path / "SoundNet_Flickr"
+    rng = np.random.default_rng(0)
+    ids = ["1001", "1002", "1003"]
+    for sub in ("5k_labeled/Data/frames", "5k_labeled/Data/audio", "5k_labeled/Annotations"):
+        (base / sub).mkdir(parents=True)
+    for k, i in enumerate(ids):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(base / f"5k_labeled/Data/frames/{i}.jpg")
+        sf.write(base / f"5k_labeled/Data/audio/{i}.wav", rng.normal(0, 0.1, 16000 * 3).astype(np.float32), 16000)
+        box = np.array([[40 + 10 * k, 40, 200, 180 - 20 * k]] * 2)
+        (base / f"5k_labeled/Annotations/{i}.xml").write_text(flickr_xml(i, box))
+    (base / "flickr_test249_in5k.csv").write_text("".join(f"{i},{k}\n" for k, i in enumerate(ids)))
+    ds = FlickrTest(tmp_path, img_size=48)
+    for audio in ("matched", "shuffled", "silent"):
+        res = evaluate_model(model, ds, batch_size=2, audio=audio)
+        assert res["n"] == 3 and res["ids"] == ids and res["heatmaps"].shape[0] == 3
+        for j, i in enumerate(ids):
+            gt = flickr_gt_map(base / f"5k_labeled/Annotations/{i}.xml")
+            assert res["cious"]["fixed"][j] == pytest.approx(metrics.ciou(res["heatmaps"][j], gt), abs=1e-12)
+    frames = torch.stack([ds[j]["frame"] for j in range(3)])
+    ref = model.heatmap(frames, torch.stack([ds[j]["spect"] for j in range(3)]))
+    torch.testing.assert_close(evaluate_model(model, ds, batch_size=3)["heatmaps"], ref, rtol=1e-4, atol=1e-5)
