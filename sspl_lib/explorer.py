@@ -26,7 +26,7 @@ import numpy as np
 import ipywidgets as W
 
 from . import explorer_render as R
-from .explorer_sources import CENTRE_PRIOR, CentrePrior, RunModel, SplitData, class_names, find_splits, sibling_runs
+from .explorer_sources import CENTRE_PRIOR, CentrePrior, RunModel, SplitData, class_names, default_compare, find_splits
 from .metrics import ciou, ciou_batch
 from .paths import resolve
 
@@ -43,10 +43,20 @@ def _unique(name: str, taken) -> str:
 
 
 class Explorer:
+    """The explorer widget of a run (display the object, or `.widget`, in a notebook).
+
+    run_dir: the main run (its config names the data folder). compare: other run folders to offer in the
+    model selector; None = the other trained runs next to run_dir plus the ablation variants under
+    `<its folder>/ablation/` (first seed). split: the split opened first (default: test_single if present).
+    data_root: the benchmark folder (default: the run's). centre_prior: offer the centre prior.
+    sounding_only: leave out silent / off-screen samples, as the evaluation does.
+    """
+
     def __init__(self, run_dir="runs/quick/sspl", *, compare=None, data_root=None, split: str | None = None,
                  centre_prior: bool = True, sounding_only: bool = True, cache_size: int = 512, device: str = "cpu"):
         primary = RunModel(run_dir, device=device)
-        others = [RunModel(p, device=device) for p in (sibling_runs(run_dir) if compare is None else compare)]
+        pairs = default_compare(run_dir) if compare is None else [(None, p) for p in compare]
+        others = [RunModel(p, name=n, device=device) for n, p in pairs]
         self.models: dict = {}
         for m in [primary, *others]:
             m.name = _unique(m.name, self.models)
@@ -79,7 +89,9 @@ class Explorer:
     def _build_widgets(self, split: str) -> None:
         lay, st = W.Layout, {"description_width": "70px"}
         names = list(self.models)
-        default = [n for n in names if n != CENTRE_PRIOR][:2] + ([CENTRE_PRIOR] if CENTRE_PRIOR in names else [])
+        runs = [n for n in names if n not in (CENTRE_PRIOR, self.primary)]
+        contrast = [n for n in runs if self.models[n].has_pcm != self.models[self.primary].has_pcm]  # w/ vs w/o PCM
+        default = [self.primary] + (contrast or runs)[:1] + ([CENTRE_PRIOR] if CENTRE_PRIOR in names else [])
         self.split = W.Dropdown(options=list(self.splits), value=split, description="split", style=st,
                                 layout=lay(width="220px"))
         self.sort = W.Dropdown(options=SORTS, value="none", description="order", style=st, layout=lay(width="240px"))

@@ -101,6 +101,20 @@ def sibling_runs(run_dir) -> list[Path]:
     return sorted(p for p in run.parent.iterdir() if p.is_dir() and p.resolve() != run.resolve() and is_run(p))
 
 
+def default_compare(run_dir) -> list[tuple[str, Path]]:
+    """(name, run folder) of the runs offered next to `run_dir`: the other trained runs in its folder and the
+    ablation variants of `<folder>/ablation/<variant>/seed<k>` (sspl_lib.ablation's layout), first seed each."""
+    run = resolve(run_dir)
+    out = [(p.name, p) for p in sibling_runs(run)]
+    abl = run.parent / "ablation"
+    for variant in sorted(p for p in abl.iterdir() if p.is_dir()) if abl.is_dir() else []:
+        seeds = sorted((s for s in variant.glob("seed*") if is_run(s)),
+                       key=lambda s: (not s.name[4:].isdigit(), int(s.name[4:]) if s.name[4:].isdigit() else 0))
+        if seeds:
+            out.append((f"{variant.name} (ablation)" if variant.name == run.name else variant.name, seeds[0]))
+    return out
+
+
 # ----------------------------------------------------------------------------- data
 SPLIT_ORDER = ("test_single", "test_multi", "val", "train")
 

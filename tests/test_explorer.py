@@ -216,6 +216,25 @@ def test_forward_cache_and_latency(ex):
     assert ex.last_update_ms < 2000  # typically 50-150 ms for this model on one CPU core
 
 
+def test_compare_runs_found_next_to_the_run_and_in_ablation(tiny_benchmark, tmp_path):
+    from sspl_lib.explorer import Explorer
+    from sspl_lib.explorer_sources import default_compare
+
+    main = make_tiny_run(tmp_path / "sspl", tiny_benchmark)
+    make_tiny_run(tmp_path / "ablation" / "sspl" / "seed0", tiny_benchmark, seed=2)
+    make_tiny_run(tmp_path / "ablation" / "sspl_wo_pcm" / "seed1", tiny_benchmark, use_pcm=False, seed=3)
+    make_tiny_run(tmp_path / "ablation" / "sspl_wo_pcm" / "seed0", tiny_benchmark, use_pcm=False, seed=4)
+    (tmp_path / "notebooks").mkdir()  # not a run
+    found = default_compare(main)
+    assert [(n, p.relative_to(tmp_path).as_posix()) for n, p in found] == [
+        ("sspl (ablation)", "ablation/sspl/seed0"), ("sspl_wo_pcm", "ablation/sspl_wo_pcm/seed0")]
+    ex = Explorer(main)
+    assert list(ex.models) == ["sspl", "sspl (ablation)", "sspl_wo_pcm", "centre prior"]
+    assert ex.selected == ["sspl", "sspl_wo_pcm", "centre prior"]  # w/ PCM vs w/o PCM vs the centre prior
+    assert list(Explorer(main, compare=[], centre_prior=False).models) == ["sspl"]
+    ex.close()
+
+
 def test_open_explorer_without_run(tmp_path):
     from sspl_lib.explorer import open_explorer
 
