@@ -1,12 +1,20 @@
 """Throughput of cIoU + AUC: per-sample numpy loop (official-style) vs scalar ``ciou`` vs ``ciou_batch``.
 
-Run from the repo root: ``python -m benchmarks.metrics_speed --n 2048 --batch 256``.
+Run from the repo root: ``python -m benchmarks.metrics_speed --n 2048 --batch 256 --threads 2``;
+``--old REV`` also times ``ciou_batch`` of sspl_lib/metrics.py at git revision REV (same process).
+All rows are run ``--rounds`` times interleaved; the best wall rate and the rate per CPU-second of
+each are printed (the CPU figure is less sensitive to other processes on a shared machine).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,10 +48,24 @@ def official_loop(heatmaps: np.ndarray, gts: np.ndarray, thres: float = 0.5) -> 
     return out
 
 
-def _rate(fn, n: int) -> float:
-    t = time.perf_counter()
+def _load_old(rev: str):
+    """sspl_lib/metrics.py at git revision ``rev`` as a separate module."""
+    root = Path(__file__).resolve().parents[1]
+    src = subprocess.run(["git", "show", f"{rev}:sspl_lib/metrics.py"], cwd=root, check=True,
+                         capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / "metrics_old.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("metrics_old", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["metrics_old"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _time(fn) -> tuple[float, float]:
+    w, c = time.perf_counter(), time.process_time()
     fn()
-    return n / (time.perf_counter() - t)
+    return time.perf_counter() - w, time.process_time() - c
 
 
 def main(argv=None) -> None:
@@ -52,6 +74,8 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=256, help="batch size of ciou_batch")
     ap.add_argument("--size", type=int, default=14, help="heatmap side")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions (best one kept)")
+    ap.add_argument("--old", default="", help="git revision whose ciou_batch is timed too (e.g. HEAD~1)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -68,16 +92,30 @@ def main(argv=None) -> None:
                        for i in range(0, args.n, args.batch)])
         return M.summarize(c)
 
-    M.ciou_batch(hm_t[:8], gt_t[:8])  # warm-up
+    def batched_old(protocol):
+        c = torch.cat([old.ciou_batch(hm_t[i:i + args.batch], gt_t[i:i + args.batch], protocol)
+                       for i in range(0, args.n, args.batch)])
+        return M.summarize(c)
+
+    for p in M.PROTOCOLS:  # warm-up (numba compilation / cache load)
+        M.ciou_batch(hm_t[:8], gt_t[:8], p)
     rows = [("(a) numpy per-sample loop (official-style)", lambda: M.summarize(official_loop(hm, gt))),
             ("(b) scalar ciou, fixed", lambda: M.summarize([M.ciou(hm[i], gt[i]) for i in range(args.n)])),
             ("(c) ciou_batch, fixed", lambda: batched("fixed")),
             ("(c) ciou_batch, median", lambda: batched("median"))]
-    base = None
-    for name, fn in rows:
-        r = _rate(fn, args.n)
-        base = base or r
-        print(f"{name:45s} {r:10.0f} maps/s  ({r / base:.1f}x)")
+    if args.old:
+        old = _load_old(args.old)
+        rows += [(f"(d) ciou_batch @{args.old}, fixed", lambda: batched_old("fixed")),
+                 (f"(d) ciou_batch @{args.old}, median", lambda: batched_old("median"))]
+    best = {name: (0.0, 0.0) for name, _ in rows}
+    for _ in range(args.rounds):
+        for name, fn in rows:
+            w, c = _time(fn)
+            best[name] = (max(best[name][0], args.n / w), max(best[name][1], args.n / max(c, 1e-9)))
+    base_w, base_c = best[rows[0][0]]
+    print(f"{'':45s} {'wall maps/s':>12s} {'(ratio)':>8s} {'maps/CPU-s':>12s} {'(ratio)':>8s}")
+    for name, (w, c) in best.items():
+        print(f"{name:45s} {w:12.0f} {w / base_w:7.1f}x {c:12.0f} {c / base_c:7.1f}x")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,11 @@ Degenerate cases (the official code would produce NaN; here they are defined):
   the official success counts (NaN >= t is False).
 
 Bilinear upsampling has OpenCV ``INTER_LINEAR`` semantics (half-pixel centres, edge clamp,
-no antialias) and is done by ``torch.nn.functional.interpolate(mode="bilinear",
-align_corners=False)``. Heatmaps are processed in float64 when given as float64, else float32
-(the official code works on float32 maps).
+no antialias). ``upsample`` uses ``torch.nn.functional.interpolate(mode="bilinear",
+align_corners=False)``; ``ciou``/``ciou_batch`` use the float64 separable definition of
+``sspl_lib._upsample`` (same weights, every IEEE operation fixed, so numpy, torch and the fused numba
+kernel agree bit for bit; for float32 14x14 -> 224 maps it is the exact bilinear value). All
+thresholding is done in float64 whatever the heatmap dtype.
 """
 
 from __future__ import annotations
@@ -29,19 +31,18 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from sspl_lib import _upsample as _U
+
 PROTOCOLS = ("fixed", "median")
 AUC_THRESHOLDS = [0.05 * i for i in range(21)]  # same float values as the official code
-_CHUNK = 16  # maps per chunk in ciou_batch: keeps full-res temporaries small (cache, no page faults)
+_CHUNK = 16  # maps per chunk in the torch path of ciou_batch: keeps full-res temporaries small
+_USE_NUMBA = _U.ciou_kernel is not None  # fused CPU kernel; False forces the torch path (tests)
 
 
 # ----------------------------------------------------------------------------- helpers
 def _check_protocol(protocol: str) -> None:
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-
-
-def _work_dtype(t: torch.Tensor) -> torch.dtype:
-    return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
 def _as_tensor(x) -> torch.Tensor:
@@ -84,10 +85,10 @@ def ciou(heatmap, gt_map, protocol: str = "fixed", threshold: float = 0.5) -> fl
         raise ValueError(f"ciou expects a 2-D heatmap and a 2-D gt map, got {tuple(hm.shape)} and {gt.shape}")
     if hm.numel() == 0 or gt.size == 0:
         raise ValueError("ciou got an empty heatmap or gt map")
-    hm = hm.detach().cpu().to(_work_dtype(hm))
+    hm = hm.detach().cpu().to(torch.float64)
     if not torch.isfinite(hm).all():
         raise ValueError("heatmap contains NaN or inf")
-    up = upsample(hm[None], gt.shape)[0].numpy()  # (H,W)
+    up = _U.upsample_np(hm.numpy(), gt.shape)  # (H,W) float64
     norm = _normalize_np(up)
     if protocol == "fixed":
         mask = norm >= threshold
@@ -161,8 +162,43 @@ def _chunk_ciou(up: torch.Tensor, g: torch.Tensor, tau: torch.Tensor) -> torch.T
     return torch.where(union > 0, inter / torch.where(union > 0, union, 1.0), torch.zeros_like(union))
 
 
+def _ciou_torch(hm: torch.Tensor, gt: torch.Tensor, protocol: str, threshold: float) -> torch.Tensor:
+    """Chunked torch path (any device, or no numba): float64 maps, one raw-threshold bisection."""
+    chunk = _CHUNK if hm.device.type == "cpu" else hm.shape[0]
+    size, spans = gt.shape[-2:], range(0, hm.shape[0], chunk)
+    ups = [rearrange(_U.upsample_torch(hm[i:i + chunk], size), "c h w -> c (h w)") for i in spans]
+    lo, hi, t = (torch.cat(v) for v in zip(*(_chunk_stats(u, protocol, threshold) for u in ups)))  # (B,)
+    tau = raw_threshold(lo, hi, t)  # (B,) one bisection for the whole batch
+    gts = (rearrange(gt[i:i + chunk], "c h w -> c (h w)") for i in spans)
+    return torch.cat([_chunk_ciou(u, g, tau[i:i + len(u)]) for i, u, g in zip(spans, ups, gts)])
+
+
+def _ciou_numba(hm: torch.Tensor, gt: torch.Tensor, protocol: str, threshold: float) -> torch.Tensor:
+    """Fused kernel (one read of each gt pixel), maps split over torch.get_num_threads() threads."""
+    hm_np = np.ascontiguousarray(hm.numpy())
+    gt_np = np.ascontiguousarray(gt.numpy())
+    n_pix = gt_np.shape[1] * gt_np.shape[2]
+    args = (*_U.axis_weights(hm_np.shape[1], gt_np.shape[1]), *_U.axis_weights(hm_np.shape[2], gt_np.shape[2]),
+            protocol == "median", float(threshold), median_index(n_pix))
+    out = np.empty(hm_np.shape[0])
+    n = max(1, min(torch.get_num_threads(), hm_np.shape[0] // 8))  # >= 8 maps per thread
+    bounds = np.linspace(0, hm_np.shape[0], n + 1).astype(int)
+    run = lambda a, b: _U.ciou_kernel(hm_np[a:b], gt_np[a:b], *args, out[a:b])  # noqa: E731
+    if n == 1:
+        run(0, hm_np.shape[0])
+    else:
+        from concurrent.futures import ThreadPoolExecutor  # the kernel releases the GIL
+        with ThreadPoolExecutor(n) as pool:
+            list(pool.map(run, bounds[:-1], bounds[1:]))
+    return torch.from_numpy(out)
+
+
 def ciou_batch(heatmaps, gt_maps, protocol: str = "fixed", threshold: float = 0.5) -> torch.Tensor:
-    """Vectorized cIoU: heatmaps (B,h,w), gt_maps (B,H,W) -> (B,) float64 tensor (heatmap's device)."""
+    """Vectorized cIoU: heatmaps (B,h,w), gt_maps (B,H,W) -> (B,) float64 tensor (heatmap's device).
+
+    Same definition as ``ciou`` (float64 upsampling of ``sspl_lib._upsample``, mask =
+    normalized >= t, evaluated as raw >= ``raw_threshold``); on CPU a fused numba kernel, else torch.
+    """
     _check_protocol(protocol)
     hm, gt = _as_tensor(heatmaps), _as_tensor(gt_maps)
     if hm.ndim != 3 or gt.ndim != 3 or hm.shape[0] != gt.shape[0]:
@@ -172,19 +208,15 @@ def ciou_batch(heatmaps, gt_maps, protocol: str = "fixed", threshold: float = 0.
         return torch.zeros(0, dtype=torch.float64, device=hm.device)
     if min(hm.shape[1:]) == 0 or min(gt.shape[1:]) == 0:
         raise ValueError("ciou_batch got empty heatmaps or gt maps")
-    hm = hm.detach().to(_work_dtype(hm))
+    hm = hm.detach().to(torch.float64)
     if not torch.isfinite(hm).all():
         raise ValueError("heatmaps contain NaN or inf")
     gt = gt.detach().to(hm.device)
     if not gt.is_floating_point():
         gt = gt.to(torch.float32)
-    chunk = _CHUNK if hm.device.type == "cpu" else hm.shape[0]
-    size, spans = gt.shape[-2:], range(0, hm.shape[0], chunk)
-    ups = [rearrange(upsample(hm[i:i + chunk], size), "c h w -> c (h w)") for i in spans]  # (c,N) each
-    lo, hi, t = (torch.cat(v) for v in zip(*(_chunk_stats(u, protocol, threshold) for u in ups)))  # (B,)
-    tau = raw_threshold(lo, hi, t)  # (B,) one bisection for the whole batch
-    gts = (rearrange(gt[i:i + chunk], "c h w -> c (h w)") for i in spans)
-    return torch.cat([_chunk_ciou(u, g, tau[i:i + len(u)]) for i, u, g in zip(spans, ups, gts)])
+    if _USE_NUMBA and hm.device.type == "cpu" and gt.dtype in (torch.float32, torch.float64):
+        return _ciou_numba(hm, gt, protocol, threshold)
+    return _ciou_torch(hm, gt, protocol, threshold)
 
 
 # ----------------------------------------------------------------------------- summaries

@@ -287,3 +287,81 @@ def test_center_prior_on_vggss():
     for r in res.values():
         assert 0.05 < r["ciou"] < 0.6 and 0.05 < r["auc"] < 0.6 and r["n"] == 4692
     assert res["fixed"] != res["median"]
+
+
+# ----------------------------------------------------------------------------- fused kernel vs torch path
+from sspl_lib import _upsample as U  # noqa: E402
+
+
+@pytest.mark.parametrize("shape", [(14, 14), (7, 7), (13, 17), (224, 224)])
+def test_exact_upsample_numpy_torch_numba_bit_identical(shape):
+    img = np.random.default_rng(11).normal(size=shape)
+    up = U.upsample_np(img, (224, 224))
+    np.testing.assert_allclose(up, resize_ref(img, (224, 224)), atol=1e-12)
+    assert np.array_equal(U.upsample_torch(torch.from_numpy(img)[None], (224, 224))[0].numpy(), up)
+    if U.upsample_nb is not None:
+        w = (*U.axis_weights(shape[0], 224), *U.axis_weights(shape[1], 224))
+        assert np.array_equal(U.upsample_nb(img, *w), up)
+    if shape[0] in (7, 14, 224):  # power-of-two scale: mirrored weights are exact, symmetry is kept exactly
+        sym = img + img[::-1]
+        assert np.array_equal(U.upsample_np(sym, (224, 224)), U.upsample_np(sym, (224, 224))[::-1])
+
+
+def _hard_maps(rng, n):
+    """Random maps plus plateaus, ties, constant, symmetric and centre-prior-like maps."""
+    hm = rng.normal(size=(n, 14, 14))
+    hm[0] = 2.0  # constant
+    hm[1] = np.round(hm[1])  # many ties
+    hm[2, :, :7] = 5.0  # plateau holding the median
+    hm[3] = np.outer(np.hanning(14), np.hanning(14))  # symmetric
+    hm[4] = 0.0
+    hm[4, 7, 7] = 1.0  # one peak: most of the map equal to the minimum
+    hm[5] = rng.normal(size=(14, 14)) * 1e-300  # tiny (subnormal-range) differences
+    return hm
+
+
+@pytest.mark.parametrize("protocol", ["fixed", "median"])
+def test_numba_and_torch_paths_identical(protocol, monkeypatch):
+    rng = np.random.default_rng(21)
+    n = 40
+    hm, gt = _hard_maps(rng, n), random_gt(rng, n)
+    ref = np.array([ciou_ref(hm[i], gt[i], protocol) for i in range(n)])
+    scalar = np.array([M.ciou(hm[i], gt[i], protocol) for i in range(n)])
+    fused = M.ciou_batch(torch.from_numpy(hm), torch.from_numpy(gt), protocol)
+    monkeypatch.setattr(M, "_USE_NUMBA", False)
+    plain = M.ciou_batch(torch.from_numpy(hm), torch.from_numpy(gt), protocol)
+    assert torch.equal(fused, plain)
+    np.testing.assert_array_equal(fused.numpy(), scalar)
+    np.testing.assert_allclose(scalar[6:], ref[6:], atol=1e-12)  # random maps: same masks as the reference
+    # float32 heatmaps and gt: same values -> same results (everything is done in float64)
+    monkeypatch.setattr(M, "_USE_NUMBA", U.ciou_kernel is not None)
+    f32 = M.ciou_batch(torch.from_numpy(hm).float(), torch.from_numpy(gt).float(), protocol)
+    f32_ref = M.ciou_batch(torch.from_numpy(hm).float().double(), torch.from_numpy(gt), protocol)
+    assert torch.equal(f32, f32_ref)
+
+
+@pytest.mark.skipif(U.ciou_kernel is None, reason="numba not installed")
+def test_kernel_median_value_is_exact_kth():
+    rng = np.random.default_rng(5)
+    w = (*U.axis_weights(14, 224), *U.axis_weights(14, 224))
+    hist, cand, full = np.empty(U._HIST_BINS, np.int64), np.empty(224 * 224 + 1), np.empty(224 * 224 + 1)
+    for hm in _hard_maps(rng, 30):
+        up = U.upsample_nb(hm, *w)
+        t_ = np.empty((14, 224))
+        U._t_rows(hm, *w[4:], t_)
+        for k in (0, 1, 25088, 50175):
+            got = U._median_value(t_, *w[:4], k, up.min(), up.max(), hist, cand, full)
+            assert got == np.sort(up.ravel())[k]
+
+
+@pytest.mark.skipif(U.ciou_kernel is None, reason="numba not installed")
+def test_kernel_raw_threshold_matches_torch():
+    rng = np.random.default_rng(8)
+    lo = rng.normal(size=300) * 10.0 ** rng.integers(-3, 4, 300)
+    hi = lo + rng.random(300) * 10.0 ** rng.integers(-3, 4, 300)
+    hi[:5] = lo[:5]
+    t = rng.random(300)
+    want = M.raw_threshold(torch.from_numpy(lo), torch.from_numpy(hi), torch.from_numpy(t)).numpy()
+    fb = np.empty(1)
+    got = np.array([U._raw_threshold(a, b, c, fb, fb.view(np.int64)) for a, b, c in zip(lo, hi, t)])
+    assert np.array_equal(got, want)
