@@ -97,8 +97,12 @@ def subset_root(grid: Grid, base: SSPLConfig, root: Path) -> Path:
         return resolve(base.data_root)
     from .data.h5 import H5Writer, load_split
 
+    import hashlib
+
     src = resolve(base.data_root)
-    out = root / "data" / f"train{grid.n_train}_val{grid.n_val}"
+    stamp = ":".join(f"{(src / f'{sp}.h5').resolve()}:{(src / f'{sp}.h5').stat().st_size}:{(src / f'{sp}.h5').stat().st_mtime_ns}"
+                     for sp in ("train", "val"))
+    out = root / "data" / f"train{grid.n_train}_val{grid.n_val}_{hashlib.sha1(stamp.encode()).hexdigest()[:8]}"
     for split, n in (("train", grid.n_train), ("val", grid.n_val)):
         path = out / f"{split}.h5"
         if path.is_file():
@@ -135,6 +139,18 @@ def run_complete(run_dir: Path, epochs: int) -> bool:
         return False
     h = json.loads(hist.read_text())
     return len(h) >= epochs
+
+
+def clear_stale(run_dir: Path, cfg: SSPLConfig) -> bool:
+    """Remove a run folder trained with another configuration (so it is not resumed or reused); True if removed."""
+    saved = run_dir / "config.json"
+    if saved.is_file() and json.loads(saved.read_text()) != json.loads(json.dumps(cfg.to_dict())):
+        import shutil
+
+        print(f"[ablation] {run_dir}: trained with another configuration, retraining")
+        shutil.rmtree(run_dir)
+        return True
+    return False
 
 
 def run_config(base: SSPLConfig, grid: Grid, overrides: dict, seed: int, data_root: Path, enc: str | None) -> SSPLConfig:
@@ -196,6 +212,7 @@ def run_ablation(profile: str = "quick", grid: Grid | None = None, *, root=None,
             cfg = run_config(base, grid, over, seed, data_root, enc)
             run_dir = root / name / f"seed{seed}"
             t0 = time.perf_counter()
+            clear_stale(run_dir, cfg)
             if run_complete(run_dir, cfg.epochs):
                 status = "cached"
             else:
@@ -285,20 +302,27 @@ def markdown(rows: list[dict], key: str) -> str:
 
 
 def figure(rows: list[dict], key: str, question: str):
-    """One figure per question: bars (mean ± std) by setting and split; a line for the cycles sweep."""
+    """One figure per question, two panels (cIoU@0.5 and AUC, fixed protocol unless compared): bars
+    (mean ± std over seeds) by setting and split; lines with ±std bands for the cycles sweep."""
+    import matplotlib.pyplot as plt
+
     from . import viz
 
-    if question == "cycles":
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for s in dict.fromkeys(r["split"] for r in rows):
-            rs = sorted((r for r in rows if r["split"] == s), key=lambda r: r["cycles"])
-            viz.plot_curve_vs([r["cycles"] for r in rs], [r["ciou_mean"] for r in rs], [r["ciou_std"] for r in rs],
-                              xlabel="PCM cycles", ylabel="cIoU@0.5 (fixed)", label=s, ax=ax, title="PCM cycles")
-        return fig
-    bars = [{**r, "variant": LABELS.get(r[key], str(r[key]))} for r in rows]
-    return viz.plot_ablation(bars, metric="ciou", group="split", title=f"ablation: {question} (mean ± std over seeds)")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, metric, name in zip(axes, ("ciou", "auc"), ("cIoU@0.5", "AUC")):
+        if question == "cycles":
+            for s in dict.fromkeys(r["split"] for r in rows):
+                rs = sorted((r for r in rows if r["split"] == s), key=lambda r: r["cycles"])
+                viz.plot_curve_vs([r["cycles"] for r in rs], [r[f"{metric}_mean"] for r in rs],
+                                  [r[f"{metric}_std"] for r in rs], xlabel="PCM cycles", ylabel=name, label=s, ax=ax)
+            ax.set_xticks(sorted({r["cycles"] for r in rows}))
+        else:
+            bars = [{**r, "variant": LABELS.get(r[key], str(r[key]))} for r in rows]
+            viz.plot_ablation(bars, metric=metric, group="split", ax=ax)
+            ax.set_ylabel(name)
+    fig.suptitle(f"ablation: {question} (mean ± std over seeds)")
+    fig.tight_layout()
+    return fig
 
 
 def report(records: list[dict], question: str, base: SSPLConfig, grid: Grid, *, save: bool = True, show: bool = True):

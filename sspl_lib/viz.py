@@ -129,7 +129,6 @@ def plot_ablation(rows: list[dict], *, metric: str = "ciou", group: str = "split
     ax.set(ylabel=metric, title=title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 
