@@ -141,6 +141,7 @@ def drive_explorer(url: str, token: str, notebook: str, screenshot: Path, *, tim
             before, before_src = _image_digest(page, view), page.eval_on_selector(view, "i => i.src")
             handle = page.locator(".sspl-sample .noUi-handle").first
             handle.focus()
+            t_press = time.monotonic()
             for _ in range(steps):
                 handle.press("ArrowRight")
             # the kernel answers with a new image (a new blob URL) and the id of the new sample
@@ -149,13 +150,15 @@ def drive_explorer(url: str, token: str, notebook: str, screenshot: Path, *, tim
                                    arg=[view, before_src], timeout=ms, polling=200)
             if expect_id:
                 page.locator(".sspl-explorer b", has_text=expect_id).first.wait_for(timeout=ms)
+            update_s = time.monotonic() - t_press  # key press -> the new sample's view in the page
             after = _image_digest(page, view)
             readout = page.locator(".sspl-sample .widget-readout").first.inner_text()
             page.mouse.move(0, 0)
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.locator(".sspl-explorer").first.screenshot(path=str(screenshot))
             _tag_png(screenshot, source)
-            return {"before": before, "after": after, "readout": readout, "seconds": time.monotonic() - t0}
+            return {"before": before, "after": after, "readout": readout, "update_s": round(update_s, 3),
+                    "seconds": round(time.monotonic() - t0, 1)}
         except Exception:
             with contextlib.suppress(Exception):  # evidence for the failure report
                 page.screenshot(path=str(screenshot.with_name(screenshot.stem + "_failure.png")))
@@ -208,6 +211,7 @@ def test_explorer_notebook_in_chromium(tiny_benchmark, tmp_path):
     with jupyter_lab(nb_dir, tmp_path) as (url, token):
         res = drive_explorer(url, token, NOTEBOOK.name, shot, timeout_s=60, steps=2,
                              expect_id=read_ids(tiny_benchmark / "test_multi.h5")[2])
+    print("browser:", res)
     assert res["before"] and res["after"] and res["before"] != res["after"], res
     assert res["readout"].strip() == "2", res  # two ArrowRight presses: sample 0 -> 2, seen by the kernel
     from PIL import Image
