@@ -72,18 +72,22 @@ class SSPL(nn.Module):
             v = self.visual(torch.cat(frames))  # (V*B, C, h, w)
         return list(v.chunk(len(frames)))
 
-    def refine(self, v: torch.Tensor, e: torch.Tensor, *, return_cycles: bool = False):
+    def refine(self, v: torch.Tensor, e: torch.Tensor, *, return_cycles: bool = False, groups: int = 1):
+        """PCM; `groups` views stacked along the batch are refined together, each with its own batch-norm
+        statistics (as separate calls would)."""
         if self.pcm is None:
             return [v] if return_cycles else v
-        return self.pcm(v, e, return_cycles=return_cycles)
+        return self.pcm(v, e, return_cycles=return_cycles, groups=groups)
 
     # --- model -----------------------------------------------------------------------------
     def forward(self, frames1: torch.Tensor, frames2: torch.Tensor, spects: torch.Tensor) -> dict:
         e, a = self.encode_audio(spects)
         v1, v2 = self.encode_frames(frames1, frames2)
-        m1, m2 = self.refine(v1, e), self.refine(v2, e)  # PCM per view: its batch norms see one view
-        f1, sim1, att1 = attention(m1, a)
-        f2, _, _ = attention(m2, a)
+        # both views through the PCM and the attention at once (per-sample ops, one call per layer); the
+        # PCM's batch norms still see one view each, as with one call per view (the official computation)
+        m = self.refine(torch.cat([v1, v2]), torch.cat([e, e]), groups=2)
+        f, sim, att = attention(m, torch.cat([a, a]))
+        (f1, f2), sim1, att1 = f.chunk(2), sim.chunk(2)[0], att.chunk(2)[0]
         p1, p2, z1, z2 = self.head(f1, f2)
         loss = simsiam_loss(p1, p2, z1.detach(), z2.detach())
         return {"loss": loss, "p1": p1, "p2": p2, "z1": z1.detach(), "z2": z2.detach(),

@@ -64,27 +64,39 @@ class PCM(nn.Module):
         up = F.interpolate(err, size=size, mode="bilinear", align_corners=True)  # 7x7 -> 14x14
         return self.error[level](up)
 
+    def _bn(self, bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Batch norm with separate batch statistics for each of the `self._groups` stacked views (training);
+        in eval mode (running statistics) one call serves all groups."""
+        if self._groups == 1 or not (bn.training or bn.running_mean is None):
+            return bn(x)
+        return torch.cat([bn(c) for c in x.chunk(self._groups)])
+
     def _bottom_up(self, base: list[torch.Tensor], r_pred: list[torch.Tensor], audio: torch.Tensor,
                    bns: list[nn.Module]) -> list[torch.Tensor]:
         """Errors flow up: audio error into level 0, then each level's prediction error into the next."""
         err = audio - self._predict_audio(base[0])  # (B, audio_dim)
         err = repeat(err, "b c -> b c h w", h=base[0].shape[-2], w=base[0].shape[-1])
-        r = [F.gelu(bns[0](base[0] + F.relu(self.a0[0]) * self.error[0](err)))]
+        r = [F.gelu(self._bn(bns[0], base[0] + F.relu(self.a0[0]) * self.error[0](err)))]
         for l in range(1, LEVELS):
             up = self._error_up(l, r[l - 1] - r_pred[l - 1], base[l].shape[-2:])
-            r.append(F.gelu(bns[l](base[l] + F.relu(self.a0[l]) * up)))
+            r.append(F.gelu(self._bn(bns[l], base[l] + F.relu(self.a0[l]) * up)))
         return r
 
-    def forward(self, v: torch.Tensor, audio: torch.Tensor, *, return_cycles: bool = False):
+    def forward(self, v: torch.Tensor, audio: torch.Tensor, *, return_cycles: bool = False, groups: int = 1):
         """v: visual map (B, dim, H, W); audio: L2-normalized embedding (B, audio_dim).
 
         Returns the transformed map (B, out_dim, H, W); with `return_cycles`, the list of maps after the
         initialization and after each cycle (the last equals the output).
+        `groups`: v stacks that many views (equal chunks along B) that are refined as if by separate calls
+        (each view's own batch-norm statistics) but with one convolution per layer for all of them (faster).
         """
+        if v.shape[0] % groups:
+            raise ValueError(f"batch {v.shape[0]} is not divisible into {groups} groups")
+        self._groups = groups
         # initialization, top-down: level 2 = v, then levels 1, 0
         r_pred = [v]
         for l in range(LEVELS - 1, 0, -1):
-            r_pred.insert(0, F.gelu(self.bn_pred_init[l - 1](self._predict_down(l, r_pred[0]))))
+            r_pred.insert(0, F.gelu(self._bn(self.bn_pred_init[l - 1], self._predict_down(l, r_pred[0]))))
         r = self._bottom_up(r_pred, r_pred, audio, list(self.bn_error_init))
         outs = [self.error[3](r[-1])] if return_cycles else []
 
@@ -96,7 +108,7 @@ class PCM(nn.Module):
                 r_pred[l - 1] = self._predict_down(l, r[l])
                 b = F.relu(self.b0[l - 1])
                 bn = self.bn_pred_step[(LEVELS - 1) * t + l - 1]
-                r[l - 1] = F.gelu(bn((1 - b) * r[l - 1] + b * r_pred[l - 1]))
+                r[l - 1] = F.gelu(self._bn(bn, (1 - b) * r[l - 1] + b * r_pred[l - 1]))
             bns = list(self.bn_error_step[LEVELS * t : LEVELS * (t + 1)])
             r = self._bottom_up(r, r_pred, audio, bns)
             if return_cycles:
