@@ -132,3 +132,24 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert r["train"]["ours"] > 0 and r["eval"]["ours"] > 0 and r["metric"]["ours"] > 0 and r["data"]["ours"] > 0
     assert r["peak_mem_mib"] > 0
     assert elapsed < 60, f"benchmark --steps 1 took {elapsed:.0f} s"
+
+
+def test_pcm_groups_equal_separate_calls():
+    """Both views through the PCM at once (groups=2) = one call per view, running statistics included."""
+    from sspl_lib.pcm import PCM
+
+    torch.manual_seed(3)
+    a = PCM(dim=32, audio_dim=16, out_dim=24, cycles=2).train()
+    b = copy.deepcopy(a)
+    v1, v2 = torch.randn(3, 32, 14, 14), torch.randn(3, 32, 14, 14)
+    e = torch.nn.functional.normalize(torch.randn(3, 16), dim=1)
+    sep = torch.cat([a(v1, e), a(v2, e)])
+    grp = b(torch.cat([v1, v2]), torch.cat([e, e]), groups=2)
+    assert (sep - grp).abs().max().item() <= 1e-5
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.allclose(x.float(), y.float(), atol=1e-6), k
+    a.eval(), b.eval()
+    with torch.no_grad():
+        assert (torch.cat([a(v1, e), a(v2, e)]) - b(torch.cat([v1, v2]), torch.cat([e, e]), groups=2)).abs().max() <= 1e-5
+    with pytest.raises(ValueError):
+        b(torch.randn(3, 32, 14, 14), torch.randn(3, 16), groups=2)
