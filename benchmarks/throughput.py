@@ -251,7 +251,12 @@ def data_rates(path: Path, off: Official | None, tmp: Path, cfg: SSPLConfig, arg
                 ods[int(idx[next(it) % len(idx)])]
 
         fns["official"] = official_items
-    res = {name: k / t for name, (t, _) in interleave(fns, args.steps, dev).items()}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker (torch sets 1 thread there), for both sides
+    try:
+        res = {name: k / t for name, (t, _) in interleave(fns, args.steps, dev).items()}
+    finally:
+        torch.set_num_threads(threads)
     if args.workers > 0:  # DataLoader with N workers (persistent, pinned on CUDA), items/s
         def loader_rate(dataset):
             dl = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True, num_workers=args.workers,
@@ -440,8 +445,8 @@ def main(argv=None) -> dict:
             doff = off or (Official(args.official_src, dev, model=False) if args.official_src else None)
             r = data_rates(path, doff, tmp, cfg, args, dev)
         res["data"] = r
-        print("data     " + fmt(r["ours"], r.get("official"), "items/s") + "  (1 process, per-item views)")
-        print("data     " + fmt(r["ours_batched"], r.get("official"), "items/s") + "  (1 process, batched views as fit)")
+        print("data     " + fmt(r["ours"], r.get("official"), "items/s") + "  (1 process, 1 thread, per-item views)")
+        print("data     " + fmt(r["ours_batched"], r.get("official"), "items/s") + "  (1 process, 1 thread, batched views as fit)")
         if args.workers:
             w = args.workers
             print("data     " + fmt(r[f"ours_{w}w"], r.get(f"official_{w}w"), "items/s") + f"  ({w} workers)")
