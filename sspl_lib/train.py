@@ -256,7 +256,7 @@ def fit(cfg: SSPLConfig, run_dir, *, resume: bool = False, progress: bool = True
         cfg.save(run_dir / "config.json")
     aug = AugmentConfig(img_size=cfg.img_size)
     for epoch in range(start, cfg.epochs):
-        if cfg.patience and best is not None and epoch - best["epoch"] > cfg.patience:
+        if cfg.patience and best is not None and epoch - best["epoch"] >= cfg.patience:  # resumed after a stop
             break
         t0 = time.perf_counter()
         model.train()
