@@ -38,7 +38,7 @@ SPLITS = ("single", "multi")
 class Grid:
     seeds: tuple = (0, 1)
     epochs: int = 2
-    n_train: int = 256  # 0 = the whole train split
+    n_train: int = 512  # 0 = the whole train split
     n_val: int = 64  # validation samples for model selection (0 = all)
     n_test: int = 100  # test samples per split (0 = all)
     batch_size: int = 32

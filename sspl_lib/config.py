@@ -22,6 +22,7 @@ class SSPLConfig:
     out_dim: int = 128  # audio MLP output = PCM output = attention feature (paper: 512)
     use_pcm: bool = True
     pcm_cycles: int = 4
+    pcm_a0_init: float = 1.0  # initial error rate a0 of the PCM (official 1.0); small = start near the encoder map
     proj_dim: int = 512  # SimSiam projector (paper: 2048)
     pred_hidden: int = 128  # SimSiam predictor bottleneck (paper: 512)
     pretrained: bool = True  # load pretrained backbone weights

@@ -45,7 +45,8 @@ class SSPL(nn.Module):
         self.audio = AudioEncoder(backbone, out_dim=cfg.out_dim, hidden=cfg.audio_hidden)
         vis_dim = getattr(self.visual, "dim", cfg.visual_dim)
         if cfg.use_pcm:
-            self.pcm = PCM(dim=vis_dim, audio_dim=backbone.dim, out_dim=cfg.out_dim, cycles=cfg.pcm_cycles)
+            self.pcm = PCM(dim=vis_dim, audio_dim=backbone.dim, out_dim=cfg.out_dim, cycles=cfg.pcm_cycles,
+                           a0_init=cfg.pcm_a0_init)
         else:
             if vis_dim != cfg.out_dim:
                 raise ValueError(f"without PCM the visual map ({vis_dim}) must have out_dim ({cfg.out_dim}) channels")

@@ -20,7 +20,8 @@ LEVELS = 3
 
 
 class PCM(nn.Module):
-    def __init__(self, *, dim: int = 512, audio_dim: int = 128, out_dim: int = 512, cycles: int = 4):
+    def __init__(self, *, dim: int = 512, audio_dim: int = 128, out_dim: int = 512, cycles: int = 4,
+                 a0_init: float = 1.0, b0_init: float = 0.5):
         super().__init__()
         if cycles < 0:
             raise ValueError(f"cycles must be >= 0, got {cycles}")
@@ -37,8 +38,9 @@ class PCM(nn.Module):
             nn.ConvTranspose2d(dim, dim, 3, 1, 1, bias=False),
             nn.ConvTranspose2d(dim, out_dim, 1),
         ])
-        self.a0 = nn.ParameterList([nn.Parameter(torch.full((1, dim, 1, 1), 1.0)) for _ in range(LEVELS)])
-        self.b0 = nn.ParameterList([nn.Parameter(torch.full((1, dim, 1, 1), 0.5)) for _ in range(LEVELS)])
+        # rates: a0 scales the bottom-up errors, b0 mixes in the top-down prediction (official init 1.0 and 0.5)
+        self.a0 = nn.ParameterList([nn.Parameter(torch.full((1, dim, 1, 1), a0_init)) for _ in range(LEVELS)])
+        self.b0 = nn.ParameterList([nn.Parameter(torch.full((1, dim, 1, 1), b0_init)) for _ in range(LEVELS)])
         self.bn_pred_init = nn.ModuleList([nn.BatchNorm2d(dim) for _ in range(LEVELS - 1)])
         self.bn_error_init = nn.ModuleList([nn.BatchNorm2d(dim) for _ in range(LEVELS)])
         self.bn_pred_step = nn.ModuleList([nn.BatchNorm2d(dim) for _ in range((LEVELS - 1) * cycles)])
