@@ -38,7 +38,7 @@ class RunModel:
     """A trained run (checkpoint layout of sspl_lib.train: {"model": state_dict, "config": cfg dict, ...})."""
 
     def __init__(self, run_dir, name: str | None = None, device: str = "cpu"):
-        from .evaluate import load_run
+        from .results import load_run
 
         self.run_dir = resolve(run_dir)
         self.checkpoint = find_checkpoint(self.run_dir)
