@@ -22,110 +22,15 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from . import distributed as D
 from .config import SSPLConfig, load_profile
-from .data.h5 import AVDataset, load_split, open_h5
-from .data.transforms import AugmentConfig, eval_frame, normalize, resize_uint8, to_chw
+from .data.transforms import AugmentConfig, eval_frame
 from .contrastive import objective_loss
 from .model import SSPL, build_model
 from .paths import resolve
-
-IN_MEMORY_BYTES = 6 * 2**30  # splits smaller than this are read into memory once
-
-
-# ----------------------------------------------------------------------------- data
-def split_path(cfg: SSPLConfig, split: str) -> Path:
-    return resolve(cfg.data_root) / f"{split}.h5"
+from .train_data import (IN_MEMORY_BYTES, EvalSet, TrainStream, _gen, _keys,  # noqa: F401 (re-exported)
+                         gt_maps, split_path, train_views)
 
 
-def _gen(*key: int) -> torch.Generator:
-    return torch.Generator().manual_seed(hash(tuple(int(k) for k in key)) & 0x7FFF_FFFF_FFFF_FFFF)
-
-
-class TrainStream:
-    """Global batches of (uint8 frames, spects), this rank's slice of each. Order = permutation(seed, epoch)."""
-
-    def __init__(self, path: Path, *, batch_size: int, seed: int, info: D.DistInfo, workers: int = 0):
-        if batch_size % info.world_size:
-            raise ValueError(f"batch_size {batch_size} is not divisible by the world size {info.world_size}")
-        self.path, self.batch, self.seed, self.info, self.workers = path, batch_size, seed, info, workers
-        self.local = batch_size // info.world_size
-        with open_h5(path) as f:
-            self.n = int(f["frames"].shape[0])
-            nbytes = f["frames"].size + 4 * f["spects"].size
-        self.steps = self.n // batch_size
-        if self.steps == 0:
-            raise ValueError(f"{path}: {self.n} samples, fewer than one batch of {batch_size}")
-        self.mem = None
-        if nbytes <= IN_MEMORY_BYTES:
-            d = load_split(path, ["frames", "spects"])
-            self.mem = torch.from_numpy(d["frames"]), torch.from_numpy(d["spects"])
-
-    def indices(self, epoch: int) -> torch.Tensor:
-        """(steps, local batch) sample indices of this rank for `epoch` (drop_last)."""
-        perm = torch.randperm(self.n, generator=_gen(self.seed, epoch, 7))[: self.steps * self.batch]
-        r0 = self.info.rank * self.local
-        return perm.view(self.steps, self.batch)[:, r0:r0 + self.local]
-
-    def __call__(self, epoch: int, start_step: int = 0):
-        idx = self.indices(epoch)[start_step:]
-        if self.mem is not None:
-            for row in idx:
-                yield self.mem[0][row], self.mem[1][row]
-            return
-        ds = AVDataset(self.path, train=True, raw_frames=True)
-        loader = torch.utils.data.DataLoader(ds, batch_size=self.local, sampler=idx.flatten().tolist(),
-                                             num_workers=self.workers, pin_memory=True, drop_last=True)
-        for item in loader:
-            yield item["frame_uint8"], item["spect"]
-
-
-def train_views(frames: torch.Tensor, aug: AugmentConfig, g: torch.Generator, *, views: int, batch: int,
-                offset: int, device) -> list[torch.Tensor]:
-    """Official train views (resize 1.1x, random crop, flip, normalize) of a rank's slice of a global batch;
-    the crop/flip parameters are drawn for the whole global batch so they do not depend on the world size."""
-    big = resize_uint8(to_chw(frames.to(device, non_blocking=True)), aug.resize_to)  # (b, 3, R, R)
-    b, n, r = big.shape[0], aug.img_size, aug.resize_to
-    ar = torch.arange(n, device=device)
-    bi = torch.arange(b, device=device)[:, None, None]
-    out = []
-    for _ in range(views):
-        oy = torch.randint(0, r - n + 1, (batch,), generator=g)[offset:offset + b].to(device)
-        ox = torch.randint(0, r - n + 1, (batch,), generator=g)[offset:offset + b].to(device)
-        flip = (torch.rand(batch, generator=g) < aug.hflip_p)[offset:offset + b].to(device)
-        rows = oy[:, None] + ar
-        cols = torch.where(flip[:, None], ox[:, None] + n - 1 - ar, ox[:, None] + ar)
-        crop = big[bi, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (b, 3, n, n)
-        out.append(normalize(crop.contiguous(), aug.mean, aug.std))
-    return out
-
-
-def gt_maps(boxes: np.ndarray, size: int = 224) -> torch.Tensor:
-    """Normalized boxes (B, 4) -> VGG-SS style gt maps (B, size, size) (one box each)."""
-    from .data.gt import fill_boxes, vggss_box_pixels
-
-    return torch.from_numpy(fill_boxes(vggss_box_pixels(boxes, size), size))
-
-
-class EvalSet:
-    """An annotated split in memory: frames, spects, gt boxes (sounding samples only)."""
-
-    def __init__(self, path: Path, limit: int = 0):
-        d = load_split(path, [k for k in ("frames", "spects", "boxes", "label") if k in _keys(path)])
-        keep = np.arange(len(d["frames"]))
-        if "label" in d:
-            keep = keep[d["label"] >= 0]
-        if limit:
-            keep = keep[:limit]
-        self.frames = torch.from_numpy(d["frames"][keep])
-        self.spects = torch.from_numpy(d["spects"][keep])
-        self.boxes = d["boxes"][keep] if "boxes" in d else None
-        self.n = len(keep)
-
-
-def _keys(path: Path) -> list[str]:
-    with open_h5(path) as f:
-        return list(f.keys())
-
-
+# ----------------------------------------------------------------------------- validation
 def autocast(cfg: SSPLConfig, device: torch.device):
     use = (cfg.amp == "auto" and device.type == "cuda") or cfg.amp == "bf16"
     return torch.autocast(device.type, dtype=torch.bfloat16) if use else contextlib.nullcontext()
