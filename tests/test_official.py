@@ -74,7 +74,7 @@ def official_dir(ref, tmp_path_factory):
 def inputs(ref):
     f1, f2, spects = make_inputs(int(ref["input_seed"]))
     fp = ref["input_fingerprint"]
-    np.testing.assert_allclose([f1.double().sum(), f2.double().sum(), spects.double().sum()], fp[:3], rtol=1e-9)
+    np.testing.assert_allclose([f1.double().sum(), f2.double().sum(), spects.double().sum()], fp[:3], rtol=1e-6)  # float32 ulps vary with the thread count
     return f1, f2, spects[:, :, 0]  # official (B,3,1,96,64) -> ours (B,3,96,64)
 
 
