@@ -90,26 +90,30 @@ def _maxabs(a, b) -> float:
     return float(np.abs(a - np.asarray(b, dtype=np.float64)).max())
 
 
-@pytest.mark.parametrize("variant", ["pcm4", "nopcm"])
-def test_official_equivalence_float32(variant, ref, official_dir, inputs):
-    torch.manual_seed(0)
-    f1, f2, spects = inputs
-    model = load_official(**_paths(official_dir, variant))
-    assert not model.training
-    assert (model.pcm is not None) == (variant == "pcm4")
-    if variant == "pcm4":
-        assert model.pcm.cycles == int(ref["cycles"])
+def _diffs(model, variant, ref, f1, f2, spects, label) -> dict:
+    """Max abs differences to the official numbers: eval-mode heatmap first (the train-mode pass updates
+    the BatchNorm running statistics), then the train-mode loss, heatmap, p and z."""
     diffs = {}
     with torch.no_grad():
-        # eval first (the train-mode pass updates the BatchNorm running statistics)
         diffs["heatmap_eval"] = _maxabs(model.heatmap(f1, spects), ref[f"{variant}__heatmap_eval"])
         out = model.train()(f1, f2, spects)
     diffs["loss_train"] = _maxabs(out["loss"], ref[f"{variant}__loss_train"])
     diffs["heatmap_train"] = _maxabs(out["heatmap"], ref[f"{variant}__heatmap_train"])
     for k in ("p1", "p2", "z1", "z2"):
         diffs[k] = _maxabs(out[k], ref[f"{variant}__{k}"])
-    print(f"\n[official float32 {variant}] max abs diffs: " + ", ".join(f"{k}={v:.2e}" for k, v in diffs.items()))
-    for k, v in diffs.items():
+    print(f"\n[official {label} {variant}] max abs diffs: " + ", ".join(f"{k}={v:.2e}" for k, v in diffs.items()))
+    return diffs
+
+
+@pytest.mark.parametrize("variant", ["pcm4", "nopcm"])
+def test_official_equivalence_float32(variant, ref, official_dir, inputs):
+    torch.manual_seed(0)
+    model = load_official(**_paths(official_dir, variant))
+    assert not model.training
+    assert (model.pcm is not None) == (variant == "pcm4")
+    if variant == "pcm4":
+        assert model.pcm.cycles == int(ref["cycles"])
+    for k, v in _diffs(model, variant, ref, *inputs, "float32").items():
         assert v <= (TOL_PZ_F32 if k[0] in "pz" else TOL), (k, v)
 
 
@@ -117,18 +121,8 @@ def test_official_equivalence_float32(variant, ref, official_dir, inputs):
                     reason="float64 equivalence (1-3 min): set SSPL_OFFICIAL_F64=1")
 @pytest.mark.parametrize("variant", ["pcm4", "nopcm"])
 def test_official_equivalence_float64(variant, ref, official_dir, inputs):
-    f1, f2, spects = (x.double() for x in inputs)
     model = load_official(**_paths(official_dir, variant)).double()
-    diffs = {}
-    with torch.no_grad():
-        diffs["heatmap_eval"] = _maxabs(model.heatmap(f1, spects), ref[f"{variant}__heatmap_eval"])
-        out = model.train()(f1, f2, spects)
-    diffs["loss_train"] = _maxabs(out["loss"], ref[f"{variant}__loss_train"])
-    diffs["heatmap_train"] = _maxabs(out["heatmap"], ref[f"{variant}__heatmap_train"])
-    for k in ("p1", "p2", "z1", "z2"):
-        diffs[k] = _maxabs(out[k], ref[f"{variant}__{k}"])
-    print(f"\n[official float64 {variant}] max abs diffs: " + ", ".join(f"{k}={v:.2e}" for k, v in diffs.items()))
-    for k, v in diffs.items():
+    for k, v in _diffs(model, variant, ref, *(x.double() for x in inputs), "float64").items():
         assert v <= TOL, (k, v)
 
 
