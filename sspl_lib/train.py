@@ -11,7 +11,6 @@ CLI (works under torchrun): python -m sspl_lib.train --profile quick --run-dir r
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed as D
+from . import perf
 from .config import SSPLConfig, load_profile
 from .data.transforms import AugmentConfig, eval_frame
 from .contrastive import objective_loss
@@ -32,8 +32,8 @@ from .train_data import (IN_MEMORY_BYTES, EvalSet, TrainStream, _gen, _keys,  # 
 
 # ----------------------------------------------------------------------------- validation
 def autocast(cfg: SSPLConfig, device: torch.device):
-    use = (cfg.amp == "auto" and device.type == "cuda") or cfg.amp == "bf16"
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use else contextlib.nullcontext()
+    """bf16 autocast as `cfg.amp` asks (auto: on CUDA only); see sspl_lib.perf."""
+    return perf.autocast(device, cfg.amp)
 
 
 @torch.no_grad()
