@@ -19,6 +19,14 @@ from einops import reduce, repeat
 LEVELS = 3
 
 
+def grouped_bn(bn: nn.Module, x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Batch norm with separate batch statistics for each of `groups` views stacked along the batch
+    (training); in eval mode (running statistics) one call serves all of them."""
+    if groups == 1 or not (bn.training or bn.running_mean is None):
+        return bn(x)
+    return torch.cat([bn(c) for c in x.chunk(groups)])
+
+
 class PCM(nn.Module):
     def __init__(self, *, dim: int = 512, audio_dim: int = 128, out_dim: int = 512, cycles: int = 4,
                  a0_init: float = 1.0, b0_init: float = 0.5):
@@ -66,22 +74,15 @@ class PCM(nn.Module):
         up = F.interpolate(err, size=size, mode="bilinear", align_corners=True)  # 7x7 -> 14x14
         return self.error[level](up)
 
-    def _bn(self, bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Batch norm with separate batch statistics for each of the `self._groups` stacked views (training);
-        in eval mode (running statistics) one call serves all groups."""
-        if self._groups == 1 or not (bn.training or bn.running_mean is None):
-            return bn(x)
-        return torch.cat([bn(c) for c in x.chunk(self._groups)])
-
     def _bottom_up(self, base: list[torch.Tensor], r_pred: list[torch.Tensor], audio: torch.Tensor,
-                   bns: list[nn.Module]) -> list[torch.Tensor]:
+                   bns: list[nn.Module], groups: int) -> list[torch.Tensor]:
         """Errors flow up: audio error into level 0, then each level's prediction error into the next."""
         err = audio - self._predict_audio(base[0])  # (B, audio_dim)
         err = repeat(err, "b c -> b c h w", h=base[0].shape[-2], w=base[0].shape[-1])
-        r = [F.gelu(self._bn(bns[0], base[0] + F.relu(self.a0[0]) * self.error[0](err)))]
+        r = [F.gelu(grouped_bn(bns[0], base[0] + F.relu(self.a0[0]) * self.error[0](err), groups))]
         for l in range(1, LEVELS):
             up = self._error_up(l, r[l - 1] - r_pred[l - 1], base[l].shape[-2:])
-            r.append(F.gelu(self._bn(bns[l], base[l] + F.relu(self.a0[l]) * up)))
+            r.append(F.gelu(grouped_bn(bns[l], base[l] + F.relu(self.a0[l]) * up, groups)))
         return r
 
     def forward(self, v: torch.Tensor, audio: torch.Tensor, *, return_cycles: bool = False, groups: int = 1):
@@ -94,12 +95,11 @@ class PCM(nn.Module):
         """
         if v.shape[0] % groups:
             raise ValueError(f"batch {v.shape[0]} is not divisible into {groups} groups")
-        self._groups = groups
         # initialization, top-down: level 2 = v, then levels 1, 0
         r_pred = [v]
         for l in range(LEVELS - 1, 0, -1):
-            r_pred.insert(0, F.gelu(self._bn(self.bn_pred_init[l - 1], self._predict_down(l, r_pred[0]))))
-        r = self._bottom_up(r_pred, r_pred, audio, list(self.bn_error_init))
+            r_pred.insert(0, F.gelu(grouped_bn(self.bn_pred_init[l - 1], self._predict_down(l, r_pred[0]), groups)))
+        r = self._bottom_up(r_pred, r_pred, audio, list(self.bn_error_init), groups)
         outs = [self.error[3](r[-1])] if return_cycles else []
 
         for t in range(self.cycles):
@@ -110,9 +110,9 @@ class PCM(nn.Module):
                 r_pred[l - 1] = self._predict_down(l, r[l])
                 b = F.relu(self.b0[l - 1])
                 bn = self.bn_pred_step[(LEVELS - 1) * t + l - 1]
-                r[l - 1] = F.gelu(self._bn(bn, (1 - b) * r[l - 1] + b * r_pred[l - 1]))
+                r[l - 1] = F.gelu(grouped_bn(bn, (1 - b) * r[l - 1] + b * r_pred[l - 1], groups))
             bns = list(self.bn_error_step[LEVELS * t : LEVELS * (t + 1)])
-            r = self._bottom_up(r, r_pred, audio, bns)
+            r = self._bottom_up(r, r_pred, audio, bns, groups)
             if return_cycles:
                 outs.append(self.error[3](r[-1]))
 
