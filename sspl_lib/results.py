@@ -87,9 +87,10 @@ def best_worst(res: dict, k: int = 6, protocol: str = "fixed") -> tuple[np.ndarr
 
 # ----------------------------------------------------------------------------- a profile's runs
 def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """"auto": CUDA when available, else CPU (the training code's rule)."""
+    from .distributed import choose_device
+
+    return choose_device(device)
 
 
 def evaluate_profile(run_dir="runs/quick", data_root="data/synthetic/quick", *, models=None, splits=("single", "multi"),

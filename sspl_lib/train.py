@@ -26,6 +26,7 @@ from .data.transforms import AugmentConfig, eval_frame
 from .contrastive import objective_loss
 from .model import SSPL, build_model
 from .paths import resolve
+from .results import load_run as load_trained  # noqa: F401 (the one loader of run folders, kept under this name)
 from .train_data import (IN_MEMORY_BYTES, EvalSet, TrainStream, _gen, _keys,  # noqa: F401 (re-exported)
                          gt_maps, split_path, train_views)
 
@@ -234,14 +235,6 @@ def plot_history(history: list[dict], out_dir) -> list[Path]:
         fig.savefig(paths[-1], dpi=100)
         plt.close(fig)
     return paths
-
-
-def load_trained(run_dir, which: str = "best", device="cpu") -> SSPL:
-    """The model of a run folder's `checkpoints/<which>.pt`, in eval mode."""
-    state = ckpt.load(resolve(run_dir) / "checkpoints" / f"{which}.pt", map_location=device)
-    model = SSPL(SSPLConfig.from_dict(state["config"]))
-    model.load_state_dict(state["model"])
-    return model.to(device).eval()
 
 
 def main(argv=None) -> list[dict]:
