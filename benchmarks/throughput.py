@@ -303,7 +303,7 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=2, help="torch threads (0: leave as is)")
     p.add_argument("--data", help="a packed HDF5 file to read (default: a temporary one of random content)")
     p.add_argument("--data-items", type=int, default=32, help="items per timed data repetition")
-    p.add_argument("--metric-maps", type=int, default=512, help="heatmaps per timed metric repetition")
+    p.add_argument("--metric-maps", type=int, default=4096, help="heatmaps per timed metric repetition")
     p.add_argument("--official-src", help="the official SSPL source (repository root or sspl_w_pcm)")
     p.add_argument("--official-pkgs", help="extra packages the official code imports (cv2, pandas), appended to "
                    "sys.path, e.g. a `pip install --target` folder outside the repository")

@@ -26,6 +26,8 @@ thresholding is done in float64 whatever the heatmap dtype.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -173,13 +175,16 @@ def _ciou_torch(hm: torch.Tensor, gt: torch.Tensor, protocol: str, threshold: fl
     return torch.cat([_chunk_ciou(u, g, tau[i:i + len(u)]) for i, u, g in zip(spans, ups, gts)])
 
 
-def _ciou_numba(hm: torch.Tensor, gt: torch.Tensor, protocol: str, threshold: float) -> torch.Tensor:
-    """Fused kernel (one read of each gt pixel), maps split over torch.get_num_threads() threads."""
-    hm_np = np.ascontiguousarray(hm.numpy())
-    gt_np = np.ascontiguousarray(gt.numpy())
+def _ciou_numba(hm_np: np.ndarray, gt_np: np.ndarray, protocol: str, threshold: float) -> torch.Tensor:
+    """Fused kernel (one read of each gt pixel), maps split over torch.get_num_threads() threads.
+
+    numpy arrays in (float64 maps, float32/64 gt): no torch op runs here, because a torch parallel
+    region just before would leave its OpenMP threads spinning on the cores the kernel threads need."""
+    hm_np = np.ascontiguousarray(hm_np, dtype=np.float64)
+    gt_np = np.ascontiguousarray(gt_np)
     n_pix = gt_np.shape[1] * gt_np.shape[2]
-    args = (*_U.axis_weights(hm_np.shape[1], gt_np.shape[1]), *_U.axis_weights(hm_np.shape[2], gt_np.shape[2]),
-            protocol == "median", float(threshold), median_index(n_pix))
+    (h, w), (H, W) = hm_np.shape[1:], gt_np.shape[1:]
+    args = (*_U.axis_weights(h, H), *_U.axis_weights(w, W), _U.axis_edges(h, H), _U.axis_edges(w, W), protocol == "median", float(threshold), median_index(n_pix))
     out = np.empty(hm_np.shape[0])
     n = max(1, min(torch.get_num_threads(), hm_np.shape[0] // 8))  # >= 8 maps per thread
     bounds = np.linspace(0, hm_np.shape[0], n + 1).astype(int)
@@ -187,10 +192,33 @@ def _ciou_numba(hm: torch.Tensor, gt: torch.Tensor, protocol: str, threshold: fl
     if n == 1:
         run(0, hm_np.shape[0])
     else:
-        from concurrent.futures import ThreadPoolExecutor  # the kernel releases the GIL
-        with ThreadPoolExecutor(n) as pool:
-            list(pool.map(run, bounds[:-1], bounds[1:]))
+        list(_pool(n).map(run, bounds[:-1], bounds[1:]))  # the kernel releases the GIL
     return torch.from_numpy(out)
+
+
+_POOLS: dict = {}
+
+
+def _pool(n: int):
+    """A persistent thread pool of n workers for this process (a forked child, e.g. a DataLoader worker,
+    gets its own: the parent's threads do not exist there)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = (os.getpid(), n)
+    if key not in _POOLS:
+        _POOLS[key] = ThreadPoolExecutor(n, thread_name_prefix="sspl-ciou")
+    return _POOLS[key]
+
+
+def _on_cpu(x) -> bool:
+    return not isinstance(x, torch.Tensor) or x.device.type == "cpu"
+
+
+def _to_numpy(x) -> np.ndarray:
+    if not isinstance(x, torch.Tensor):
+        return np.asarray(x)
+    x = x.detach()
+    return (x if x.dtype in (torch.float32, torch.float64, torch.bool, torch.uint8) else x.float()).numpy()
 
 
 def ciou_batch(heatmaps, gt_maps, protocol: str = "fixed", threshold: float = 0.5) -> torch.Tensor:
@@ -200,23 +228,36 @@ def ciou_batch(heatmaps, gt_maps, protocol: str = "fixed", threshold: float = 0.
     normalized >= t, evaluated as raw >= ``raw_threshold``); on CPU a fused numba kernel, else torch.
     """
     _check_protocol(protocol)
+    if _USE_NUMBA and _on_cpu(heatmaps) and _on_cpu(gt_maps):  # numpy end to end (see _ciou_numba)
+        hm, gt = _to_numpy(heatmaps), _to_numpy(gt_maps)
+        if gt.dtype not in (np.float32, np.float64):
+            gt = gt.astype(np.float32)
+        _check_batch(hm.shape, gt.shape)
+        if hm.shape[0] == 0:
+            return torch.zeros(0, dtype=torch.float64)
+        hm = hm.astype(np.float64)
+        if not np.isfinite(hm).all():
+            raise ValueError("heatmaps contain NaN or inf")
+        return _ciou_numba(hm, gt, protocol, threshold)
     hm, gt = _as_tensor(heatmaps), _as_tensor(gt_maps)
-    if hm.ndim != 3 or gt.ndim != 3 or hm.shape[0] != gt.shape[0]:
-        raise ValueError(f"ciou_batch expects heatmaps (B,h,w) and gt_maps (B,H,W) with the same B, "
-                         f"got {tuple(hm.shape)} and {tuple(gt.shape)}")
+    _check_batch(tuple(hm.shape), tuple(gt.shape))
     if hm.shape[0] == 0:
         return torch.zeros(0, dtype=torch.float64, device=hm.device)
-    if min(hm.shape[1:]) == 0 or min(gt.shape[1:]) == 0:
-        raise ValueError("ciou_batch got empty heatmaps or gt maps")
     hm = hm.detach().to(torch.float64)
     if not torch.isfinite(hm).all():
         raise ValueError("heatmaps contain NaN or inf")
     gt = gt.detach().to(hm.device)
     if not gt.is_floating_point():
         gt = gt.to(torch.float32)
-    if _USE_NUMBA and hm.device.type == "cpu" and gt.dtype in (torch.float32, torch.float64):
-        return _ciou_numba(hm, gt, protocol, threshold)
     return _ciou_torch(hm, gt, protocol, threshold)
+
+
+def _check_batch(hm_shape: tuple, gt_shape: tuple) -> None:
+    if len(hm_shape) != 3 or len(gt_shape) != 3 or hm_shape[0] != gt_shape[0]:
+        raise ValueError(f"ciou_batch expects heatmaps (B,h,w) and gt_maps (B,H,W) with the same B, "
+                         f"got {tuple(hm_shape)} and {tuple(gt_shape)}")
+    if hm_shape[0] and (min(hm_shape[1:]) == 0 or min(gt_shape[1:]) == 0):
+        raise ValueError("ciou_batch got empty heatmaps or gt maps")
 
 
 # ----------------------------------------------------------------------------- summaries

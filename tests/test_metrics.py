@@ -365,3 +365,51 @@ def test_kernel_raw_threshold_matches_torch():
     fb = np.empty(1)
     got = np.array([U._raw_threshold(a, b, c, fb, fb.view(np.int64)) for a, b, c in zip(lo, hi, t)])
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("h, H", [(14, 224), (7, 224), (13, 224), (14, 100), (20, 224)])
+def test_axis_edges_hold_the_min_and_max(h, H):
+    """Bilinear values are extreme at the ends of each source cell, so the min / max of the upsampled map
+    are among the (edge row, edge column) values, here for float32 and wide-range float64 maps."""
+    rng = np.random.default_rng(h * 1000 + H)
+    e = U.axis_edges(h, H)
+    assert e[0] == 0 and e[-1] == H - 1 and len(e) <= 2 * h + 2
+    maps = list(rng.normal(size=(30, h, h)).astype(np.float32))
+    maps += list(rng.normal(size=(30, h, h)) * 10.0 ** rng.integers(-20, 5, (30, h, h)))
+    for m in maps:
+        up = U.upsample_np(m, (H, H))
+        sub = up[np.ix_(e, e)]
+        assert sub.min() == up.min() and sub.max() == up.max()
+
+
+@pytest.mark.skipif(U.ciou_kernel is None, reason="numba not installed")
+def test_kernel_redoes_the_pass_when_the_edge_range_is_not_exact():
+    """Given edges that miss the true min / max (one pixel only), the kernel's full-pass check finds the
+    exact range and the result is still the reference one."""
+    rng = np.random.default_rng(3)
+    n = 12
+    hm, gt = _hard_maps(rng, n), random_gt(rng, n)
+    w = (*U.axis_weights(14, 224), *U.axis_weights(14, 224))
+    want = np.array([ciou_ref(hm[i], gt[i], "fixed") for i in range(n)])
+    for ey, ex in ((U.axis_edges(14, 224),) * 2, (np.array([100]), np.array([37]))):
+        out = np.empty(n)
+        U.ciou_kernel(hm, gt.astype(np.float32), *w, ey, ex, False, 0.5, 25088, out)
+        assert np.array_equal(out, want)
+
+
+def _ciou_in_child(args):
+    hm, gt = args
+    return M.ciou_batch(torch.from_numpy(hm), torch.from_numpy(gt)).numpy()
+
+
+def test_ciou_batch_works_in_a_forked_child_after_the_parent_used_its_threads():
+    """The kernel's thread pool is per process: a forked child (a DataLoader worker) must not wait on the
+    parent's threads, which do not exist there."""
+    import multiprocessing
+
+    rng = np.random.default_rng(4)
+    hm, gt = rng.normal(size=(32, 14, 14)), random_gt(rng, 32)
+    want = M.ciou_batch(torch.from_numpy(hm), torch.from_numpy(gt)).numpy()  # parent: pool started
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(_ciou_in_child, ((hm, gt),)).get(timeout=120)
+    assert np.array_equal(got, want)
