@@ -10,7 +10,7 @@ import torch
 from . import distributed as D
 from .config import SSPLConfig
 from .data.h5 import AVDataset, load_split, open_h5
-from .data.transforms import AugmentConfig, normalize, resize_uint8, to_chw
+from .data.transforms import AugmentConfig, crop_flip, crop_flip_params, normalize, resize_uint8, to_chw
 from .paths import resolve
 
 IN_MEMORY_BYTES = 6 * 2**30  # splits smaller than this are read into memory once
@@ -68,18 +68,11 @@ def train_views(frames: torch.Tensor, aug: AugmentConfig, g: torch.Generator, *,
     """Official train views (resize 1.1x, random crop, flip, normalize) of a rank's slice of a global batch;
     the crop/flip parameters are drawn for the whole global batch so they do not depend on the world size."""
     big = resize_uint8(to_chw(frames.to(device, non_blocking=True)), aug.resize_to)  # (b, 3, R, R)
-    b, n, r = big.shape[0], aug.img_size, aug.resize_to
-    ar = torch.arange(n, device=device)
-    bi = torch.arange(b, device=device)[:, None, None]
+    b = big.shape[0]
     out = []
     for _ in range(views):
-        oy = torch.randint(0, r - n + 1, (batch,), generator=g)[offset:offset + b].to(device)
-        ox = torch.randint(0, r - n + 1, (batch,), generator=g)[offset:offset + b].to(device)
-        flip = (torch.rand(batch, generator=g) < aug.hflip_p)[offset:offset + b].to(device)
-        rows = oy[:, None] + ar
-        cols = torch.where(flip[:, None], ox[:, None] + n - 1 - ar, ox[:, None] + ar)
-        crop = big[bi, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (b, 3, n, n)
-        out.append(normalize(crop.contiguous(), aug.mean, aug.std))
+        oy, ox, flip = (p[offset:offset + b] for p in crop_flip_params(batch, aug.resize_to, aug, g))
+        out.append(normalize(crop_flip(big, oy, ox, flip, aug.img_size), aug.mean, aug.std))
     return out
 
 
