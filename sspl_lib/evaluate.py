@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import metrics
+from . import metrics, perf
 from .audio import CLIP_SAMPLES, vggish_examples
 from .baselines import center_prior, uniform_random
 from .data.gt import fill_boxes, gt_maps_for_split, load_id_list, load_vggss_annotations, vggss_box_pixels
@@ -149,8 +149,10 @@ def score_heatmaps(heatmaps: torch.Tensor, data: TestSet, protocol=("fixed", "me
 
 @torch.inference_mode()
 def compute_heatmaps(model, data: TestSet, *, batch_size: int = 64, device="cpu", audio: str = "matched",
-                     seed: int = 0) -> tuple[torch.Tensor, np.ndarray | None]:
-    """Heatmaps (N,h,w) float32 on the CPU for the whole split, batched; returns (heatmaps, audio permutation)."""
+                     seed: int = 0, amp: str = "none") -> tuple[torch.Tensor, np.ndarray | None]:
+    """Heatmaps (N,h,w) float32 on the CPU for the whole split, batched; returns (heatmaps, audio permutation).
+    `amp`: "none" (float32, the reported numbers), "bf16" or "auto" (`perf.autocast`; faster, heatmaps within
+    ~2e-3 of float32, cIoU within 0.01 on the quick benchmark: benchmarks/README.md)."""
     if audio not in AUDIO_MODES:
         raise ValueError(f"audio must be one of {AUDIO_MODES}, got {audio!r}")
     device = torch.device(device)
@@ -169,13 +171,15 @@ def compute_heatmaps(model, data: TestSet, *, batch_size: int = 64, device="cpu"
             sp = torch.from_numpy(data.spects[perm[idx]])
         else:
             sp = silent.expand(len(idx), *silent.shape)
-        out.append(model.heatmap(frames, sp.to(device)).float().cpu())
+        with perf.autocast(device, amp):
+            out.append(model.heatmap(frames, sp.to(device)).float().cpu())
     model.train(was)
     return (torch.cat(out) if out else torch.zeros(0, 1, 1)), perm
 
 
 def evaluate_model(model, split_path, *, batch_size: int = 64, device="cpu", protocol=("fixed", "median"),
-                   audio: str = "matched", seed: int = 0, gt="auto", limit: int = 0, data: TestSet | None = None) -> dict:
+                   audio: str = "matched", seed: int = 0, gt="auto", limit: int = 0, data: TestSet | None = None,
+                   amp: str = "none") -> dict:
     """Evaluate `model` (an `SSPL`) on a test split (path or a loaded `TestSet` via `data=`).
 
     Returns {"split", "audio", "n", "ids", "index", "heatmaps" (N,h,w) tensor, "perm" (shuffled audio),
@@ -183,10 +187,10 @@ def evaluate_model(model, split_path, *, batch_size: int = 64, device="cpu", pro
     """
     if isinstance(split_path, torch.utils.data.Dataset):  # a reader of a real layout (FlickrTest, VGGSSTest)
         return evaluate_dataset(model, split_path, batch_size=batch_size, device=device, protocol=protocol,
-                                audio=audio, seed=seed, limit=limit)
+                                audio=audio, seed=seed, limit=limit, amp=amp)
     t0 = time.perf_counter()
     data = data if data is not None else load_test_set(split_path, gt=gt, limit=limit)
-    hm, perm = compute_heatmaps(model, data, batch_size=batch_size, device=device, audio=audio, seed=seed)
+    hm, perm = compute_heatmaps(model, data, batch_size=batch_size, device=device, audio=audio, seed=seed, amp=amp)
     res = score_heatmaps(hm, data, protocol)
     return {"split": data.name, "audio": audio, "n": data.n, "ids": data.ids, "index": data.index,
             "heatmaps": hm, "perm": perm, **res, "seconds": time.perf_counter() - t0}
@@ -194,7 +198,7 @@ def evaluate_model(model, split_path, *, batch_size: int = 64, device="cpu", pro
 
 @torch.inference_mode()
 def evaluate_dataset(model, dataset, *, batch_size: int = 64, device="cpu", protocol=("fixed", "median"),
-                     audio: str = "matched", seed: int = 0, limit: int = 0, workers: int = 0) -> dict:
+                     audio: str = "matched", seed: int = 0, limit: int = 0, workers: int = 0, amp: str = "none") -> dict:
     """`evaluate_model` on a torch Dataset of eval items {"frame" (3,S,S) normalized at the model's img_size,
     "spect" (3,96,64), "gt" (224,224), "id"}: the real test readers `sspl_lib.data.real.FlickrTest(root,
     img_size=...)` (XML gt) and `VGGSSTest(root, img_size=...)` (JSON gt). Same keys as `evaluate_model`
@@ -218,7 +222,8 @@ def evaluate_dataset(model, dataset, *, batch_size: int = 64, device="cpu", prot
             sp = torch.stack([torch.as_tensor(dataset[int(j)]["spect"]) for j in perm[start:start + b]])
         else:
             sp = silent.expand(b, *silent.shape)
-        hm = model.heatmap(item["frame"].to(device), sp.to(device)).float().cpu()
+        with perf.autocast(device, amp):
+            hm = model.heatmap(item["frame"].to(device), sp.to(device)).float().cpu()
         for p in ps:
             cious[p].append(metrics.ciou_batch(hm, item["gt"], protocol=p).numpy())
         hms.append(hm)

@@ -172,3 +172,31 @@ def test_real_flickr_layout_through_reader(tmp_path, model):
     frames = torch.stack([ds[j]["frame"] for j in range(3)])
     ref = model.heatmap(frames, torch.stack([ds[j]["spect"] for j in range(3)]))
     torch.testing.assert_close(evaluate_model(model, ds, batch_size=3)["heatmaps"], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_evaluation_is_close_to_float32(bench, model):
+    """amp="bf16" really runs in bf16 (heatmaps differ) yet stays within the bf16 tolerance of float32;
+    the default is float32 (the reported numbers)."""
+    f32 = evaluate_model(model, bench / "test_single.h5", batch_size=4)
+    again = evaluate_model(model, bench / "test_single.h5", batch_size=4, amp="none")
+    b16 = evaluate_model(model, bench / "test_single.h5", batch_size=4, amp="bf16")
+    assert torch.equal(f32["heatmaps"], again["heatmaps"])
+    d = (b16["heatmaps"] - f32["heatmaps"]).abs().max().item()
+    assert 0 < d <= 1e-2
+    assert np.abs(b16["cious"]["fixed"] - f32["cious"]["fixed"]).mean() <= 0.05
+    with pytest.raises(ValueError, match="amp"):
+        evaluate_model(model, bench / "test_single.h5", batch_size=4, amp="fp8")
+
+
+def test_bf16_quality_script_on_a_run_folder(tmp_path, bench, model):
+    from benchmarks.bf16_quality import main
+
+    ck = tmp_path / "sspl" / "checkpoints"
+    ck.mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "config": model.cfg.to_dict(), "epoch": 0}, ck / "best.pt")
+    out = main(["--run-dir", str(tmp_path), "--data-root", str(bench), "--threads", "1"])  # sspl_wo_pcm: skipped
+    assert set(out) == {"sspl/single", "sspl/multi"}
+    f32 = evaluate_model(model, bench / "test_single.h5", protocol=("fixed",))["summary"]["fixed"]
+    r = out["sspl/single"]
+    assert r["ciou_f32"] == f32["ciou"] and r["auc_f32"] == f32["auc"]
+    assert 0 <= r["ciou_bf16"] <= 1 and 0 < r["heatmap_max_abs_diff"] <= 5e-2
