@@ -7,9 +7,10 @@
         out = run(frames1, frames2, spects)
     out["loss"].backward()                         # outside autocast (as torch recommends)
 
-`amp`: "auto" = bf16 on CUDA and float32 on CPU; "bf16" = bf16 everywhere (on CPUs with AVX512-BF16/AMX
-it is ~4-5x faster than float32 for VGG16; heatmaps then differ from float32 by about 1e-2, see
-benchmarks/README.md); "none" = float32. Parameters, optimizer state and the loss stay float32.
+`amp`: "auto" = bf16 on CUDA and float32 on CPU; "bf16" = bf16 everywhere (on CPUs with AMX VGG16 runs
+~5x faster than float32, with AVX512-BF16 only ~2x; heatmaps then differ from float32 by up to ~2e-2,
+cIoU not at all on the quick benchmark: benchmarks/README.md); "none" = float32. Parameters, optimizer
+state and the loss stay float32.
 """
 
 from __future__ import annotations

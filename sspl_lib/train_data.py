@@ -58,7 +58,8 @@ class TrainStream:
             return
         ds = AVDataset(self.path, train=True, raw_frames=True)
         loader = torch.utils.data.DataLoader(ds, batch_size=self.local, sampler=idx.flatten().tolist(),
-                                             num_workers=self.workers, pin_memory=True, drop_last=True)
+                                             num_workers=self.workers, drop_last=True,
+                                             pin_memory=torch.cuda.is_available())  # CPU-only: no warning
         for item in loader:
             yield item["frame_uint8"], item["spect"]
 
