@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from .config import SSPLConfig
 from .data.h5 import load_split, open_h5
-from .data.transforms import AugmentConfig, eval_frame, normalize, resize_uint8, to_chw
+from .data.transforms import AugmentConfig, crop_flip, crop_flip_params, eval_frame, normalize, resize_uint8, to_chw
 from .encoders import SmallAudioEncoder, SmallVisualEncoder
 from .paths import resolve
 
@@ -56,17 +56,14 @@ def cache_meta(cfg: SSPLConfig) -> dict:
 def _crop_flip_boxes(frames: torch.Tensor, boxes: torch.Tensor, aug: AugmentConfig, g: torch.Generator):
     """Random crop + flip of uint8 frames (B,S,S,3) and their normalized boxes (B,4) -> normalized views, boxes."""
     big = resize_uint8(to_chw(frames), aug.resize_to)
-    b, n, r = big.shape[0], aug.img_size, aug.resize_to
-    oy, ox = torch.randint(0, r - n + 1, (b,), generator=g), torch.randint(0, r - n + 1, (b,), generator=g)
-    flip = torch.rand(b, generator=g) < 0.5
-    ar = torch.arange(n)
-    rows, cols = oy[:, None] + ar, torch.where(flip[:, None], ox[:, None] + n - 1 - ar, ox[:, None] + ar)
-    crop = big[torch.arange(b)[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    n, r = aug.img_size, aug.resize_to
+    oy, ox, flip = crop_flip_params(big.shape[0], r, aug, g)
+    crop = crop_flip(big, oy, ox, flip, n)
     bx = boxes * r  # pixel box in the resized frame
     x0, x1 = (bx[:, 0] - ox) / n, (bx[:, 2] - ox) / n
     y0, y1 = (bx[:, 1] - oy) / n, (bx[:, 3] - oy) / n
     x0, x1 = torch.where(flip, 1 - x1, x0), torch.where(flip, 1 - x0, x1)
-    return normalize(crop.contiguous(), aug.mean, aug.std), torch.stack([x0, y0, x1, y1], 1).clamp(0, 1)
+    return normalize(crop, aug.mean, aug.std), torch.stack([x0, y0, x1, y1], 1).clamp(0, 1)
 
 
 def location_targets(boxes: torch.Tensor, labels: torch.Tensor, h: int, w: int, background: int) -> torch.Tensor:
