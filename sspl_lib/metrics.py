@@ -184,7 +184,8 @@ def _ciou_numba(hm_np: np.ndarray, gt_np: np.ndarray, protocol: str, threshold: 
     gt_np = np.ascontiguousarray(gt_np)
     n_pix = gt_np.shape[1] * gt_np.shape[2]
     (h, w), (H, W) = hm_np.shape[1:], gt_np.shape[1:]
-    args = (*_U.axis_weights(h, H), *_U.axis_weights(w, W), _U.axis_edges(h, H), _U.axis_edges(w, W), protocol == "median", float(threshold), median_index(n_pix))
+    args = (*_U.axis_weights(h, H), *_U.axis_weights(w, W), _U.axis_edges(h, H), _U.axis_edges(w, W),
+            protocol == "median", float(threshold), median_index(n_pix))
     out = np.empty(hm_np.shape[0])
     n = max(1, min(torch.get_num_threads(), hm_np.shape[0] // 8))  # >= 8 maps per thread
     bounds = np.linspace(0, hm_np.shape[0], n + 1).astype(int)
@@ -235,7 +236,7 @@ def ciou_batch(heatmaps, gt_maps, protocol: str = "fixed", threshold: float = 0.
         _check_batch(hm.shape, gt.shape)
         if hm.shape[0] == 0:
             return torch.zeros(0, dtype=torch.float64)
-        hm = hm.astype(np.float64)
+        hm = np.asarray(hm, dtype=np.float64)
         if not np.isfinite(hm).all():
             raise ValueError("heatmaps contain NaN or inf")
         return _ciou_numba(hm, gt, protocol, threshold)
