@@ -22,7 +22,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $@
 
 test: setup
-	$(BIN)/python -m pytest tests notebooks --nbval-lax --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(PYTEST_ARGS)
 
 reproduce: setup
 	$(BIN)/python -m sspl_lib.pipeline --profile $(PROFILE)
