@@ -39,7 +39,7 @@ class TrainStream:
         self.steps = self.n // batch_size
         if self.steps == 0:
             raise ValueError(f"{path}: {self.n} samples, fewer than one batch of {batch_size}")
-        self.mem = None
+        self.mem, self._loader = None, None
         if nbytes <= IN_MEMORY_BYTES:
             d = load_split(path, ["frames", "spects"])
             self.mem = torch.from_numpy(d["frames"]), torch.from_numpy(d["spects"])
@@ -56,12 +56,34 @@ class TrainStream:
             for row in idx:
                 yield self.mem[0][row], self.mem[1][row]
             return
-        ds = AVDataset(self.path, train=True, raw_frames=True)
-        loader = torch.utils.data.DataLoader(ds, batch_size=self.local, sampler=idx.flatten().tolist(),
-                                             num_workers=self.workers, drop_last=True,
-                                             pin_memory=torch.cuda.is_available())  # CPU-only: no warning
+        loader = self.loader()
+        loader.sampler.indices = idx.flatten().tolist()
         for item in loader:
             yield item["frame_uint8"], item["spect"]
+
+    def loader(self) -> torch.utils.data.DataLoader:
+        """The DataLoader of a split too big for memory, made once: its workers (each with one HDF5 handle)
+        persist across epochs; each epoch only sets the sampler's indices."""
+        if self._loader is None:
+            ds = AVDataset(self.path, train=True, raw_frames=True)
+            self._loader = torch.utils.data.DataLoader(
+                ds, batch_size=self.local, sampler=EpochSampler(), num_workers=self.workers, drop_last=True,
+                persistent_workers=self.workers > 0, pin_memory=torch.cuda.is_available())  # CPU: no pinning
+        return self._loader
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """The sample indices of the current epoch, set from outside (a persistent DataLoader iterates its sampler
+    anew at every epoch, in the main process)."""
+
+    def __init__(self):
+        self.indices: list[int] = []
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 def train_views(frames: torch.Tensor, aug: AugmentConfig, g: torch.Generator, *, views: int, batch: int,
