@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.official_side import Official, write_official_files
 from sspl_lib import perf
 from sspl_lib.config import SSPLConfig, load_profile
 from sspl_lib.metrics import ciou_batch, summarize
@@ -67,125 +68,6 @@ def interleave(fns: dict, reps: int, dev, warmup: int = 1) -> dict:
     return {k: (statistics.median(times[k]), outs[k]) for k in fns}
 
 
-# ----------------------------------------------------------------------------- the official code
-class Official:
-    """The official sspl_w_pcm modules, built with random weights copied from one of our models."""
-
-    STUBS = ("cv2", "pandas", "resampy")  # imported by official modules; used only by parts not run here
-
-    def __init__(self, src: str, dev: torch.device, *, model: bool = True):
-        root = Path(src)
-        root = root / "sspl_w_pcm" if (root / "sspl_w_pcm").is_dir() else root
-        if not (root / "models" / "pc_net.py").is_file():
-            raise FileNotFoundError(f"{src}: not the official SSPL source (no sspl_w_pcm/models/pc_net.py)")
-        self.dev, self.stubbed = dev, []
-        for name in self.STUBS:
-            try:
-                __import__(name)
-            except ImportError:
-                sys.modules[name] = types.ModuleType(name)
-                self.stubbed.append(name)
-        self.has_cv2 = "cv2" not in self.stubbed
-        if str(root) not in sys.path:
-            sys.path.insert(0, str(root))
-        if not model:  # the metric and dataset code only
-            import main as M
-            from dataset.videodataset import VideoDataset
-
-            self.M, self.VideoDataset = M, VideoDataset
-            return
-        import torchvision
-
-        orig = torchvision.models.vgg16
-        torchvision.models.vgg16 = lambda pretrained=False, **kw: orig(weights=None)  # no downloads
-        try:
-            import main as M  # the official training script (its main() is not run)
-            from models.criterions import SimSiamLoss
-            from models.frame_net import VGG16
-            from models.pc_net import PCNet
-            from models.simsiam_head import SimSiam
-            from models.torchvggish.torchvggish.vggish import VGGish
-            from dataset.videodataset import VideoDataset
-
-            frame = VGG16(train_from_scratch=False, fine_tune=False)
-        finally:
-            torchvision.models.vgg16 = orig
-        sound = VGGish(None, out_dim=512, pretrained=False)
-        for p in list(sound.features.parameters()) + list(sound.embeddings.parameters()):
-            p.requires_grad = False  # as the official ModelBuilder.build_sound does
-        self.M, self.VideoDataset = M, VideoDataset
-        self.nets = dict(frame=frame, sound=sound, pcm=PCNet(cycs_in=4, dim_audio=128, n_fm_out=512),
-                         head=SimSiam(512))
-        self.args = types.SimpleNamespace(lr_sound=2e-5, lr_frame=2e-5, lr_ssl_head=5e-5, beta1=0.9,
-                                          weight_decay=1e-4)
-        self.wrapper = M.NetWrapper(*self.nets.values(), SimSiamLoss(), self.args).to(dev)
-        self.opt = M.create_optimizer(self.nets["sound"], self.nets["pcm"], self.nets["head"], self.args)
-
-    @contextlib.contextmanager
-    def cuda_noop(self):
-        """The official forward calls `.cuda()`: on CPU make it a no-op (only while the official code runs)."""
-        if self.dev.type == "cuda":
-            yield
-            return
-        orig = torch.Tensor.cuda
-        torch.Tensor.cuda = lambda self, *a, **k: self
-        try:
-            yield
-        finally:
-            torch.Tensor.cuda = orig
-
-    def load_from(self, ours: SSPL) -> None:
-        """Copy our model's weights into the official modules (strict: every key must map)."""
-        sd = {k: v.detach().contiguous() for k, v in ours.state_dict().items()}
-        ren = {"frame": [("feat_extractor.", "visual.features.")],
-               "sound": [("features.", "audio.backbone.features."), ("embeddings.", "audio.backbone.embeddings."),
-                         ("fc.", "audio.mlp.")],
-               "pcm": [("PredProcess.1.conv2d.", "pcm.pred.1."), ("PredProcess.2.conv2d.", "pcm.pred.2."),
-                       ("PredProcess.", "pcm.pred."), ("ErrorProcess.2.convtrans2d.", "pcm.error.2."),
-                       ("ErrorProcess.", "pcm.error."), ("BNPred_step.", "pcm.bn_pred_step."),
-                       ("BNError_step.", "pcm.bn_error_step."), ("BNPred.", "pcm.bn_pred_init."),
-                       ("BNError.", "pcm.bn_error_init."), ("a0.", "pcm.a0."), ("b0.", "pcm.b0.")],
-               "head": [("", "head.")]}
-        for name, net in self.nets.items():
-            state = {}
-            for k in net.state_dict():
-                pre, ours_pre = next((a, b) for a, b in ren[name] if k.startswith(a))
-                state[k] = sd[ours_pre + k[len(pre):]]
-            net.load_state_dict(state, strict=True)
-
-    def batch(self, f1, f2, spects) -> dict:
-        return {"frame_view1": f1, "frame_view2": f2, "spect": spects[:, :, None]}
-
-    def train_step(self, batch) -> float:
-        self.wrapper.train()
-        with self.cuda_noop():
-            self.wrapper.zero_grad()
-            loss, _ = self.wrapper.forward(batch)
-            loss = loss.mean()
-            loss.backward()
-            self.opt.step()
-        return float(loss)
-
-    @torch.no_grad()
-    def heatmaps(self, batch) -> torch.Tensor:
-        self.wrapper.eval()
-        with self.cuda_noop():
-            return self.wrapper.forward(batch)[1]["orig_sim_map"]
-
-    def metric(self, heatmaps: np.ndarray, gts: np.ndarray) -> np.ndarray:
-        """cIoU per map + the official 21-threshold AUC (sklearn), as the official `evaluate` computes them."""
-        if self.has_cv2:
-            c = [self.M.eval_cal_ciou(h, g, img_size=gts.shape[-1], thres=0.5)[0] for h, g in zip(heatmaps, gts)]
-        else:  # numpy stand-in of cv2.resize (the metrics engineer's official-style loop)
-            from benchmarks.metrics_speed import official_loop
-
-            c = official_loop(heatmaps, gts)
-        c = np.asarray(c)
-        x = [0.05 * i for i in range(21)]
-        self.M.auc(x, [np.sum(c >= 0.05 * i) / len(c) for i in range(21)])
-        return c
-
-
 # ----------------------------------------------------------------------------- data files
 def write_packed(path: Path, n: int, size: int, seed: int = 0) -> Path:
     """A packed file in the contract's format with random uint8 frames, audio and spects."""
@@ -200,20 +82,6 @@ def write_packed(path: Path, n: int, size: int, seed: int = 0) -> Path:
                       "spects": rng.normal(size=(k, 3, 96, 64)).astype(np.float32),
                       "ids": [f"s{s + i:06d}" for i in range(k)]})
     return path
-
-
-def write_official_files(root: Path, path: Path) -> Path:
-    """The same items in the official training layout (three files, float32 frames as the official packer)."""
-    import h5py
-
-    d = root / "SoundNet_Flickr" / "10k_unlabeled"
-    d.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "r") as f:
-        for key, field in (("frames", "train_frames"), ("audios", "train_audios"), ("spects", "train_spects")):
-            data = f["audio" if key == "audios" else key][:]
-            with h5py.File(d / f"h5py_train_{key}_10k.h5", "w") as g:
-                g.create_dataset(field, data=data.astype(np.float32))
-    return root
 
 
 def data_rates(path: Path, off: Official | None, tmp: Path, cfg: SSPLConfig, args, dev) -> dict:

@@ -60,20 +60,27 @@ def _strip_module(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def _convert_part(part: str, state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+def official_key_map(part: str, keys, source: str | None = None) -> dict[str, str]:
+    """{official key: our key} for the keys of one official file (`part`: frame, sound, pcm, ssl_head);
+    keys outside the official layout raise `OfficialCheckpointError` naming `source`."""
     out, unknown = {}, []
-    for key, value in _strip_module(state).items():
+    for key in keys:
         for pattern, template in _RULES[part]:
             if re.fullmatch(pattern, key):
-                out[re.sub(pattern, template, key)] = value
+                out[key] = re.sub(pattern, template, key)
                 break
         else:
             unknown.append(key)
     if unknown:
         raise OfficialCheckpointError(
-            f"{source}: {len(unknown)} key(s) not in the official {part} layout: {unknown[:10]}"
-            + (" ..." if len(unknown) > 10 else ""))
+            f"{source or part + ' state dict'}: {len(unknown)} key(s) not in the official {part} layout: "
+            f"{unknown[:10]}" + (" ..." if len(unknown) > 10 else ""))
     return out
+
+
+def _convert_part(part: str, state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    state = _strip_module(state)
+    return {ours: state[k] for k, ours in official_key_map(part, state, source).items()}
 
 
 def convert_official_state_dicts(frame: Mapping, sound: Mapping, pcm: Mapping | None = None,
