@@ -8,27 +8,36 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sspl-setup
 PROFILE ?= quick
 PYTEST_ARGS ?=
+# a venv shared by several checkouts (SSPL_VENV): the editable install must point at this one
+HERE := $(shell pwd -P)
 
-.PHONY: setup test reproduce lab benchmark clean-runs
+.PHONY: setup test lint-imports reproduce lab benchmark clean-runs
 
 setup: $(STAMP)
+	@$(BIN)/python -I -c "import pathlib, sspl_lib, sys; sys.exit(pathlib.Path(sspl_lib.__file__).resolve().parents[1] != pathlib.Path('$(HERE)'))" \
+		|| (echo "setup: the editable install points at another checkout; re-pointing it to $(HERE)" && \
+		    $(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .)
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
-	$(BIN)/python -c "import torch, torchvision, torchaudio, einops, h5py, papermill, nbval" # fail loudly if the install did not complete
+	$(BIN)/python -c "import torch, torchvision, torchaudio, einops, h5py, papermill, nbval, importlinter, tensorboard" # fail loudly if the install did not complete
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name sspl --display-name "Python (sspl)" >/dev/null
 	@touch $@
 
-test: setup
+lint-imports: setup
+	$(BIN)/lint-imports --config .importlinter
+
+test: setup lint-imports
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(PYTEST_ARGS)
 
 reproduce: setup
 	$(BIN)/python -m sspl_lib.pipeline --profile $(PROFILE)
 
+# JupyterLab refuses to start as root unless told; a container or CI machine often runs as root.
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 benchmark: setup
 	$(BIN)/python -m benchmarks.throughput --config quick

@@ -14,9 +14,10 @@ import warnings
 
 import torch
 
-from sspl_lib.evaluate import evaluate_model, load_test_set
+from sspl_lib.data.testset import load_test_set
+from sspl_lib.experiments.evaluate import evaluate_model, find_test_splits
+from sspl_lib.experiments.runs import load_run
 from sspl_lib.paths import resolve
-from sspl_lib.results import load_run, split_file
 
 
 def main(argv=None) -> dict:
@@ -28,7 +29,8 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    data = {s: load_test_set(split_file(args.data_root, s)) for s in args.splits}
+    files = find_test_splits(args.data_root)
+    data = {s: load_test_set(files[s]) for s in args.splits}
     out = {}
     print("model        split   n    cIoU f32  cIoU bf16  |d|     AUC f32  AUC bf16  |d|     max|d heatmap|  s f32  s bf16")
     for name in args.models:

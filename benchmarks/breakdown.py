@@ -23,7 +23,7 @@ from benchmarks.throughput import make_config
 from sspl_lib import perf
 from sspl_lib.model import SSPL, attention
 from sspl_lib.head import simsiam_loss
-from sspl_lib.train import make_optimizer
+from sspl_lib.experiments.train import make_optimizer
 
 
 def median_ms(fn, steps: int) -> float:

@@ -87,7 +87,7 @@ def write_packed(path: Path, n: int, size: int, seed: int = 0) -> Path:
 def data_rates(path: Path, off: Official | None, tmp: Path, cfg: SSPLConfig, args, dev) -> dict:
     from sspl_lib.data.h5 import AVDataset
     from sspl_lib.data.transforms import AugmentConfig
-    from sspl_lib.train import _gen, train_views
+    from sspl_lib.data.stream import seeded_generator, train_views
 
     ds = AVDataset(path, img_size=cfg.img_size, train=True)
     raw = AVDataset(path, img_size=cfg.img_size, train=True, raw_frames=True)
@@ -103,7 +103,7 @@ def data_rates(path: Path, off: Official | None, tmp: Path, cfg: SSPLConfig, arg
     def ours_batched():  # what fit() does: uint8 items, views made for the whole batch at once
         items = [raw[int(i)] for i in idx[:k]]
         frames = torch.stack([x["frame_uint8"] for x in items])
-        train_views(frames, aug, _gen(0, 0, 0), views=2, batch=k, offset=0, device=dev)
+        train_views(frames, aug, seeded_generator(0, 0, 0), views=2, batch=k, offset=0, device=dev)
         torch.stack([x["spect"] for x in items]).to(dev)
 
     fns = {"ours": ours_items, "ours_batched": ours_batched}
@@ -197,7 +197,7 @@ def main(argv=None) -> dict:
     if args.channels_last:
         perf.to_channels_last(model)
     run = perf.maybe_compile(model, args.compile)
-    from sspl_lib.train import make_optimizer
+    from sspl_lib.experiments.train import make_optimizer
 
     opt = make_optimizer(model, cfg)
     B, S = args.batch, cfg.img_size

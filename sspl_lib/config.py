@@ -36,6 +36,8 @@ class SSPLConfig:
     # --- data ---
     dataset: str = "synthetic"  # "synthetic" | "flickr" | "vggsound"
     data_root: str = "data/synthetic/quick"
+    source_root: str = "data"  # real datasets: the folder holding SoundNet_Flickr/ or VGG-Sound/ (official layout)
+    train_subset: str = "10k"  # real datasets: the official unlabeled training set, "10k" | "144k"
     train_split: str = "train"
     val_split: str = "val"
     # --- optimisation (the official defaults for SSPL w/ PCM) ---
@@ -95,3 +97,37 @@ def load_profile(name: str, **overrides) -> SSPLConfig:
     raw = yaml.safe_load(path.read_text()) or {}
     known = {f.name for f in fields(SSPLConfig)}
     return SSPLConfig.from_dict({k: v for k, v in {**raw, **overrides}.items() if k in known})
+
+
+RUN_ONLY = {"threads", "workers", "device", "compile"}  # settings that do not change what is trained
+
+
+def changed_fields(stored: SSPLConfig, new: SSPLConfig, *, allow_longer: bool = False) -> list[str]:
+    """Keys whose difference changes a run (resume refuses on them); epochs / patience may grow with allow_longer."""
+    out = []
+    for f in fields(SSPLConfig):
+        a, b = getattr(stored, f.name), getattr(new, f.name)
+        if a == b or f.name in RUN_ONLY:
+            continue
+        if allow_longer and f.name in ("epochs", "patience") and b >= a:
+            continue
+        out.append(f.name)
+    return out
+
+
+def parse_overrides(items) -> dict:
+    """`KEY=VALUE` strings (YAML values) -> {key: value}."""
+    import yaml
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def not_none(**values) -> dict:
+    """The given keyword values that are not None (a notebook's optional overrides)."""
+    return {k: v for k, v in values.items() if v is not None}

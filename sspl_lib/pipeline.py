@@ -3,12 +3,11 @@
     python -m sspl_lib.pipeline --profile quick              # executed copies in runs/quick/notebooks/
     python -m sspl_lib.pipeline --notebooks-in-place          # re-execute notebooks/*.ipynb themselves
 
-Parameters: the keys of `params/<profile>.yaml` that a notebook's `parameters` cell declares are injected
-(others are ignored), plus `profile` when declared; a declared parameter whose default is a path under
-`runs/quick` is moved under `runs/<profile>` for another profile.
+Parameters: every notebook declares `profile` and reads all its settings from `params/<profile>.yaml`
+(sspl_lib.config.load_profile); the pipeline injects `profile` only. Outputs go to `runs/<profile>/`.
 In-place runs inject nothing: the committed notebooks keep their own (quick-profile) defaults, and the
-per-run papermill metadata is stripped so that only the outputs change. Works from any CWD (notebooks
-run with CWD = notebooks/); kernel `sspl` (installed by `make setup`).
+per-run papermill metadata and the widget state are stripped so that only the outputs change. Works from
+any CWD (notebooks run with CWD = notebooks/); kernel `sspl` (installed by `make setup`).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .paths import FIGURES_DIR, PARAMS_DIR, REPO_ROOT, RUNS_DIR
+from .paths import FIGURES_DIR, REPO_ROOT, RUNS_DIR
 
 NOTEBOOKS = ("01_data_preparation", "02_train", "03_evaluate", "04_ablation", "05_explore")
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -29,44 +28,12 @@ class PipelineError(RuntimeError):
     pass
 
 
-def profile_params(profile: str) -> dict:
-    """The raw `params/<profile>.yaml` mapping plus `profile`."""
-    import yaml
-
-    path = PARAMS_DIR / f"{profile}.yaml"
-    if not path.is_file():
-        avail = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
-        raise PipelineError(f"{path}: no such profile (available: {avail})")
-    raw = yaml.safe_load(path.read_text()) or {}
-    return {**raw, "profile": profile}
-
-
-def declared_parameters(notebook: str | Path) -> set[str]:
-    """Names assigned in the notebook's cell tagged `parameters` (empty when it has none)."""
-    import papermill as pm
-
-    return set(pm.inspect_notebook(str(notebook)))
-
-
-def select_parameters(notebook: str | Path, params: dict) -> dict:
-    """The subset of `params` that the notebook's parameters cell declares; for a profile other than quick,
-    declared string defaults under `runs/quick` are moved to `runs/<profile>`."""
-    import ast
-
+def profile_parameters(notebook: str | Path, profile: str, extra: dict | None = None) -> dict:
+    """`profile` plus the `extra` parameters (e.g. {"config": {...}, "runs_dir": ...}) that the notebook declares."""
     import papermill as pm
 
     declared = pm.inspect_notebook(str(notebook))
-    out = {k: v for k, v in params.items() if k in declared}
-    profile = params.get("profile", "quick")
-    if profile != "quick":
-        for name, spec in declared.items():
-            try:
-                default = ast.literal_eval(spec.get("default", ""))
-            except (ValueError, SyntaxError):
-                continue
-            if name not in out and isinstance(default, str) and (default + "/").startswith("runs/quick/"):
-                out[name] = f"runs/{profile}" + default[len("runs/quick"):]
-    return out
+    return {k: v for k, v in {"profile": profile, **(extra or {})}.items() if k in declared}
 
 
 def check_kernel(kernel: str) -> None:
@@ -79,15 +46,23 @@ def check_kernel(kernel: str) -> None:
                             f"`python -m ipykernel install --sys-prefix --name {kernel}`)") from e
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
 def strip_run_metadata(path: Path) -> None:
-    """Drop papermill's per-run metadata (timings, paths) from an executed notebook."""
+    """Drop papermill's per-run metadata (timings, paths) and the saved widget state (hundreds of kB of image
+    bytes that only a live kernel can use) from an executed notebook; a widget's output keeps a text note."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
     nb.metadata.pop("papermill", None)
+    nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
+        for out in cell.get("outputs", []):
+            if WIDGET_VIEW in out.get("data", {}):
+                out["data"] = {"text/plain": "[interactive widget: run the notebook to use it]"}
     nbformat.write(nb, path)
 
 
@@ -105,14 +80,19 @@ def run_notebook(src: Path, dst: Path, params: dict, *, kernel: str = KERNEL, cw
 
 def run_pipeline(profile: str = "quick", *, notebooks=NOTEBOOKS, in_place: bool = False, kernel: str = KERNEL,
                  log_output: bool = False, notebook_dir: Path = NOTEBOOK_DIR, out_dir: Path | None = None,
-                 require_results: bool = True) -> dict:
+                 require_results: bool = True, extra: dict | None = None, runs_dir: Path = RUNS_DIR) -> dict:
     """Run the notebooks in order; returns {"executed": {name: seconds}, "skipped": [...], "figures": [...],
     "results": path | None, "seconds": total}. Raises PipelineError on a failed notebook."""
     t_start = time.time()
     t0 = time.perf_counter()
     check_kernel(kernel)
-    params = profile_params(profile)
-    out_dir = out_dir or RUNS_DIR / profile / "notebooks"
+    from .config import load_profile
+
+    try:
+        load_profile(profile, **(extra or {}).get("config", {}))  # a bad profile fails here, before any notebook
+    except (FileNotFoundError, ValueError) as e:
+        raise PipelineError(str(e)) from e
+    out_dir = out_dir or runs_dir / profile / "notebooks"
     FIGURES_DIR.mkdir(parents=True, exist_ok=True)
     executed, skipped = {}, []
     for name in notebooks:
@@ -122,7 +102,7 @@ def run_pipeline(profile: str = "quick", *, notebooks=NOTEBOOKS, in_place: bool 
             skipped.append(name)
             continue
         dst = src if in_place else out_dir / src.name
-        injected = {} if in_place else select_parameters(src, params)
+        injected = {} if in_place else profile_parameters(src, profile, extra)
         shown = ", ".join(f"{k}={v!r}" for k, v in injected.items()) or "notebook defaults"
         print(f"[pipeline] {name}: running ({shown}) ...", flush=True)
         try:
@@ -135,7 +115,7 @@ def run_pipeline(profile: str = "quick", *, notebooks=NOTEBOOKS, in_place: bool 
         print(f"[pipeline] {name}: done in {dt:.0f} s -> {dst}", flush=True)
     figures = sorted(p for p in FIGURES_DIR.glob("*.png") if p.stat().st_mtime >= t_start - 1)
     stale = sorted(p for p in FIGURES_DIR.glob("*.png") if p.stat().st_mtime < t_start - 1)
-    results = RUNS_DIR / profile / "results.json"
+    results = runs_dir / profile / "results.json"
     fresh = results.is_file() and results.stat().st_mtime >= t_start - 1
     if require_results and "03_evaluate" in executed and not fresh:
         raise PipelineError(f"{results} was not written by 03_evaluate")

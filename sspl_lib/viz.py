@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .paths import FIGURES_DIR
+from .paths import FIGURES_DIR, resolve
 
 
 # ----------------------------------------------------------------------------- images
@@ -147,7 +147,7 @@ def plot_curve_vs(xs, means, stds, *, xlabel: str, ylabel: str = "cIoU", label: 
 
 def savefig(fig, name: str, directory: str | Path | None = None, dpi: int = 110) -> Path:
     """Save under figures/ (or `directory`) as `<name>.png`; returns the path."""
-    d = Path(directory) if directory is not None else FIGURES_DIR
+    d = resolve(directory) if directory is not None else FIGURES_DIR
     d.mkdir(parents=True, exist_ok=True)
     path = d / (name if name.endswith(".png") else f"{name}.png")
     fig.savefig(path, dpi=dpi, bbox_inches="tight")

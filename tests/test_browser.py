@@ -234,8 +234,9 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     run = Path(a.run_dir) if Path(a.run_dir).is_absolute() else REPO / a.run_dir
     sys.path.insert(0, str(REPO))
-    from sspl_lib.evaluate import load_run
-    from sspl_lib.explorer_sources import SplitData, find_checkpoint, find_splits
+    from sspl_lib.experiments.runs import load_run
+    from sspl_lib.experiments.runs import find_checkpoint
+    from sspl_lib.explorer.sources import SplitData, find_splits
 
     data_root = load_run(run, which=find_checkpoint(run).stem).cfg.data_root
     split = SplitData(find_splits(data_root)[a.split])

@@ -12,7 +12,26 @@ def test_environment_yml_uses_requirements():
     deps = env["dependencies"]
     assert "python=3.11" in deps
     pip = next(d["pip"] for d in deps if isinstance(d, dict) and "pip" in d)
-    assert pip == ["-r requirements.txt"]
+    assert pip == ["-r requirements.txt", "-e .", "./sspl_lib/jupyter_kernel"]
+
+
+def test_conda_route_installs_the_sspl_kernel(tmp_path):
+    """The kernel package that environment.yml installs puts a kernel spec named `sspl` into the prefix, which
+    Jupyter finds there (every notebook names that kernel)."""
+    import json
+    import subprocess
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    out = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--prefix", str(tmp_path / "env"),
+                          str(REPO_ROOT / "sspl_lib" / "jupyter_kernel")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    kernels = tmp_path / "env" / "share" / "jupyter" / "kernels"
+    spec = KernelSpecManager(kernel_dirs=[str(kernels)]).get_kernel_spec("sspl")
+    assert spec.display_name == "Python (sspl)" and spec.argv[:3] == ["python", "-m", "ipykernel_launcher"]
+    nb = json.loads((REPO_ROOT / "notebooks" / "02_train.ipynb").read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "sspl"
 
 
 def test_requirements_are_all_pinned_and_complete():

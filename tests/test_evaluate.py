@@ -1,4 +1,4 @@
-"""sspl_lib.evaluate on a tiny generated benchmark and hand-made splits (real files, real models)."""
+"""sspl_lib.experiments.evaluate on a tiny generated benchmark and hand-made splits (real files, runs made by fit)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,16 @@ from sspl_lib.audio import vggish_examples
 from sspl_lib.config import SSPLConfig
 from sspl_lib.data.h5 import H5Writer
 from sspl_lib.data.transforms import eval_frame
-from sspl_lib.evaluate import (MODELS, derangement, evaluate_baseline, evaluate_model, load_run, load_test_set,
-                               results_json, results_table, silent_spect, vggss_center_prior, write_results)
+from sspl_lib.data.testset import load_test_set
+from sspl_lib.experiments.evaluate import (derangement, evaluate_baseline, evaluate_model, evaluate_profile,
+                                           silent_spect, find_test_splits, vggss_center_prior)
+from sspl_lib.experiments.report import results_json, results_table, write_results
+from sspl_lib.experiments.runs import load_run
+from sspl_lib.experiments.train import fit
 from sspl_lib.model import build_model
+
+TINY = dict(img_size=48, pretrained=False, pcm_cycles=1, encoder_width=8, epochs=1, batch_size=4, threads=1,
+            val_samples=0)
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +32,16 @@ def bench(tmp_path_factory):
     torch.set_num_threads(1)
     return generate_benchmark(tmp_path_factory.mktemp("bench"), n_train=8, n_val=4, n_test=10, n_labeled=0,
                               frame_size=48, workers=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def run_root(bench, tmp_path_factory):
+    """Two runs trained by fit (w/ and w/o PCM, random small encoders, one epoch) in one profile folder."""
+    root = tmp_path_factory.mktemp("runs")
+    cfg = SSPLConfig(data_root=str(bench), **TINY)
+    fit(cfg, root / "sspl", progress=False)
+    fit(cfg.replace(use_pcm=False, out_dim=cfg.visual_dim), root / "sspl_wo_pcm", progress=False)
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -92,38 +109,43 @@ def test_center_prior_prefers_centred_boxes(tmp_path):
     np.testing.assert_array_equal(r1["cious"]["fixed"], r2["cious"]["fixed"])
 
 
-def test_load_run_round_trip(tmp_path, bench, model):
-    ck = tmp_path / "run" / "checkpoints"
-    ck.mkdir(parents=True)
-    torch.save({"model": model.state_dict(), "config": model.cfg.to_dict(), "epoch": 0}, ck / "best.pt")
-    loaded = load_run(tmp_path / "run")
-    assert not loaded.training and loaded.cfg == model.cfg
-    a = evaluate_model(model, bench / "test_single.h5", batch_size=5)
-    b = evaluate_model(loaded, bench / "test_single.h5", batch_size=5)
-    torch.testing.assert_close(a["heatmaps"], b["heatmaps"])
-    with pytest.raises(FileNotFoundError, match="last.pt"):
-        load_run(tmp_path / "run", which="last")
+def test_load_run_round_trip(run_root, bench):
+    loaded = load_run(run_root / "sspl")
+    assert not loaded.training and loaded.cfg == SSPLConfig(data_root=str(bench), **TINY)
+    again = load_run(run_root / "sspl", which="last")  # one epoch: best == last
+    a = evaluate_model(loaded, bench / "test_single.h5", batch_size=5)
+    b = evaluate_model(again, bench / "test_single.h5", batch_size=3)
+    torch.testing.assert_close(a["heatmaps"], b["heatmaps"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="nothing.pt"):
+        load_run(run_root / "sspl", which="nothing")
 
 
-def test_results_json_shape(tmp_path, bench, model):
-    res = {}
-    for split, f in (("single", "test_single.h5"), ("multi", "test_multi.h5")):
-        m = evaluate_model(model, bench / f, batch_size=5)
-        res.setdefault("sspl", {})[split] = m
-        res.setdefault("sspl_wo_pcm", {})[split] = m
-        res.setdefault("center_prior", {})[split] = evaluate_baseline("center_prior", bench / f)
-        res.setdefault("random", {})[split] = evaluate_baseline("random", bench / f)
-        res.setdefault("sspl_shuffled_audio", {})[split] = evaluate_model(model, bench / f, audio="shuffled")
+def test_test_splits_of_a_data_root(bench, tmp_path):
+    assert list(find_test_splits(bench)) == ["single", "multi"]
+    (tmp_path / "test.h5").write_bytes(b"")
+    assert list(find_test_splits(tmp_path)) == ["test"]
+
+
+def test_evaluate_profile_and_results_json(tmp_path, run_root, bench):
+    res, data = evaluate_profile(run_root, bench, batch_size=5, device="cpu", progress=False)
+    models = ["sspl", "sspl_wo_pcm", "center_prior", "random", "sspl_shuffled_audio", "sspl_silent_audio",
+              "sspl_wo_pcm_shuffled_audio", "sspl_wo_pcm_silent_audio"]
+    assert list(res) == models and list(data) == ["single", "multi"]
     path = write_results(res, tmp_path / "results.json")
     out = json.loads(path.read_text())
-    assert set(MODELS) <= set(out)
-    for mname in MODELS:
+    assert list(out) == models
+    for mname in models:
         assert set(out[mname]) == {"single", "multi"}
         for rec in out[mname].values():
             assert isinstance(rec["ciou"], float) and isinstance(rec["auc"], float) and rec["n"] == 10
             assert 0 <= rec["ciou"] <= 1 and 0 <= rec["auc"] <= 1 and "ciou_median" in rec
     assert out == results_json(res)
+    # the stored numbers are those of a direct evaluation of the same run
+    direct = evaluate_model(load_run(run_root / "sspl"), bench / "test_multi.h5", batch_size=7)["summary"]["fixed"]
+    assert out["sspl"]["multi"]["ciou"] == direct["ciou"] and out["sspl"]["multi"]["auc"] == direct["auc"]
     assert results_table(res).count("\n") == len(res) + 1
+    missing, _ = evaluate_profile(run_root, bench, models=("sspl", "absent"), controls=(), progress=False)
+    assert list(missing) == ["sspl", "center_prior", "random"]
 
 
 def test_vggss_center_prior(tmp_path):
@@ -188,15 +210,12 @@ def test_bf16_evaluation_is_close_to_float32(bench, model):
         evaluate_model(model, bench / "test_single.h5", batch_size=4, amp="fp8")
 
 
-def test_bf16_quality_script_on_a_run_folder(tmp_path, bench, model):
+def test_bf16_quality_script_on_a_run_folder(run_root, bench):
     from benchmarks.bf16_quality import main
 
-    ck = tmp_path / "sspl" / "checkpoints"
-    ck.mkdir(parents=True)
-    torch.save({"model": model.state_dict(), "config": model.cfg.to_dict(), "epoch": 0}, ck / "best.pt")
-    out = main(["--run-dir", str(tmp_path), "--data-root", str(bench), "--threads", "1"])  # sspl_wo_pcm: skipped
-    assert set(out) == {"sspl/single", "sspl/multi"}
-    f32 = evaluate_model(model, bench / "test_single.h5", protocol=("fixed",))["summary"]["fixed"]
+    out = main(["--run-dir", str(run_root), "--data-root", str(bench), "--threads", "1", "--models", "sspl", "absent"])
+    assert set(out) == {"sspl/single", "sspl/multi"}  # a missing run is skipped
+    f32 = evaluate_model(load_run(run_root / "sspl"), bench / "test_single.h5", protocol=("fixed",))["summary"]["fixed"]
     r = out["sspl/single"]
     assert r["ciou_f32"] == f32["ciou"] and r["auc_f32"] == f32["auc"]
     assert 0 <= r["ciou_bf16"] <= 1 and 0 < r["heatmap_max_abs_diff"] <= 5e-2

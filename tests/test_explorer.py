@@ -16,23 +16,20 @@ from sspl_lib.data.gt import vggss_gt_map
 from sspl_lib.data.h5 import load_split
 from sspl_lib.data.transforms import eval_frame
 from sspl_lib.metrics import ciou
-from sspl_lib.model import SSPL
 from sspl_lib.paths import REPO_ROOT
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def make_tiny_run(run_dir, data_root, *, use_pcm: bool = True, seed: int = 0):
-    """A run folder as sspl_lib.train writes it (config.json + checkpoints/best.pt with "model" and "config")
-    holding a small random SSPL (64-px frames, 2 PCM cycles)."""
+    """A run folder written by `fit`: a small SSPL (random small encoders, 64-px frames, 2 PCM cycles) trained
+    for one epoch on the tiny benchmark."""
+    from sspl_lib.experiments.train import fit
+
     cfg = SSPLConfig(img_size=64, visual_dim=16, encoder_width=8, audio_hidden=32, out_dim=16, use_pcm=use_pcm,
-                     pcm_cycles=2, proj_dim=32, pred_hidden=16, pretrained=False, data_root=str(data_root), seed=seed)
-    torch.manual_seed(seed)
-    model = SSPL(cfg)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    cfg.save(run_dir / "config.json")
-    torch.save({"model": model.state_dict(), "config": cfg.to_dict(), "epoch": 0, "best": None},
-               run_dir / "checkpoints" / "best.pt")
+                     pcm_cycles=2, proj_dim=32, pred_hidden=16, pretrained=False, data_root=str(data_root), seed=seed,
+                     epochs=1, batch_size=8, threads=1, val_samples=0)
+    fit(cfg, run_dir, progress=False)
     return run_dir
 
 
@@ -46,7 +43,7 @@ def runs(tiny_benchmark, tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(runs, tiny_benchmark):
     """Independent heatmaps and gt maps: the model of the run and the data module's readers."""
-    from sspl_lib.evaluate import load_run
+    from sspl_lib.experiments.runs import load_run
 
     model = load_run(runs["sspl"])
     data = {s: load_split(tiny_benchmark / f"{s}.h5") for s in ("test_single", "test_multi")}
@@ -68,7 +65,7 @@ def reference(runs, tiny_benchmark):
 
 @pytest.fixture()
 def ex(runs):
-    from sspl_lib.explorer import Explorer
+    from sspl_lib.explorer.app import Explorer
 
     torch.set_num_threads(1)
     return Explorer(runs["sspl"])  # the sibling run and the centre prior are found / added by default
@@ -79,20 +76,20 @@ def test_builds_with_models_splits_and_state(ex, reference):
     assert list(ex.models) == ["sspl", "sspl_nopcm", "centre prior"]
     assert ex.selected == ["sspl", "sspl_nopcm", "centre prior"]
     assert list(ex.splits)[:2] == ["test_single", "test_multi"]
-    assert ex.image_bytes.startswith(PNG) and ex.image.value == ex.image_bytes
+    assert ex.image_bytes.startswith(PNG) and ex.ui.image.value == ex.image_bytes
     assert ex.spectrogram_bytes.startswith(PNG) and ex.audio_bytes.startswith(b"RIFF")
-    assert ex.current_index == 0 and ex.cycle.max == 2 and not ex.cycle.disabled
+    assert ex.current_index == 0 and ex.ui.cycle.max == 2 and not ex.ui.cycle.disabled
     np.testing.assert_allclose(ex.current_heatmap, cycles("test_single", 0, 0)[-1], rtol=1e-5, atol=1e-6)
     assert ex.current_ciou == ciou(ex.current_heatmap, gt("test_single", 0), "fixed", 0.5)
     assert set(ex.cious) == set(ex.selected) and ex.cious["sspl"] == ex.current_ciou
-    assert "cIoU" in ex.info.value and ex.data.ids[0] in ex.sample_id.value
+    assert "cIoU" in ex.ui.info.value and ex.data.ids[0] in ex.ui.sample_id.value
 
 
 def test_sample_slider_updates_image_and_ciou(ex, reference):
     cycles, gt = reference
     seen = {ex.image_bytes}
     for i in (3, 7, 1):
-        ex.sample.value = i
+        ex.ui.sample.value = i
         assert ex.current_index == i and ex.image_bytes not in seen
         seen.add(ex.image_bytes)
         hm = cycles("test_single", i, i)[-1]
@@ -101,26 +98,26 @@ def test_sample_slider_updates_image_and_ciou(ex, reference):
 
 
 def test_play_is_seen_by_python(ex):
-    ex.play.value = 4
-    assert ex.sample.value == 4 and ex.current_index == 4
+    ex.ui.play.value = 4
+    assert ex.ui.sample.value == 4 and ex.current_index == 4
 
 
 def test_threshold_and_protocol(ex, reference):
-    from sspl_lib.explorer_render import mask_ciou
+    from sspl_lib.explorer.render import mask_ciou
 
     _, gt = reference
     g = gt("test_single", 0)
     values = {}
     for t in (0.1, 0.3, 0.5, 0.7, 0.9):
         before = ex.image_bytes
-        ex.threshold.value = t
+        ex.ui.threshold.value = t
         values[t] = ex.current_ciou
         assert ex.current_ciou == ciou(ex.current_heatmap, g, "fixed", t)
         assert mask_ciou(ex.current_mask, g) == pytest.approx(ex.current_ciou, abs=1e-12)  # the drawn mask is scored
         assert ex.image_bytes != before
     assert len(set(values.values())) > 1
-    ex.protocol.value = "median"
-    assert ex.threshold.disabled
+    ex.ui.protocol.value = "median"
+    assert ex.ui.threshold.disabled
     assert ex.current_ciou == ciou(ex.current_heatmap, g, "median")
     assert ex.current_mask.mean() == pytest.approx(0.5, abs=0.05)
     assert ex.cious["centre prior"] == ciou(ex.models["centre prior"].map[0], g, "median")
@@ -130,16 +127,16 @@ def test_listen_with_another_clip(ex, reference):
     cycles, gt = reference
     own_img, own_hm, own_spec, own_wav = ex.image_bytes, ex.current_heatmap, ex.spectrogram_bytes, ex.audio_bytes
     j = int(np.flatnonzero(ex.data.labels != ex.data.labels[0])[0])
-    ex.audio_source.value = j
+    ex.ui.audio_source.value = j
     assert ex.current_audio_index == j and ex.current_index == 0
     np.testing.assert_allclose(ex.current_heatmap, cycles("test_single", 0, j)[-1], rtol=1e-5, atol=1e-6)
     assert not np.allclose(ex.current_heatmap, own_hm)
     assert ex.current_ciou == ciou(ex.current_heatmap, gt("test_single", 0))  # scored against this frame's gt
     assert ex.image_bytes != own_img and ex.spectrogram_bytes != own_spec and ex.audio_bytes != own_wav
-    assert "counterfactual" in ex.sample_id.value
+    assert "counterfactual" in ex.ui.sample_id.value
     k = ex.pick_other_clip(seed=0)
-    assert ex.data.labels[k] != ex.data.labels[0] and ex.audio_source.value == k
-    ex.own_clip.click()
+    assert ex.data.labels[k] != ex.data.labels[0] and ex.ui.audio_source.value == k
+    ex.ui.own_clip.click()
     assert ex.current_audio_index == 0 and ex.audio_bytes == own_wav
     np.testing.assert_allclose(ex.current_heatmap, own_hm)
 
@@ -147,18 +144,18 @@ def test_listen_with_another_clip(ex, reference):
 def test_pcm_cycle_slider(ex, reference):
     cycles, gt = reference
     ref = cycles("test_single", 0, 0)
-    assert ref.shape[0] == 3 and ex.cycle.value == 2
+    assert ref.shape[0] == 3 and ex.ui.cycle.value == 2
     images = set()
     for c in (2, 1, 0):
-        ex.cycle.value = c
+        ex.ui.cycle.value = c
         images.add(ex.image_bytes)
         np.testing.assert_allclose(ex.current_heatmap, ref[c], rtol=1e-5, atol=1e-6)
         assert ex.current_ciou == ciou(ex.current_heatmap, gt("test_single", 0))
     assert len(images) == 3
-    ex.model_select.value = ("sspl_nopcm", "centre prior")  # no PCM model selected: slider disabled
-    assert ex.cycle.disabled
-    ex.model_select.value = ("sspl",)
-    assert not ex.cycle.disabled
+    ex.ui.model_select.value = ("sspl_nopcm", "centre prior")  # no PCM model selected: slider disabled
+    assert ex.ui.cycle.disabled
+    ex.ui.model_select.value = ("sspl",)
+    assert not ex.ui.cycle.disabled
 
 
 def test_model_selector_side_by_side(ex, reference):
@@ -168,13 +165,13 @@ def test_model_selector_side_by_side(ex, reference):
     _, gt = reference
     widths = {}
     for sel in (("sspl",), ("sspl", "centre prior"), ("sspl", "sspl_nopcm", "centre prior")):
-        ex.model_select.value = sel
+        ex.ui.model_select.value = sel
         widths[len(sel)] = Image.open(io.BytesIO(ex.image_bytes)).size[0]
         assert list(ex.cious) == list(sel)
     assert widths[1] < widths[2] < widths[3]
-    ex.model_select.value = ("centre prior",)
+    ex.ui.model_select.value = ("centre prior",)
     assert ex.current_ciou == ciou(ex.models["centre prior"].map[0], gt("test_single", 0))
-    ex.model_select.value = ()  # never empty: falls back to the main run
+    ex.ui.model_select.value = ()  # never empty: falls back to the main run
     assert ex.selected == ["sspl"]
 
 
@@ -183,42 +180,41 @@ def test_sort_by_ciou_worst_first(ex, reference):
     per_sample = np.array([ciou(cycles("test_single", i, i)[-1], gt("test_single", i)) for i in range(len(ex.data))])
     # the sort scores batched forward passes: equal to the per-sample cIoU up to a few boundary pixels
     np.testing.assert_allclose(ex.split_cious("sspl"), per_sample, atol=1e-4)
-    ex.sort.value = "worst"
-    assert ex.sample.value == 0 and ex.current_ciou == pytest.approx(per_sample.min(), abs=1e-4)
+    ex.ui.sort.value = "worst"
+    assert ex.ui.sample.value == 0 and ex.current_ciou == pytest.approx(per_sample.min(), abs=1e-4)
     assert np.all(np.diff(per_sample[ex.order]) >= -1e-4)
-    ex.sample.value = 2
+    ex.ui.sample.value = 2
     shown = ex.current_index
-    ex.threshold.value = 0.3  # re-sorted under the new threshold, the same sample stays on screen
+    ex.ui.threshold.value = 0.3  # re-sorted under the new threshold, the same sample stays on screen
     assert ex.current_index == shown
-    ex.sort.value = "none"
+    ex.ui.sort.value = "none"
     assert ex.current_index == shown and list(ex.order) == list(range(len(ex.data)))
 
 
 def test_split_selector(ex, reference):
     cycles, gt = reference
-    ex.split.value = "test_multi"
-    assert ex.data.name == "test_multi" and ex.sample.value == 0 and ex.sample.max == len(ex.data) - 1
-    assert len(ex.audio_source.options) == len(ex.data) + 1
-    ex.sample.value = 5
+    ex.ui.split.value = "test_multi"
+    assert ex.data.name == "test_multi" and ex.ui.sample.value == 0 and ex.ui.sample.max == len(ex.data) - 1
+    assert len(ex.ui.audio_source.options) == len(ex.data) + 1
+    ex.ui.sample.value = 5
     np.testing.assert_allclose(ex.current_heatmap, cycles("test_multi", 5, 5)[-1], rtol=1e-5, atol=1e-6)
     assert ex.current_ciou == ciou(ex.current_heatmap, gt("test_multi", 5))
 
 
 def test_forward_cache_and_latency(ex):
-    ex.sample.value = 2
+    ex.ui.sample.value = 2
     misses = ex.cache_misses
     for _ in range(3):  # view-only changes: no forward pass
-        ex.opacity.value = 0.3 if ex.opacity.value != 0.3 else 0.6
-        ex.colormap.value = "inferno" if ex.colormap.value != "inferno" else "viridis"
-    ex.sample.value = 0
-    ex.sample.value = 2
+        ex.ui.opacity.value = 0.3 if ex.ui.opacity.value != 0.3 else 0.6
+        ex.ui.colormap.value = "inferno" if ex.ui.colormap.value != "inferno" else "viridis"
+    ex.ui.sample.value = 0
+    ex.ui.sample.value = 2
     assert ex.cache_misses == misses and ex.cache_hits > 0
-    assert ex.last_update_ms < 2000  # typically 50-150 ms for this model on one CPU core
 
 
 def test_compare_runs_found_next_to_the_run_and_in_ablation(tiny_benchmark, tmp_path):
-    from sspl_lib.explorer import Explorer
-    from sspl_lib.explorer_sources import default_compare
+    from sspl_lib.explorer.app import Explorer
+    from sspl_lib.explorer.sources import default_compare
 
     main = make_tiny_run(tmp_path / "sspl", tiny_benchmark)
     make_tiny_run(tmp_path / "ablation" / "sspl" / "seed0", tiny_benchmark, seed=2)
@@ -232,11 +228,13 @@ def test_compare_runs_found_next_to_the_run_and_in_ablation(tiny_benchmark, tmp_
     assert list(ex.models) == ["sspl", "sspl (ablation)", "sspl_wo_pcm", "centre prior"]
     assert ex.selected == ["sspl", "sspl_wo_pcm", "centre prior"]  # w/ PCM vs w/o PCM vs the centre prior
     assert list(Explorer(main, compare=[], centre_prior=False).models) == ["sspl"]
+    # the header names the run and data without this machine's paths (outside the repository: the base name)
+    assert str(tmp_path) not in ex.ui.header.value and "sspl" in ex.ui.header.value
     ex.close()
 
 
 def test_open_explorer_without_run(tmp_path):
-    from sspl_lib.explorer import open_explorer
+    from sspl_lib.explorer.app import open_explorer
 
     w = open_explorer(tmp_path / "nope")
     assert "No trained run" in w.value and "make reproduce" in w.value
@@ -252,6 +250,6 @@ def test_notebook_has_one_literal_parameters_cell():
         assert isinstance(node, ast.Assign)
         ast.literal_eval(node.value)
         names.append(node.targets[0].id)
-    assert names == ["run_dir", "compare", "split", "data_root"]
+    assert names == ["profile", "config", "runs_dir", "run", "compare", "split"]
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(c.get("execution_count") for c in code), "commit the notebook executed (nbval compares outputs)"

@@ -1,4 +1,4 @@
-"""sspl_lib.pipeline: papermill runs of a trivial notebook with parameters from a profile yaml (real kernel)."""
+"""sspl_lib.pipeline: papermill runs of a trivial notebook with the profile injected (real kernel)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 
 import nbformat
 import pytest
-import yaml
 
 from sspl_lib import pipeline
 
@@ -22,55 +21,74 @@ def _kernel():
 
 def _notebook(path, out_file):
     nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('epochs = 1\nname = "default"\nrun_dir = "runs/quick/x"')
+    params = nbformat.v4.new_code_cell('profile = "quick"\nconfig = {}\nepochs = 1')
     params.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_markdown_cell("# trivial"), params,
                 nbformat.v4.new_code_cell(
                     "import json, os\n"
-                    f"json.dump({{'epochs': epochs, 'name': name, 'run_dir': run_dir, 'cwd': os.getcwd()}}, open({str(out_file)!r}, 'w'))\n"
+                    f"json.dump({{'epochs': epochs, 'profile': profile, 'config': config, 'cwd': os.getcwd()}}, open({str(out_file)!r}, 'w'))\n"
                     "print(epochs * 2)")]
     nb.metadata["kernelspec"] = {"name": "sspl", "display_name": "Python (sspl)", "language": "python"}
     nbformat.write(nb, path)
     return path
 
 
-def test_declared_and_selected_parameters(tmp_path):
+def test_profile_parameters_are_those_the_notebook_declares(tmp_path):
     nb = _notebook(tmp_path / "a.ipynb", tmp_path / "o.json")
-    assert pipeline.declared_parameters(nb) == {"epochs", "name", "run_dir"}
-    assert pipeline.select_parameters(nb, {"epochs": 3, "lr": 0.1, "profile": "quick"}) == {"epochs": 3}
-    assert pipeline.select_parameters(nb, {"epochs": 3, "profile": "full"}) == {"epochs": 3, "run_dir": "runs/full/x"}
+    assert pipeline.profile_parameters(nb, "paper_flickr10k") == {"profile": "paper_flickr10k"}
+    got = pipeline.profile_parameters(nb, "quick", {"config": {"epochs": 2}, "runs_dir": "/x"})
+    assert got == {"profile": "quick", "config": {"epochs": 2}}  # runs_dir: not declared by this notebook
 
 
-def test_profile_params_from_yaml():
-    p = pipeline.profile_params("quick")
-    assert p["profile"] == "quick" and "epochs" in p
-    with pytest.raises(pipeline.PipelineError, match="no such profile"):
-        pipeline.profile_params("no_such_profile_xyz")
+def test_a_bad_profile_fails_before_any_notebook(tmp_path):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    out = tmp_path / "seen.json"
+    _notebook(nbdir / "01_data_preparation.ipynb", out)
+    with pytest.raises(pipeline.PipelineError, match="no_such_profile_xyz"):
+        pipeline.run_pipeline("no_such_profile_xyz", kernel=_kernel(), notebook_dir=nbdir, require_results=False)
+    with pytest.raises(pipeline.PipelineError, match="epochs"):
+        pipeline.run_pipeline("quick", kernel=_kernel(), notebook_dir=nbdir, require_results=False,
+                              extra={"config": {"epochs": "three"}})
+    assert not out.exists()
 
 
-def test_runs_notebook_with_injected_yaml_parameters(tmp_path, monkeypatch):
+def test_strip_removes_run_metadata_and_widget_state(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("w")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={
+        pipeline.WIDGET_VIEW: {"model_id": "abc", "version_major": 2, "version_minor": 0}, "text/plain": "VBox()"})]
+    cell.metadata["papermill"] = {"duration": 1.0}
+    nb.cells = [cell]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"abc": {"x": "y" * 1000}}}}
+    nb.metadata["papermill"] = {"input_path": "/somewhere/on/this/machine"}
+    nbformat.write(nb, tmp_path / "n.ipynb")
+    pipeline.strip_run_metadata(tmp_path / "n.ipynb")
+    out = nbformat.read(tmp_path / "n.ipynb", as_version=4)
+    assert "widgets" not in out.metadata and "papermill" not in out.metadata
+    assert out.cells[0].outputs[0]["data"] == {"text/plain": "[interactive widget: run the notebook to use it]"}
+    assert "papermill" not in out.cells[0].metadata
+
+
+def test_runs_notebook_with_the_profile_injected(tmp_path):
     kernel = _kernel()
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
     out = tmp_path / "seen.json"
     _notebook(nbdir / "01_data_preparation.ipynb", out)
-    params_dir = tmp_path / "params"
-    params_dir.mkdir()
-    (params_dir / "tiny.yaml").write_text(yaml.safe_dump({"epochs": 7, "lr_head": 0.5}))
-    monkeypatch.setattr(pipeline, "PARAMS_DIR", params_dir)
-    res = pipeline.run_pipeline("tiny", kernel=kernel, notebook_dir=nbdir, out_dir=tmp_path / "executed",
-                                notebooks=("01_data_preparation", "02_train"), require_results=False)
+    res = pipeline.run_pipeline("paper_flickr10k", kernel=kernel, notebook_dir=nbdir, out_dir=tmp_path / "executed",
+                                notebooks=("01_data_preparation", "02_train"), require_results=False,
+                                extra={"config": {"epochs": 7}}, runs_dir=tmp_path / "runs")
     assert res["skipped"] == ["02_train"] and list(res["executed"]) == ["01_data_preparation"]
     seen = json.loads(out.read_text())
-    assert seen["epochs"] == 7 and seen["name"] == "default" and seen["run_dir"] == "runs/tiny/x"
-    assert seen["cwd"] == str(nbdir)
+    assert seen == {"epochs": 1, "profile": "paper_flickr10k", "config": {"epochs": 7}, "cwd": str(nbdir)}
     executed = nbformat.read(tmp_path / "executed" / "01_data_preparation.ipynb", as_version=4)
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
     assert executed.cells[-1].outputs[0]["text"].strip() == "14"
     # in place: no injection, the notebook's own defaults, no papermill run metadata left
-    res = pipeline.run_pipeline("tiny", kernel=kernel, notebook_dir=nbdir, in_place=True,
+    res = pipeline.run_pipeline("paper_flickr10k", kernel=kernel, notebook_dir=nbdir, in_place=True,
                                 notebooks=("01_data_preparation",), require_results=False)
-    assert json.loads(out.read_text())["epochs"] == 1
+    assert json.loads(out.read_text())["profile"] == "quick"
     nb = nbformat.read(nbdir / "01_data_preparation.ipynb", as_version=4)
     assert "papermill" not in nb.metadata and nb.cells[-1].outputs[0]["text"].strip() == "2"
     assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)

@@ -1,27 +1,36 @@
-"""The explorer's widgets: their construction and layout, and the event handlers that tie them to the view."""
+"""The explorer's widgets: construction, layout and event wiring. The explorer (app.py) composes one
+`ExplorerUI` and gives it callbacks; the widgets know nothing of models or data beyond names and PCM cycles."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Callable
+
 import ipywidgets as W
 
-from .explorer_sources import CENTRE_PRIOR
+from .sources import CENTRE_PRIOR
 
 OWN_CLIP = -1
 SORTS = (("file order", "none"), ("cIoU, worst first", "worst"), ("cIoU, best first", "best"))
 COLORMAPS = ("jet", "turbo", "inferno", "viridis", "magma", "gray")
 
 
-class ExplorerWidgets:
-    """Widgets and events of `sspl_lib.explorer.Explorer` (a mixin: the state and view live there)."""
+class ExplorerUI:
+    """The widgets of the explorer. `cycles`: {model name: PCM cycles (0 = no PCM)} in selector order, the
+    primary model first. Callbacks: on_split(name), on_order(owner widget), on_view(), on_other_clip().
+    While `busy` is set (a batch of programmatic changes), widget events call nothing."""
 
-    # ------------------------------------------------------------------ widgets
-    def _build_widgets(self, split: str) -> None:
+    def __init__(self, *, splits, split: str, cycles: dict[str, int], primary: str, on_split: Callable,
+                 on_order: Callable, on_view: Callable, on_other_clip: Callable):
+        self.cycles, self.primary = dict(cycles), primary
+        self.on_split, self.on_order, self.on_view, self.on_other_clip = on_split, on_order, on_view, on_other_clip
+        self.busy = False
         lay, st = W.Layout, {"description_width": "70px"}
-        names = list(self.models)
-        runs = [n for n in names if n not in (CENTRE_PRIOR, self.primary)]
-        contrast = [n for n in runs if self.models[n].has_pcm != self.models[self.primary].has_pcm]  # w/ vs w/o PCM
-        default = [self.primary] + (contrast or runs)[:1] + ([CENTRE_PRIOR] if CENTRE_PRIOR in names else [])
-        self.split = W.Dropdown(options=list(self.splits), value=split, description="split", style=st,
+        names = list(self.cycles)
+        runs = [n for n in names if n not in (CENTRE_PRIOR, primary)]
+        contrast = [n for n in runs if (self.cycles[n] > 0) != (self.cycles[primary] > 0)]  # w/ vs w/o PCM
+        default = [primary] + (contrast or runs)[:1] + ([CENTRE_PRIOR] if CENTRE_PRIOR in names else [])
+        self.split = W.Dropdown(options=list(splits), value=split, description="split", style=st,
                                 layout=lay(width="220px"))
         self.sort = W.Dropdown(options=SORTS, value="none", description="order", style=st, layout=lay(width="240px"))
         self.sample = W.IntSlider(value=0, min=0, max=0, description="sample", continuous_update=False, style=st,
@@ -59,7 +68,7 @@ class ExplorerWidgets:
                       (self.sample, self._on_view), (self.cycle, self._on_view), (self.colormap, self._on_view),
                       (self.opacity, self._on_view), (self.audio_source, self._on_view)):
             w.observe(fn, "value")
-        self.other_clip.on_click(lambda _: self.pick_other_clip())
+        self.other_clip.on_click(lambda _: self.on_other_clip())
         self.own_clip.on_click(lambda _: setattr(self.audio_source, "value", OWN_CLIP))
         self._sync_cycle_slider()
         protocol = W.HBox([W.Label("protocol", layout=lay(width="70px", justify_content="flex-end", margin="0 8px 0 0")),
@@ -76,6 +85,26 @@ class ExplorerWidgets:
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
 
+    @property
+    def selected(self) -> list[str]:
+        """Selected model names in the selector's order."""
+        chosen = set(self.model_select.value)
+        return [n for n in self.model_select.options if n in chosen]
+
+    @contextmanager
+    def quiet(self):
+        """Widget changes inside this block trigger no callback."""
+        was, self.busy = self.busy, True
+        try:
+            yield
+        finally:
+            self.busy = was
+
+    def close(self) -> None:
+        for w in vars(self).values():
+            if isinstance(w, W.Widget):
+                w.close()
+
     # ------------------------------------------------------------------ events
     def _on_play(self, change) -> None:
         # A step made in the browser has already moved the slider there (jslink), and the slider reports its
@@ -87,46 +116,32 @@ class ExplorerWidgets:
             self.sample.value = change["new"]
 
     def _on_split(self, change) -> None:
-        self._load_split(change["new"])
+        self.on_split(change["new"])
 
     def _on_order(self, change) -> None:
-        if self._busy:
-            return
-        self.threshold.disabled = self.protocol.value == "median"
-        keep = self.current_index
-        self._busy = True
-        try:
-            self._reorder()
-            if change["owner"] is self.sort and self.sort.value != "none":
-                self.sample.value = 0  # the worst (best) sample first
-            else:
-                self.goto(keep)  # same sample, new position
-        finally:
-            self._busy = False
-        self.refresh()
+        if not self.busy:
+            self.threshold.disabled = self.protocol.value == "median"
+            self.on_order(change["owner"])
 
     def _on_models(self, change) -> None:
-        if self._busy:
+        if self.busy:
             return
         if not change["new"]:  # keep one model shown
             self.model_select.value = (self.primary,)
             return
         self._sync_cycle_slider()
-        self._on_order({"owner": self.model_select})
+        self.on_order(self.model_select)
 
     def _on_view(self, change) -> None:
-        if not self._busy:
-            self.refresh()
+        if not self.busy:
+            self.on_view()
 
     def _sync_cycle_slider(self) -> None:
-        cycles = max((self.models[n].cycles for n in self.selected), default=0)
-        self._busy, was = True, self._busy
-        try:
+        cycles = max((self.cycles[n] for n in self.selected), default=0)
+        with self.quiet():
             at_end = self.cycle.value == self.cycle.max
             self.cycle.max = max(cycles, 0)
             self.cycle.value = cycles if at_end or self.cycle.value > cycles else self.cycle.value
             self.cycle.disabled = cycles == 0
             self.cycle.tooltip = "heatmap after the PCM initialization (0) and each cycle" if cycles \
                 else "no model with PCM selected"
-        finally:
-            self._busy = was

@@ -1,6 +1,6 @@
 """Interactive explorer of a trained run (notebooks/05_explore.ipynb): ipywidgets over a split.
 
-    from sspl_lib.explorer import Explorer
+    from sspl_lib.explorer.app import Explorer
     ex = Explorer("runs/quick/sspl")      # + compare=[other run dirs], split=, data_root=
     ex                                    # shows the widget in a notebook
 
@@ -12,9 +12,10 @@ sorted by cIoU (worst first) to find failure modes. The centre prior is a pseudo
 
 Forward passes are cached per (model, split, frame sample, audio sample). State for tests and scripts:
 `image_bytes`, `spectrogram_bytes`, `audio_bytes`, `current_ciou`, `cious`, `current_heatmap`,
-`current_gt`, `current_mask`, `current_index`, `current_audio_index`, `last_update_ms`; the widgets are
-attributes (`sample`, `play`, `split`, `sort`, `model_select`, `protocol`, `threshold`, `colormap`,
-`opacity`, `cycle`, `audio_source`, `other_clip`, `player`, `image`, `spectrogram`).
+`current_gt`, `current_mask`, `current_index`, `current_audio_index`, `last_update_ms`; the widgets live in
+`ex.ui` (`sspl_lib.explorer.widgets.ExplorerUI`: `sample`, `play`, `split`, `sort`, `model_select`, `protocol`,
+`threshold`, `colormap`, `opacity`, `cycle`, `audio_source`, `other_clip`, `player`, `image`, `spectrogram`),
+composed here with callbacks; the heatmap sources and split readers are in `sources`, the drawing in `render`.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from collections import OrderedDict
 import numpy as np
 import ipywidgets as W
 
-from . import explorer_render as R
-from .explorer_sources import CENTRE_PRIOR, CentrePrior, RunModel, SplitData, class_names, default_compare, find_splits
-from .explorer_widgets import COLORMAPS, OWN_CLIP, SORTS, ExplorerWidgets  # noqa: F401 (re-exported)
-from .metrics import ciou, ciou_batch
-from .paths import resolve
+from ..experiments.runs import is_run
+from ..metrics import ciou, ciou_batch
+from ..paths import REPO_ROOT, resolve
+from . import render as R
+from .sources import CENTRE_PRIOR, CentrePrior, RunModel, SplitData, class_names, default_compare, find_splits
+from .widgets import OWN_CLIP, ExplorerUI
 
 
 def _unique(name: str, taken) -> str:
@@ -39,7 +41,7 @@ def _unique(name: str, taken) -> str:
     return out
 
 
-class Explorer(ExplorerWidgets):
+class Explorer:
     """The explorer widget of a run (display the object, or `.widget`, in a notebook).
 
     run_dir: the main run (its config names the data folder). compare: other run folders to offer in the
@@ -75,12 +77,14 @@ class Explorer(ExplorerWidgets):
         self.cache_hits = self.cache_misses = 0
         self._spec_cache: OrderedDict = OrderedDict()
         self._split_maps: dict = {}
-        self._busy = False
         self.last_update_ms = float("nan")
         self.image_bytes = self.spectrogram_bytes = self.audio_bytes = b""
         self.cious: dict[str, float] = {}
-        self._build_widgets(split or next(iter(self.splits)))
-        self._load_split(self.split.value)
+        self.ui = ExplorerUI(splits=self.splits, split=split or next(iter(self.splits)),
+                             cycles={n: m.cycles for n, m in self.models.items()}, primary=self.primary,
+                             on_split=self._load_split, on_order=self._on_order, on_view=self.refresh,
+                             on_other_clip=self.pick_other_clip)
+        self._load_split(self.ui.split.value)
 
     # ------------------------------------------------------------------ data
     def _load_split(self, name: str) -> None:
@@ -90,24 +94,32 @@ class Explorer(ExplorerWidgets):
         n = len(self.data)
         if n == 0:
             raise ValueError(f"{self.splits[name]}: no samples with a sounding object")
-        self._busy = True
-        try:
+        with self.ui.quiet():
             self.order = np.arange(n)
-            self.sample.value = 0
-            self.sample.max = self.play.max = n - 1
-            self.audio_source.options = [("this sample's own clip", OWN_CLIP)] + \
+            self.ui.sample.value = 0
+            self.ui.sample.max = self.ui.play.max = n - 1
+            self.ui.audio_source.options = [("this sample's own clip", OWN_CLIP)] + \
                 [(f"{i}: {self.data.describe(i)}", i) for i in range(n)]
-            self.audio_source.value = OWN_CLIP
+            self.ui.audio_source.value = OWN_CLIP
             self._reorder()
-        finally:
-            self._busy = False
         self.refresh()
 
     @property
     def selected(self) -> list[str]:
         """Selected model names in the selector's order (the first one's cIoU is `current_ciou`)."""
-        chosen = set(self.model_select.value)
-        return [n for n in self.model_select.options if n in chosen]
+        return self.ui.selected
+
+    def _on_order(self, owner) -> None:
+        """Sort order, protocol, threshold or model selection changed: recompute the order, keep the sample
+        (or jump to the worst / best one after a new sort)."""
+        keep = self.current_index
+        with self.ui.quiet():
+            self._reorder()
+            if owner is self.ui.sort and self.ui.sort.value != "none":
+                self.ui.sample.value = 0  # the worst (best) sample first
+            else:
+                self.goto(keep)  # same sample, new position
+        self.refresh()
 
     def maps(self, model: str, frame_i: int, audio_i: int) -> np.ndarray:
         """(cycles+1, h, w) heatmaps of sample `frame_i`'s frame with sample `audio_i`'s sound (cached)."""
@@ -130,26 +142,26 @@ class Explorer(ExplorerWidgets):
         model = model or self.selected[0]
         key = (model, self.data.name)
         if key not in self._split_maps:
-            self.info.value = (f"<i>computing the heatmaps of all {len(self.data)} samples of {self.data.name} with "
+            self.ui.info.value = (f"<i>computing the heatmaps of all {len(self.data)} samples of {self.data.name} with "
                                f"{model} for the sort (once per model and split)&hellip;</i>")
             self._split_maps[key] = self.models[model].final_maps(*self.data.all_frames_spects())
         hm = self._split_maps[key]
         out = []
         for s in range(0, len(hm), 64):
             gt = np.stack([self.data.gt(i) for i in range(s, min(s + 64, len(hm)))]).astype(np.float32)
-            out.append(ciou_batch(hm[s:s + 64], gt, self.protocol.value, self.threshold.value).numpy())
+            out.append(ciou_batch(hm[s:s + 64], gt, self.ui.protocol.value, self.ui.threshold.value).numpy())
         return np.concatenate(out)
 
     def _reorder(self) -> None:
-        if self.sort.value == "none":
+        if self.ui.sort.value == "none":
             self.order = np.arange(len(self.data))
             return
         c = self.split_cious()
-        self.order = np.argsort(c if self.sort.value == "worst" else -c, kind="stable")
+        self.order = np.argsort(c if self.ui.sort.value == "worst" else -c, kind="stable")
 
     def goto(self, index: int) -> None:
         """Show the split's sample `index` (file order among the kept samples) whatever the sort order."""
-        self.sample.value = int(np.flatnonzero(self.order == index)[0])
+        self.ui.sample.value = int(np.flatnonzero(self.order == index)[0])
 
     def pick_other_clip(self, seed: int | None = None) -> int:
         """Swap in the clip of a random sample of another class (the counterfactual); returns its index."""
@@ -159,17 +171,17 @@ class Explorer(ExplorerWidgets):
         if len(pool) == 0:
             pool = np.setdiff1d(np.arange(len(self.data)), [i])
         if len(pool):
-            self.audio_source.value = int(rng.choice(pool))
-        return self.audio_source.value
+            self.ui.audio_source.value = int(rng.choice(pool))
+        return self.ui.audio_source.value
 
     # ------------------------------------------------------------------ view
     @property
     def current_index(self) -> int:
-        return int(self.order[self.sample.value])
+        return int(self.order[self.ui.sample.value])
 
     @property
     def current_audio_index(self) -> int:
-        return self.current_index if self.audio_source.value == OWN_CLIP else int(self.audio_source.value)
+        return self.current_index if self.ui.audio_source.value == OWN_CLIP else int(self.ui.audio_source.value)
 
     def _spectrogram(self, audio_i: int) -> bytes:
         key = (self.data.name, audio_i)
@@ -184,7 +196,7 @@ class Explorer(ExplorerWidgets):
         """Recompute the view from the widgets' values (called by every widget change)."""
         t0 = time.perf_counter()
         i, a = self.current_index, self.current_audio_index
-        d, protocol, thr = self.data, self.protocol.value, float(self.threshold.value)
+        d, protocol, thr = self.data, self.ui.protocol.value, float(self.ui.threshold.value)
         frame = R.frame_at(d.frame(i))
         gt = d.gt(i)
         box = d.boxes[i] if d.boxes is not None else None
@@ -193,7 +205,7 @@ class Explorer(ExplorerWidgets):
         for k, name in enumerate(self.selected):
             m = self.models[name]
             stack = self.maps(name, i, a)
-            step = min(self.cycle.value, m.cycles) if m.has_pcm else len(stack) - 1
+            step = min(self.ui.cycle.value, m.cycles) if m.has_pcm else len(stack) - 1
             hm = stack[step]
             mask = R.protocol_mask(R.normalized(hm), protocol, thr)
             self.cious[name] = c = ciou(hm, gt, protocol, thr)
@@ -204,16 +216,16 @@ class Explorer(ExplorerWidgets):
             pcm = "" if name == CENTRE_PRIOR else (" (w/ PCM)" if m.has_pcm else " (w/o PCM)")
             columns.append({"title": name + pcm, "subtitle": sub,
                             "panels": [R.overlay_panel(frame, hm, mask, box=box, other_boxes=others,
-                                                       cmap=self.colormap.value, alpha=float(self.opacity.value)),
+                                                       cmap=self.ui.colormap.value, alpha=float(self.ui.opacity.value)),
                                        R.mask_panel(frame, mask, gt)]})
         self.current_gt = gt
         self.image_bytes = R.png_bytes(R.compose(columns))
-        self.image.value = self.image_bytes
+        self.ui.image.value = self.image_bytes
         if a != getattr(self, "_shown_audio", None) or d.name != getattr(self, "_shown_split", None):
             self.spectrogram_bytes = self._spectrogram(a)
-            self.spectrogram.value = self.spectrogram_bytes
+            self.ui.spectrogram.value = self.spectrogram_bytes
             self.audio_bytes = R.wav_bytes(d.audio(a), int(d.f.attrs.get("sample_rate", 16_000)))
-            self.player.value = self.audio_bytes
+            self.ui.player.value = self.audio_bytes
             self._shown_audio, self._shown_split = a, d.name
         self.last_update_ms = (time.perf_counter() - t0) * 1e3
         self._update_text()
@@ -222,31 +234,39 @@ class Explorer(ExplorerWidgets):
         d, i, a = self.data, self.current_index, self.current_audio_index
         rank = {"none": "file order", "worst": "sorted by cIoU, worst first", "best": "sorted by cIoU, best first"}
         sound = "its own sound" if a == i else f"<b>the sound of {d.describe(a)}</b> (counterfactual)"
-        self.sample_id.value = (f"<b>{d.ids[i]}</b> &mdash; {d.label_name(i)} &middot; sample {i} of {len(d)} in "
-                                f"<code>{d.name}</code> ({rank[self.sort.value]}, position {self.sample.value}) "
+        self.ui.sample_id.value = (f"<b>{d.ids[i]}</b> &mdash; {d.label_name(i)} &middot; sample {i} of {len(d)} in "
+                                f"<code>{d.name}</code> ({rank[self.ui.sort.value]}, position {self.ui.sample.value}) "
                                 f"&middot; heard with {sound}")
-        proto = "median" if self.protocol.value == "median" else f"fixed, threshold {self.threshold.value:.2f}"
+        proto = "median" if self.ui.protocol.value == "median" else f"fixed, threshold {self.ui.threshold.value:.2f}"
         scores = " &middot; ".join(f"{n} <b>{c:.3f}</b>" for n, c in self.cious.items())
-        self.info.value = (f"cIoU ({proto}): {scores}<br><small>view updated in {self.last_update_ms:.0f} ms "
+        self.ui.info.value = (f"cIoU ({proto}): {scores}<br><small>view updated in {self.last_update_ms:.0f} ms "
                            f"&middot; forward-pass cache {self.cache_hits} hits / {self.cache_misses} misses</small>")
         run = self.models[self.primary]
-        self.header.value = (f"<h3 style='margin:2px 0'>SSPL explorer &mdash; {run.run_dir.name}</h3>"
-                             f"<small>{run.checkpoint} &middot; data {self.data_root}</small>")
+        self.ui.header.value = (f"<h3 style='margin:2px 0'>SSPL explorer &mdash; {run.run_dir.name}</h3>"
+                                f"<small>{shown_path(run.checkpoint)} &middot; data {shown_path(self.data_root)}</small>")
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.ui.widget._repr_mimebundle_(**kwargs)
 
 
     def close(self) -> None:
         """Close the split file and the widgets."""
         self.data.close()
-        for w in vars(self).values():
-            if isinstance(w, W.Widget):
-                w.close()
+        self.ui.close()
+
+
+def shown_path(path) -> str:
+    """A path as shown to a person: relative to the repository root when inside it (no machine paths)."""
+    p = resolve(path)
+    try:
+        return str(p.relative_to(REPO_ROOT))
+    except ValueError:
+        return p.name
 
 
 def open_explorer(run_dir="runs/quick/sspl", **kwargs):
     """The explorer of `run_dir`, or (when the run does not exist yet) an HTML note saying how to make it."""
-    from .explorer_sources import is_run
-
-    if not is_run(resolve(run_dir)):
-        return W.HTML(f"<b>No trained run at <code>{resolve(run_dir)}</code>.</b> Train it first: "
+    if not is_run(run_dir):
+        return W.HTML(f"<b>No trained run at <code>{shown_path(run_dir)}</code>.</b> Train it first: "
                       "<code>make reproduce</code> (or notebooks/02_train.ipynb), then rerun this notebook.")
     return Explorer(run_dir, **kwargs)

@@ -1,11 +1,13 @@
 """Training SSPL: `fit(cfg, run_dir)` with resume, model selection on the validation split and DDP.
 
-Run folder: config.json, history.json/.csv, checkpoints/{last,best}.pt (atomic), figures/.
+Run folder (sspl_lib.experiments.runs): config.json, history.json/.csv, checkpoints/{last,best}.pt (atomic),
+figures/, tb/ (TensorBoard event files). Validation reads the split's ground truth the same way the test
+evaluation does (`data.testset`): stored `gt` maps of a packed real split, or the boxes of a generated one.
 Each epoch's data order and augmentation derive from (seed, epoch, step) only, so a resumed run
 repeats the uninterrupted one, and N processes with a global batch B see the same samples and views
 as one process with batch B (each rank takes its slice of every global batch).
 
-CLI (works under torchrun): python -m sspl_lib.train --profile quick --run-dir runs/x [--epochs N] [--resume]
+CLI (works under torchrun): python -m sspl_lib.experiments.train --profile quick --run-dir runs/x [--set epochs=N] [--resume]
 """
 
 from __future__ import annotations
@@ -18,54 +20,40 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint as ckpt
-from . import distributed as D
-from . import perf
-from .config import SSPLConfig, load_profile
-from .data.transforms import AugmentConfig, eval_frame
-from .contrastive import objective_loss
-from .model import SSPL, build_model
-from .paths import resolve
-from .results import load_run as load_trained  # noqa: F401 (the one loader of run folders, kept under this name)
-from .train_data import (IN_MEMORY_BYTES, EvalSet, TrainStream, _gen, _keys,  # noqa: F401 (re-exported)
-                         gt_maps, split_path, train_views)
+from .. import distributed as D
+from .. import perf
+from ..config import SSPLConfig, changed_fields, load_profile, parse_overrides
+from ..contrastive import objective_loss
+from ..data.stream import TrainStream, seeded_generator, split_path, train_views
+from ..data.testset import TestSet, load_test_set
+from ..data.transforms import AugmentConfig
+from ..metrics import summarize
+from ..model import SSPL, build_model
+from ..paths import resolve
+from . import runs
+from .progress import plot_history
+from .evaluate import compute_heatmaps, score_heatmaps
 
 
 # ----------------------------------------------------------------------------- validation
-def autocast(cfg: SSPLConfig, device: torch.device):
-    """bf16 autocast as `cfg.amp` asks (auto: on CUDA only); see sspl_lib.perf."""
-    return perf.autocast(device, cfg.amp)
-
-
 @torch.no_grad()
-def evaluate(model: SSPL, data: EvalSet, cfg: SSPLConfig, device, *, shuffle_audio: bool = False,
-             batch_size: int = 100) -> dict:
-    """Val loss (fixed views), per-sample cIoU (fixed protocol, 224 px gt) and summary on `data`.
-    `shuffle_audio`: heatmaps with the audio of the next sample of the batch (the audio control)."""
-    from .metrics import ciou_batch, summarize
-
+def validate(model: SSPL, data: TestSet, cfg: SSPLConfig, device, *, batch_size: int = 100) -> dict:
+    """Val loss (fixed views) and the cIoU@0.5 / AUC of the heatmaps (fixed protocol) against the split's gt."""
     was = model.training
     model.eval()
     aug = AugmentConfig(img_size=cfg.img_size)
-    g = _gen(cfg.seed, -1, 11)
-    losses, cious = [], []
+    g = seeded_generator(cfg.seed, -1, 11)
+    loss = 0.0
     for s in range(0, data.n, batch_size):
-        fr, sp = data.frames[s:s + batch_size], data.spects[s:s + batch_size].to(device)
-        with autocast(cfg, device):
-            v1, v2 = train_views(fr, aug, g, views=2, batch=len(fr), offset=0, device=device)
-            if len(fr) > 1:
-                losses.append(float(model(v1, v2, sp)["loss"]) * len(fr))
-            if shuffle_audio:
-                sp = sp.roll(1, dims=0)
-            hm = model.heatmap(eval_frame(fr.to(device), cfg.img_size), sp).float()
-        if data.boxes is not None:
-            cious.append(ciou_batch(hm, gt_maps(data.boxes[s:s + batch_size]).to(device)).cpu())
+        fr = torch.from_numpy(data.frames[s:s + batch_size])
+        if len(fr) > 1:
+            with perf.autocast(device, cfg.amp):
+                v1, v2 = train_views(fr, aug, g, views=2, batch=len(fr), offset=0, device=device)
+                loss += float(model(v1, v2, torch.from_numpy(data.spects[s:s + batch_size]).to(device))["loss"]) * len(fr)
+    hm, _ = compute_heatmaps(model, data, batch_size=batch_size, device=device, amp=cfg.amp)
+    cious = score_heatmaps(hm, data, ("fixed",))["cious"]["fixed"]
     model.train(was)
-    out = {"loss": sum(losses) / max(data.n, 1)}
-    if cious:
-        c = torch.cat(cious)
-        out.update(summarize(c), cious=c.numpy())
-    return out
+    return {"loss": loss / max(data.n, 1), **summarize(cious), "cious": cious}
 
 
 # ----------------------------------------------------------------------------- optimisation
@@ -104,13 +92,18 @@ def _better(rec: dict, best: dict | None) -> bool:
 # ----------------------------------------------------------------------------- fit
 def _state(model, opt, sched, epoch: int, best: dict | None, history: list, cfg: SSPLConfig) -> dict:
     return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "rng": ckpt.rng_state(), "epoch": epoch, "best": best, "history": history, "config": cfg.to_dict()}
+            "rng": runs.rng_state(), "epoch": epoch, "best": best, "history": history, "config": cfg.to_dict()}
+
+
+def needs_pretraining(cfg: SSPLConfig) -> bool:
+    """The small CPU encoders, pretrained and not given a checkpoint: label pretraining comes first."""
+    return (not cfg.encoders_checkpoint and cfg.pretrained and not cfg.from_scratch
+            and "small" in (cfg.visual_encoder, cfg.audio_encoder))
 
 
 def _ensure_encoders(cfg: SSPLConfig, run_dir: Path, info: D.DistInfo, progress: bool) -> SSPLConfig:
     """Small encoders without a checkpoint: pretrain them on the labeled splits first (rank 0, cached)."""
-    if cfg.encoders_checkpoint or not cfg.pretrained or cfg.from_scratch or "small" not in (
-            cfg.visual_encoder, cfg.audio_encoder):
+    if not needs_pretraining(cfg):
         return cfg
     path = None
     if info.is_main:
@@ -121,8 +114,31 @@ def _ensure_encoders(cfg: SSPLConfig, run_dir: Path, info: D.DistInfo, progress:
     return cfg.replace(encoders_checkpoint=D.broadcast_object(path, info))
 
 
-def fit(cfg: SSPLConfig, run_dir, *, resume: bool = False, progress: bool = True) -> list[dict]:
-    """Train SSPL; returns the history (one dict per epoch). See the module docstring for the run folder."""
+def _resume_state(run_dir: Path, cfg: SSPLConfig, dev, *, allow_longer: bool) -> dict | None:
+    """The last.pt state to resume from (None: start afresh); refuses a stored config that differs in a way
+    that changes the run."""
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return None
+    state = runs.load_checkpoint(last, map_location=dev)
+    stored = SSPLConfig.from_dict(state["config"])
+    diff = changed_fields(stored, cfg, allow_longer=allow_longer)
+    if diff:
+        shown = ", ".join(f"{k}: {getattr(stored, k)!r} -> {getattr(cfg, k)!r}" for k in diff)
+        hint = " (a longer schedule: pass allow_longer=True / --allow-longer)" if set(diff) <= {"epochs", "patience"} else ""
+        raise ValueError(f"{last}: cannot resume, the run was trained with another configuration ({shown}){hint}; "
+                         "use a new run folder, or delete this one to start afresh")
+    return state
+
+
+def fit(cfg: SSPLConfig, run_dir, *, resume: bool = False, allow_longer: bool = False, progress: bool = True,
+        on_event=None) -> list[dict]:
+    """Train SSPL; returns the history (one dict per epoch). See the module docstring for the run folder.
+
+    resume: continue from `checkpoints/last.pt` (same configuration; `allow_longer` lets `epochs` / `patience`
+    grow). on_event: a callable receiving {"kind": "step", "epoch", "step", "steps", "loss"} after each
+    optimizer step and {"kind": "epoch", "record", "history"} after each validation (rank 0; e.g.
+    `experiments.progress.LivePlot`)."""
     info = D.setup(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -130,7 +146,8 @@ def fit(cfg: SSPLConfig, run_dir, *, resume: bool = False, progress: bool = True
     if info.is_main:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     cfg = _ensure_encoders(cfg, run_dir, info, progress)
-    ckpt.seed_everything(cfg.seed)
+    state = _resume_state(run_dir, cfg, info.device, allow_longer=allow_longer) if resume else None
+    runs.seed_everything(cfg.seed)
     dev = info.device
     model = build_model(cfg).to(dev)
     opt_model = model
@@ -144,22 +161,23 @@ def fit(cfg: SSPLConfig, run_dir, *, resume: bool = False, progress: bool = True
         raise ValueError(f"objective {cfg.objective!r} is implemented for one process only")
     stream = TrainStream(split_path(cfg, cfg.train_split), batch_size=cfg.batch_size, seed=cfg.seed, info=info,
                          workers=cfg.workers)
-    val = EvalSet(split_path(cfg, cfg.val_split), cfg.val_samples) if info.is_main else None
+    val = load_test_set(split_path(cfg, cfg.val_split), limit=cfg.val_samples) if info.is_main else None
     opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg, stream.steps)
     history, best, start = [], None, 0
-    last = run_dir / "checkpoints" / "last.pt"
-    if resume and last.is_file():
-        state = ckpt.load(last, map_location=dev)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        ckpt.set_rng_state(state["rng"])
+        runs.set_rng_state(state["rng"])
         history, best, start = list(state["history"]), state["best"], state["epoch"] + 1
+        for h in history:
+            h.pop("stopped", None)  # a resumed early stop with more patience goes on
     elif resume and info.is_main:
-        print(f"resume: no {last}, starting from scratch")
+        print(f"resume: no {run_dir / 'checkpoints' / 'last.pt'}, starting from scratch")
     if info.is_main:
         cfg.save(run_dir / "config.json")
+    board = _board(run_dir) if info.is_main else None
     aug = AugmentConfig(img_size=cfg.img_size)
     for epoch in range(start, cfg.epochs):
         if cfg.patience and best is not None and epoch - best["epoch"] >= cfg.patience:  # resumed after a stop
@@ -170,8 +188,8 @@ def fit(cfg: SSPLConfig, run_dir, *, resume: bool = False, progress: bool = True
         bar = tqdm(stream(epoch), total=stream.steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not (progress and info.is_main))
         for step, (frames, spects) in enumerate(bar):
-            g = _gen(cfg.seed, epoch, step)
-            with autocast(cfg, dev):
+            g = seeded_generator(cfg.seed, epoch, step)
+            with perf.autocast(dev, cfg.amp):
                 views = train_views(frames, aug, g, views=cfg.views, batch=cfg.batch_size,
                                     offset=info.rank * stream.local, device=dev)
                 v1, v2 = (views * 2)[:2]  # cfg.views == 1 (two streams): the same view twice
@@ -186,55 +204,62 @@ def fit(cfg: SSPLConfig, run_dir, *, resume: bool = False, progress: bool = True
             sched.step()
             total, steps = total + loss.item(), steps + 1
             bar.set_postfix(loss=f"{loss.item():.4f}")
+            if info.is_main:
+                global_step = epoch * stream.steps + step + 1
+                if board is not None:
+                    board.add_scalar("train/loss_step", loss.item(), global_step)
+                if on_event is not None:
+                    on_event({"kind": "step", "epoch": epoch + 1, "step": step + 1, "steps": stream.steps,
+                              "loss": loss.item()})
         rec = {"epoch": epoch + 1, "train_loss": D.all_reduce_mean(total / max(steps, 1), info)}
         stop = False
         if info.is_main:
-            ev = evaluate(model, val, cfg, dev)
-            rec.update(val_loss=ev["loss"], val_ciou=ev.get("ciou", float("nan")), val_auc=ev.get("auc", float("nan")),
-                       lr=opt.param_groups[0]["lr"], time=round(time.perf_counter() - t0, 2))
-            history.append(rec)
+            ev = validate(model, val, cfg, dev)
+            rec.update(val_loss=ev["loss"], val_ciou=ev["ciou"], val_auc=ev["auc"], lr=opt.param_groups[0]["lr"],
+                       time=round(time.perf_counter() - t0, 2))
             if _better(rec, best):
                 best = dict(rec)
+            stop = bool(cfg.patience) and epoch + 1 - best["epoch"] >= cfg.patience
+            if stop:
+                rec["stopped"] = True  # early stop by patience: the run is complete
+            history.append(rec)
             state = _state(model, opt, sched, epoch, best, history, cfg)
-            ckpt.atomic_save(state, last)
+            runs.atomic_save(state, run_dir / "checkpoints" / "last.pt")
             if best["epoch"] == epoch + 1:
-                ckpt.atomic_save(state, run_dir / "checkpoints" / "best.pt")
-            ckpt.write_history(history, run_dir)
+                runs.atomic_save(state, run_dir / "checkpoints" / "best.pt")
+            runs.write_history(history, run_dir)
+            _log_epoch(board, rec)
+            if on_event is not None:
+                on_event({"kind": "epoch", "record": rec, "history": list(history)})
             if progress:
                 print(f"epoch {epoch + 1}: train {rec['train_loss']:.4f} val {rec['val_loss']:.4f} "
                       f"cIoU {rec['val_ciou']:.3f} AUC {rec['val_auc']:.3f} ({rec['time']:.0f} s)", flush=True)
-            stop = bool(cfg.patience) and epoch + 1 - best["epoch"] >= cfg.patience
         history, best = D.broadcast_object((history, best), info)
         if D.broadcast_object(stop, info):
             break
+    if board is not None:
+        board.close()
     if info.is_main and history:
         plot_history(history, run_dir / "figures")
     D.barrier(info)
     return history
 
 
-def plot_history(history: list[dict], out_dir) -> list[Path]:
-    """figures/loss.png (train & val loss) and figures/val_ciou.png (val cIoU@0.5 and AUC) per epoch."""
-    import matplotlib
+def _board(run_dir: Path):
+    """A TensorBoard writer on `<run>/tb` (None when the tensorboard package is missing)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tb"))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ep = [h["epoch"] for h in history]
-    paths = []
-    for name, keys, ylabel in (("loss", ("train_loss", "val_loss"), "SimSiam loss"),
-                               ("val_ciou", ("val_ciou", "val_auc"), "validation score")):
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        for k in keys:
-            ax.plot(ep, [h[k] for h in history], marker="o", label=k)
-        ax.set_xlabel("epoch"), ax.set_ylabel(ylabel), ax.legend(), ax.grid(alpha=0.3)
-        fig.tight_layout()
-        paths.append(out_dir / f"{name}.png")
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
-    return paths
+def _log_epoch(board, rec: dict) -> None:
+    if board is None:
+        return
+    for key in ("train_loss", "val_loss", "val_ciou", "val_auc", "lr"):
+        board.add_scalar(f"epoch/{key}", rec[key], rec["epoch"])
+    board.flush()
 
 
 def main(argv=None) -> list[dict]:
@@ -245,16 +270,15 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--allow-longer", action="store_true", help="resume with more epochs / patience than stored")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (YAML values)")
     a = p.parse_args(argv)
-    import yaml
-
-    over = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in a.set)}
+    over = parse_overrides(a.set)
     over.update({k: v for k, v in (("epochs", a.epochs), ("seed", a.seed)) if v is not None})
     cfg = SSPLConfig.load(resolve(a.config)).replace(**over) if a.config else load_profile(a.profile, **over)
     try:
-        return fit(cfg, a.run_dir, resume=a.resume, progress=not a.no_progress)
+        return fit(cfg, a.run_dir, resume=a.resume, allow_longer=a.allow_longer, progress=not a.no_progress)
     finally:
         D.cleanup()
 

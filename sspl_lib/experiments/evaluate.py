@@ -13,23 +13,23 @@ VGG-SS JSON file. Samples without a sounding object (`label` < 0) are left out.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import metrics, perf
-from .audio import CLIP_SAMPLES, vggish_examples
-from .baselines import center_prior, uniform_random
-from .data.gt import fill_boxes, gt_maps_for_split, load_id_list, load_vggss_annotations, vggss_box_pixels
-from .data.h5 import load_split, open_h5
-from .data.transforms import eval_frame
-from .paths import SHARED_METADATA, resolve
+from .. import metrics, perf
+from ..audio import CLIP_SAMPLES, vggish_examples
+from ..baselines import center_prior, uniform_random
+from ..distributed import choose_device
+from ..data.gt import gt_maps_for_split, load_id_list, load_vggss_annotations
+from ..data.testset import GT_SIZE, TestSet, load_test_set
+from ..data.transforms import eval_frame
+from ..paths import SHARED_METADATA, resolve
+from .runs import load_run
 
 AUDIO_MODES = ("matched", "shuffled", "silent")
-GT_SIZE = 224
-MODELS = ("sspl", "sspl_wo_pcm", "center_prior", "random", "sspl_shuffled_audio")
+
 
 
 # ----------------------------------------------------------------------------- audio controls
@@ -47,79 +47,6 @@ def derangement(n: int, seed: int = 0) -> np.ndarray:
 def silent_spect() -> torch.Tensor:
     """Log-mel examples (3,96,64) of a zero waveform of one clip (3 s at 16 kHz)."""
     return vggish_examples(np.zeros(CLIP_SAMPLES, dtype=np.float32))
-
-
-# ----------------------------------------------------------------------------- test sets
-@dataclass
-class TestSet:
-    """An annotated split in memory (sounding samples only). Gt maps are built per batch (`gt_maps`)."""
-
-    path: Path
-    frames: np.ndarray  # uint8 (N,S,S,3)
-    spects: np.ndarray  # float32 (N,3,96,64)
-    ids: list
-    index: np.ndarray  # rows of the file
-    boxes: np.ndarray | None = None  # (N,M,4) normalized, NaN padded (for drawing)
-    _gt_stored: bool = False  # read the file's `gt` rows per batch
-    _vggss: dict | None = None
-    _flickr_dir: Path | None = None
-    attrs: dict = field(default_factory=dict)
-
-    @property
-    def n(self) -> int:
-        return len(self.index)
-
-    @property
-    def name(self) -> str:
-        return self.path.stem
-
-    def gt_maps(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """(stop-start, 224, 224) float32 gt maps of samples [start, stop)."""
-        sl = slice(start, self.n if stop is None else stop)
-        if self._gt_stored:
-            with open_h5(self.path) as f:
-                rows = self.index[sl]
-                g = f["gt"][rows] if len(rows) else np.zeros((0, GT_SIZE, GT_SIZE), np.float32)
-        elif self._flickr_dir is not None:
-            g = gt_maps_for_split(self.ids[sl], flickr_dir=self._flickr_dir, size=GT_SIZE)
-        elif self._vggss is not None:
-            g = gt_maps_for_split(self.ids[sl], vggss=self._vggss, size=GT_SIZE)
-        else:  # one box each (the sounding object): VGG-SS rules
-            b = self.boxes[sl, 0]
-            g = fill_boxes(vggss_box_pixels(b, GT_SIZE), GT_SIZE)
-        return torch.as_tensor(np.asarray(g, dtype=np.float32))
-
-
-def load_test_set(split_path, *, gt="auto", limit: int = 0) -> TestSet:
-    """Read a packed test split. `gt`: "auto" | folder of Flickr XML files | VGG-SS JSON path."""
-    path = resolve(split_path)
-    with open_h5(path) as f:
-        keys = set(f.keys())
-    want = [k for k in ("frames", "spects", "ids", "label", "boxes", "all_boxes", "gt") if k in keys]
-    d = load_split(path, [k for k in want if k != "gt"])
-    keep = np.arange(len(d["frames"]))
-    if "label" in d:
-        keep = keep[d["label"] >= 0]
-    if limit:
-        keep = keep[:limit]
-    ids = [d["ids"][i] for i in keep] if "ids" in d else [str(i) for i in keep]
-    boxes = None
-    if "boxes" in d:
-        boxes = d["boxes"][keep][:, None, :]
-    ts = TestSet(path=path, frames=d["frames"][keep], spects=d["spects"][keep].astype(np.float32), ids=ids,
-                 index=keep, boxes=boxes, attrs=d["attrs"])
-    if gt == "auto":
-        if "gt" in keys:
-            ts._gt_stored = True
-        elif boxes is None:
-            raise ValueError(f"{path}: no `gt` or `boxes` dataset; pass gt=<xml folder | VGG-SS json>")
-    else:
-        src = resolve(gt)
-        if src.is_dir():
-            ts._flickr_dir = src
-        else:
-            ts._vggss = load_vggss_annotations(src)
-    return ts
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -280,6 +207,49 @@ def vggss_center_prior(metadata_dir=None, *, size: int = 14, protocol=("fixed", 
     return {"n": len(ids), "cious": cious, "summary": {p: metrics.summarize(c) for p, c in cious.items()}}
 
 
-# ----------------------------------------------------------------------------- runs and results (moved to .results)
-from .results import (best_worst, case_figure, evaluate_profile, load_run, pick_device,  # noqa: E402,F401
-                      results_json, results_table, split_file, write_results, SPLITS)
+# ----------------------------------------------------------------------------- a profile's runs
+def find_test_splits(data_root) -> dict[str, Path]:
+    """{short name: file} of the test splits of a data root: `test_<name>.h5` -> name (the generated
+    benchmarks: single, multi, ...), `test.h5` -> "test" (a packed real test set)."""
+    root = resolve(data_root)
+    found = {p.stem[5:] or "test": p for p in sorted(root.glob("test_*.h5"))}
+    if (root / "test.h5").is_file():
+        found["test"] = root / "test.h5"
+    order = {"single": 0, "multi": 1}
+    return dict(sorted(found.items(), key=lambda kv: (order.get(kv[0], 2), kv[0])))
+
+
+def evaluate_profile(run_root, data_root, *, models=("sspl", "sspl_wo_pcm"), splits=None, batch_size: int = 100,
+                     device="auto", seed: int = 0, controls=("shuffled", "silent"), protocol=("fixed", "median"),
+                     amp: str = "none", progress: bool = True) -> tuple[dict, dict]:
+    """Every trained model of a profile's run folder, its audio controls and the baselines on the test splits.
+
+    models: names of run folders under `run_root` (missing runs are skipped with a message). splits: short
+    names of `find_test_splits(data_root)` (default: all). Returns (results {model: {split: evaluate result}},
+    test sets {split: TestSet}); the audio controls of a model are named `<model>_<mode>_audio`."""
+    run_root, dev = resolve(run_root), choose_device(device)
+    files = find_test_splits(data_root)
+    if not files:
+        raise FileNotFoundError(f"{resolve(data_root)}: no test split (test.h5 or test_<name>.h5); prepare the data "
+                                "first (notebooks/01_data_preparation.ipynb)")
+    data = {s: load_test_set(files[s]) for s in (splits or files)}
+    loaded = {}
+    for name in models:
+        try:
+            loaded[name] = load_run(run_root / name, device=dev)
+        except FileNotFoundError as e:
+            print(f"[evaluate] {name}: skipped ({e})")
+    results: dict = {}
+    for s, d in data.items():
+        for name, m in loaded.items():
+            for a in ("matched", *controls):
+                key = name if a == "matched" else f"{name}_{a}_audio"
+                results.setdefault(key, {})[s] = evaluate_model(m, None, data=d, batch_size=batch_size, device=dev,
+                                                                protocol=protocol, audio=a, seed=seed, amp=amp)
+        size = results[next(iter(loaded))][s]["heatmaps"].shape[-1] if loaded else 14  # the models' grid
+        for b in BASELINES:
+            results.setdefault(b, {})[s] = evaluate_baseline(b, data=d, size=size, protocol=protocol, seed=seed)
+        if progress:
+            print(f"[evaluate] {s}: {d.n} samples, {len(results)} models scored")
+    first = [m for m in models if m in results] + list(BASELINES)
+    return {k: results[k] for k in first + [k for k in results if k not in first]}, data

@@ -1,4 +1,4 @@
-"""Training data of `fit`: the deterministic train stream, its augmented views, the validation split in memory."""
+"""Training data of `fit`: the deterministic train stream of a packed split and its augmented views."""
 
 from __future__ import annotations
 
@@ -7,21 +7,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import distributed as D
-from .config import SSPLConfig
-from .data.h5 import AVDataset, load_split, open_h5
-from .data.transforms import AugmentConfig, crop_flip, crop_flip_params, normalize, resize_uint8, to_chw
-from .paths import resolve
+from .. import distributed as D
+from ..config import SSPLConfig
+from ..paths import resolve
+from .h5 import AVDataset, load_split, open_h5
+from .transforms import AugmentConfig, crop_flip, crop_flip_params, normalize, resize_uint8, to_chw
 
 IN_MEMORY_BYTES = 6 * 2**30  # splits smaller than this are read into memory once
 
 
 # ----------------------------------------------------------------------------- data
 def split_path(cfg: SSPLConfig, split: str) -> Path:
+    """The packed file of a split of the config's data root."""
     return resolve(cfg.data_root) / f"{split}.h5"
 
 
-def _gen(*key: int) -> torch.Generator:
+def seeded_generator(*key: int) -> torch.Generator:
     return torch.Generator().manual_seed(hash(tuple(int(k) for k in key)) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
@@ -46,7 +47,7 @@ class TrainStream:
 
     def indices(self, epoch: int) -> torch.Tensor:
         """(steps, local batch) sample indices of this rank for `epoch` (drop_last)."""
-        perm = torch.randperm(self.n, generator=_gen(self.seed, epoch, 7))[: self.steps * self.batch]
+        perm = torch.randperm(self.n, generator=seeded_generator(self.seed, epoch, 7))[: self.steps * self.batch]
         r0 = self.info.rank * self.local
         return perm.view(self.steps, self.batch)[:, r0:r0 + self.local]
 
@@ -97,31 +98,3 @@ def train_views(frames: torch.Tensor, aug: AugmentConfig, g: torch.Generator, *,
         oy, ox, flip = (p[offset:offset + b] for p in crop_flip_params(batch, aug.resize_to, aug, g))
         out.append(normalize(crop_flip(big, oy, ox, flip, aug.img_size), aug.mean, aug.std))
     return out
-
-
-def gt_maps(boxes: np.ndarray, size: int = 224) -> torch.Tensor:
-    """Normalized boxes (B, 4) -> VGG-SS style gt maps (B, size, size) (one box each)."""
-    from .data.gt import fill_boxes, vggss_box_pixels
-
-    return torch.from_numpy(fill_boxes(vggss_box_pixels(boxes, size), size))
-
-
-class EvalSet:
-    """An annotated split in memory: frames, spects, gt boxes (sounding samples only)."""
-
-    def __init__(self, path: Path, limit: int = 0):
-        d = load_split(path, [k for k in ("frames", "spects", "boxes", "label") if k in _keys(path)])
-        keep = np.arange(len(d["frames"]))
-        if "label" in d:
-            keep = keep[d["label"] >= 0]
-        if limit:
-            keep = keep[:limit]
-        self.frames = torch.from_numpy(d["frames"][keep])
-        self.spects = torch.from_numpy(d["spects"][keep])
-        self.boxes = d["boxes"][keep] if "boxes" in d else None
-        self.n = len(keep)
-
-
-def _keys(path: Path) -> list[str]:
-    with open_h5(path) as f:
-        return list(f.keys())

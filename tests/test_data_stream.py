@@ -1,11 +1,11 @@
-"""sspl_lib.train_data: the train stream read from disk (persistent workers) equals the in-memory stream."""
+"""sspl_lib.data.stream: the train stream read from disk (persistent workers) equals the in-memory stream."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from sspl_lib import train_data
+from sspl_lib.data import stream as train_data
 from sspl_lib.distributed import DistInfo
 
 

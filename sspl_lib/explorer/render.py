@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .metrics import median_index, upsample
-from .viz import draw_boxes, overlay
+from ..metrics import median_index, upsample
+from ..viz import draw_boxes, overlay
 
 PANEL = 224  # display size = the metrics' gt size
 GT_COLOUR = (40, 220, 60)

@@ -26,12 +26,12 @@ import torch.nn.functional as F
 from einops import rearrange
 from tqdm.auto import tqdm
 
-from . import checkpoint as ckpt
-from .config import SSPLConfig
-from .data.h5 import load_split, open_h5
-from .data.transforms import AugmentConfig, crop_flip, crop_flip_params, eval_frame, normalize, resize_uint8, to_chw
-from .encoders import SmallAudioEncoder, SmallVisualEncoder
-from .paths import resolve
+from ..config import SSPLConfig
+from ..data.h5 import load_split, open_h5
+from ..data.transforms import AugmentConfig, crop_flip, crop_flip_params, eval_frame, normalize, resize_uint8, to_chw
+from ..encoders import SmallAudioEncoder, SmallVisualEncoder
+from ..paths import resolve
+from . import runs
 
 VERSION = 1
 
@@ -166,7 +166,7 @@ def pretrain(cfg: SSPLConfig, out_dir, *, force: bool = False, progress: bool = 
     path = resolve(out_dir) / "encoders.pt"
     meta = cache_meta(cfg)
     if path.is_file() and not force:
-        old = ckpt.load(path)["meta"]
+        old = runs.load_state(path, advice="delete it to pretrain again")["meta"]
         if {k: old.get(k) for k in meta} == meta:
             return path
     if cfg.threads:
@@ -177,11 +177,11 @@ def pretrain(cfg: SSPLConfig, out_dir, *, force: bool = False, progress: bool = 
     audio, ameta = pretrain_audio(cfg, progress)
     meta = {**meta, "visual_result": vmeta, "audio_result": ameta,
             "seconds": {"visual": round(t1 - t0, 1), "audio": round(time.perf_counter() - t1, 1)}}
-    ckpt.atomic_save({"visual": visual, "audio": audio, "meta": meta}, path)
+    runs.atomic_save({"visual": visual, "audio": audio, "meta": meta}, path)
     if progress:
         print("pretrained encoders:", json.dumps({"visual": vmeta, "audio": ameta, "seconds": meta["seconds"]}))
     return path
 
 
 def load_meta(path) -> dict:
-    return ckpt.load(resolve(path))["meta"]
+    return runs.load_state(resolve(path))["meta"]

@@ -13,33 +13,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import SSPLConfig
-from .paths import resolve
+from ..config import SSPLConfig
+from ..data.h5 import DataFileError, open_h5
+from ..data.transforms import eval_frame
+from ..experiments.runs import find_checkpoint, is_run, load_run
+from ..paths import resolve
 
 CENTRE_PRIOR = "centre prior"
-CHECKPOINTS = ("best.pt", "last.pt")
-
-
-def find_checkpoint(run_dir) -> Path:
-    """`<run>/checkpoints/best.pt` (else last.pt); FileNotFoundError with the command that makes one."""
-    run = resolve(run_dir)
-    for name in CHECKPOINTS:
-        if (run / "checkpoints" / name).is_file():
-            return run / "checkpoints" / name
-    raise FileNotFoundError(f"{run}: no trained run here (no checkpoints/best.pt). Train one first: "
-                            "`make reproduce` or `python -m sspl_lib.train --profile quick --run-dir runs/quick/sspl`")
-
-
-def is_run(path) -> bool:
-    return any((Path(path) / "checkpoints" / n).is_file() for n in CHECKPOINTS)
 
 
 class RunModel:
-    """A trained run (checkpoint layout of sspl_lib.train: {"model": state_dict, "config": cfg dict, ...})."""
+    """A trained run (a run folder of sspl_lib.experiments.runs)."""
 
     def __init__(self, run_dir, name: str | None = None, device: str = "cpu"):
-        from .results import load_run
-
         self.run_dir = resolve(run_dir)
         self.checkpoint = find_checkpoint(self.run_dir)
         self.model = load_run(self.run_dir, which=self.checkpoint.stem, device=device)  # eval mode
@@ -53,8 +39,6 @@ class RunModel:
         return self.cycles > 0
 
     def _inputs(self, frames: np.ndarray, spects: np.ndarray):
-        from .data.transforms import eval_frame
-
         fr = eval_frame(torch.from_numpy(np.ascontiguousarray(frames)).to(self.device), self.cfg.img_size)
         return fr, torch.from_numpy(np.ascontiguousarray(spects, dtype=np.float32)).to(self.device)
 
@@ -82,7 +66,7 @@ class CentrePrior:
     has_pcm = False
 
     def __init__(self, size: int = 14):
-        from .baselines import center_prior
+        from ..baselines import center_prior
 
         self.map = center_prior(1, size).numpy()  # (1, size, size)
 
@@ -103,7 +87,7 @@ def sibling_runs(run_dir) -> list[Path]:
 
 def default_compare(run_dir) -> list[tuple[str, Path]]:
     """(name, run folder) of the runs offered next to `run_dir`: the other trained runs in its folder and the
-    ablation variants of `<folder>/ablation/<variant>/seed<k>` (sspl_lib.ablation's layout), first seed each."""
+    ablation variants of `<folder>/ablation/<variant>/seed<k>` (sspl_lib.experiments.runner layout), first seed each."""
     run = resolve(run_dir)
     out = [(p.name, p) for p in sibling_runs(run)]
     abl = run.parent / "ablation"
@@ -121,8 +105,6 @@ SPLIT_ORDER = ("test_single", "test_multi", "val", "train")
 
 def find_splits(data_root) -> dict[str, Path]:
     """{name: path} of the audio-visual split files (frames + spects + audio) in `data_root`, tests first."""
-    from .data.h5 import DataFileError, open_h5
-
     root = resolve(data_root)
     found = {}
     for p in sorted(root.glob("*.h5")) if root.is_dir() else []:
@@ -142,7 +124,7 @@ class SplitData:
     Indices are local: 0..n-1 over the kept rows (`rows` maps them to file rows)."""
 
     def __init__(self, path, *, sounding_only: bool = True, class_names: list[str] | None = None):
-        from .data.h5 import open_h5, read_field
+        from ..data.h5 import read_field
 
         self.path = resolve(path)
         self.name = self.path.stem
@@ -178,7 +160,7 @@ class SplitData:
 
     def gt(self, i: int, size: int = 224) -> np.ndarray:
         """Ground-truth map (size, size) float64: the stored `gt`, else the VGG-SS map of the box."""
-        from .data.gt import vggss_gt_map
+        from ..data.gt import vggss_gt_map
 
         if "gt" in self.f:
             return self._read(self.f, "gt", int(self.rows[i])).astype(np.float64)

@@ -1,0 +1,95 @@
+"""An annotated split in memory (validation and test alike): frames, spects, ids and its ground truth.
+
+The ground truth is whatever the split has: a stored `gt` dataset (packed real splits: Flickr XML or VGG-SS
+boxes rendered at 224 px), else the sounding object's `boxes` (the generated benchmarks; VGG-SS rules), or an
+external folder of Flickr `<id>.xml` files / a VGG-SS JSON. Samples without a sounding object (`label` < 0)
+are left out. Gt maps are built per batch (`TestSet.gt_maps`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..paths import resolve
+from .gt import fill_boxes, gt_maps_for_split, load_vggss_annotations, vggss_box_pixels
+from .h5 import load_split, open_h5
+
+GT_SIZE = 224
+
+
+@dataclass
+class TestSet:
+    """An annotated split in memory (sounding samples only). Gt maps are built per batch (`gt_maps`)."""
+
+    __test__ = False  # not a pytest class
+
+    path: Path
+    frames: np.ndarray  # uint8 (N,S,S,3)
+    spects: np.ndarray  # float32 (N,3,96,64)
+    ids: list
+    index: np.ndarray  # rows of the file
+    boxes: np.ndarray | None = None  # (N,M,4) normalized, NaN padded (for drawing)
+    _gt_stored: bool = False  # read the file's `gt` rows per batch
+    _vggss: dict | None = None
+    _flickr_dir: Path | None = None
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.index)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    def gt_maps(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """(stop-start, 224, 224) float32 gt maps of samples [start, stop)."""
+        sl = slice(start, self.n if stop is None else stop)
+        if self._gt_stored:
+            with open_h5(self.path) as f:
+                rows = self.index[sl]
+                g = f["gt"][rows] if len(rows) else np.zeros((0, GT_SIZE, GT_SIZE), np.float32)
+        elif self._flickr_dir is not None:
+            g = gt_maps_for_split(self.ids[sl], flickr_dir=self._flickr_dir, size=GT_SIZE)
+        elif self._vggss is not None:
+            g = gt_maps_for_split(self.ids[sl], vggss=self._vggss, size=GT_SIZE)
+        else:  # one box each (the sounding object): VGG-SS rules
+            b = self.boxes[sl, 0]
+            g = fill_boxes(vggss_box_pixels(b, GT_SIZE), GT_SIZE)
+        return torch.as_tensor(np.asarray(g, dtype=np.float32))
+
+
+def load_test_set(split_path, *, gt="auto", limit: int = 0) -> TestSet:
+    """Read a packed annotated split (test or validation); `limit` keeps the first sounding samples. `gt`: "auto" | folder of Flickr XML files | VGG-SS JSON path."""
+    path = resolve(split_path)
+    with open_h5(path) as f:
+        keys = set(f.keys())
+    want = [k for k in ("frames", "spects", "ids", "label", "boxes", "all_boxes", "gt") if k in keys]
+    d = load_split(path, [k for k in want if k != "gt"])
+    keep = np.arange(len(d["frames"]))
+    if "label" in d:
+        keep = keep[d["label"] >= 0]
+    if limit:
+        keep = keep[:limit]
+    ids = [d["ids"][i] for i in keep] if "ids" in d else [str(i) for i in keep]
+    boxes = None
+    if "boxes" in d:
+        boxes = d["boxes"][keep][:, None, :]
+    ts = TestSet(path=path, frames=d["frames"][keep], spects=d["spects"][keep].astype(np.float32), ids=ids,
+                 index=keep, boxes=boxes, attrs=d["attrs"])
+    if gt == "auto":
+        if "gt" in keys:
+            ts._gt_stored = True
+        elif boxes is None:
+            raise ValueError(f"{path}: no `gt` or `boxes` dataset; pass gt=<xml folder | VGG-SS json>")
+    else:
+        src = resolve(gt)
+        if src.is_dir():
+            ts._flickr_dir = src
+        else:
+            ts._vggss = load_vggss_annotations(src)
+    return ts

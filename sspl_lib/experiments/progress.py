@@ -1,0 +1,110 @@
+"""Watching a run: the history figures of a run folder, and a live plot that updates in a notebook.
+
+    live = LivePlot()                       # a display handle in the notebook output
+    fit(cfg, run_dir, on_event=live)        # step losses and per-epoch validation, redrawn as they come
+
+Figures are made with matplotlib's object API (no pyplot state, no backend switch), so inline plots in the
+rest of a notebook keep working.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+
+def history_figures(history: list[dict]) -> dict:
+    """{"loss": Figure, "val_ciou": Figure}: train & val loss, and val cIoU@0.5 & AUC per epoch (matplotlib's
+    object API: no pyplot state, no backend switch)."""
+    from matplotlib.figure import Figure
+
+    ep = [h["epoch"] for h in history]
+    figs = {}
+    for name, keys, ylabel in (("loss", ("train_loss", "val_loss"), "SimSiam loss"),
+                               ("val_ciou", ("val_ciou", "val_auc"), "validation score")):
+        fig = Figure(figsize=(5, 3.2))
+        ax = fig.subplots()
+        for k in keys:
+            ax.plot(ep, [h[k] for h in history], marker="o", label=k)
+        ax.set_xlabel("epoch"), ax.set_ylabel(ylabel), ax.legend(), ax.grid(alpha=0.3)
+        fig.tight_layout()
+        figs[name] = fig
+    return figs
+
+
+def plot_history(history: list[dict], out_dir) -> list[Path]:
+    """figures/loss.png and figures/val_ciou.png of a run (see `history_figures`)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, fig in history_figures(history).items():
+        paths.append(out_dir / f"{name}.png")
+        fig.savefig(paths[-1], dpi=100)
+    return paths
+
+
+
+def history_table(history: list[dict]) -> str:
+    """One line per epoch: train / val loss, val cIoU@0.5 and AUC, learning rate, seconds."""
+    lines = [f"{'epoch':>5} {'train':>8} {'val':>8} {'cIoU':>6} {'AUC':>6} {'lr':>8} {'s':>6}"]
+    for h in history:
+        lines.append(f"{h['epoch']:>5} {h['train_loss']:8.4f} {h['val_loss']:8.4f} {h['val_ciou']:6.3f} "
+                     f"{h['val_auc']:6.3f} {h['lr']:8.1e} {h['time']:6.0f}" + ("  (early stop)" if h.get("stopped") else ""))
+    return "\n".join(lines)
+
+
+class LivePlot:
+    """A `fit(on_event=...)` callback: one figure (step loss; per-epoch val loss, val cIoU@0.5 and AUC) shown
+    through an IPython display handle and redrawn at most every `every` seconds and at each epoch's end."""
+
+    def __init__(self, *, every: float = 5.0, display: bool = True):
+        self.steps: list[tuple[float, float]] = []  # (epoch + fraction, loss)
+        self.history: list[dict] = []
+        self.every, self._last = every, 0.0
+        self.handle = None
+        if display:
+            from IPython.display import display as show
+
+            self.handle = show(self._image(), display_id=True)
+
+    def __call__(self, event: dict) -> None:
+        if event["kind"] == "step":
+            self.steps.append((event["epoch"] - 1 + event["step"] / event["steps"], event["loss"]))
+            if time.monotonic() - self._last < self.every:
+                return
+        else:
+            self.history = event["history"]
+        self._redraw()
+
+    def figure(self):
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(10, 3.2))
+        ax1, ax2 = fig.subplots(1, 2)
+        if self.steps:
+            ax1.plot(*zip(*self.steps), lw=0.8, alpha=0.6, label="train loss (step)")
+        ep = [h["epoch"] for h in self.history]
+        if ep:
+            ax1.plot(ep, [h["val_loss"] for h in self.history], "o-", label="val loss")
+            ax2.plot(ep, [h["val_ciou"] for h in self.history], "o-", label="val cIoU@0.5")
+            ax2.plot(ep, [h["val_auc"] for h in self.history], "s-", label="val AUC")
+        ax1.set_xlabel("epoch"), ax1.set_ylabel("loss"), ax1.grid(alpha=0.3)
+        ax2.set_xlabel("epoch"), ax2.set_ylabel("validation score"), ax2.set_ylim(0, 1), ax2.grid(alpha=0.3)
+        for ax in (ax1, ax2):
+            if ax.lines:
+                ax.legend(fontsize=8)
+        fig.tight_layout()
+        return fig
+
+    def _image(self):
+        from IPython.display import Image
+
+        buf = io.BytesIO()
+        self.figure().savefig(buf, format="png", dpi=80)
+        return Image(buf.getvalue())
+
+    def _redraw(self) -> None:
+        self._last = time.monotonic()
+        if self.handle is not None:
+            self.handle.update(self._image())

@@ -1,0 +1,187 @@
+"""Reporting: results.json, tables, figures and headline numbers from evaluation results and runner records.
+
+Reads results and records; never trains or evaluates.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ..config import SSPLConfig
+from ..paths import resolve
+from .runner import QUESTION_FIELDS, Budget, aggregate
+from .runs import write_json
+
+if TYPE_CHECKING:
+    from ..data.testset import TestSet
+
+
+def results_json(results: dict, protocols=("fixed", "median")) -> dict:
+    """{model: {split: evaluate result}} -> {model: {split: {"ciou","auc","n"}}} (fixed protocol), plus
+    `ciou_<protocol>`/`auc_<protocol>` keys for the other protocols."""
+    out = {}
+    for model, per_split in results.items():
+        out[model] = {}
+        for split, r in per_split.items():
+            s = r["summary"]
+            rec = {"ciou": float(s["fixed"]["ciou"]), "auc": float(s["fixed"]["auc"]), "n": int(s["fixed"]["n"])}
+            for p in protocols:
+                if p != "fixed" and p in s:
+                    rec[f"ciou_{p}"], rec[f"auc_{p}"] = float(s[p]["ciou"]), float(s[p]["auc"])
+            out[model][split] = rec
+    return out
+
+
+def write_results(results: dict, path) -> Path:
+    return write_json(results_json(results), resolve(path))
+
+
+def results_table(results: dict, protocols=("fixed", "median"), digits: int = 3) -> str:
+    """A markdown table: one row per model, cIoU@0.5 and AUC per split and protocol."""
+    splits = list(dict.fromkeys(s for r in results.values() for s in r))
+    head = ["model"] + [f"{s} {m} ({p})" for s in splits for p in protocols for m in ("cIoU", "AUC")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model, per in results.items():
+        cells = [model]
+        for s in splits:
+            for p in protocols:
+                sm = per[s]["summary"].get(p) if s in per else None
+                cells += [f"{sm['ciou']:.{digits}f}", f"{sm['auc']:.{digits}f}"] if sm else ["", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def best_worst(res: dict, k: int = 6, protocol: str = "fixed") -> tuple[np.ndarray, np.ndarray]:
+    """Positions (into the result's arrays) of the k best and k worst samples by cIoU (stable order)."""
+    c = res["cious"][protocol]
+    order = np.argsort(-c, kind="stable")
+    return order[:k], order[::-1][:k]
+
+
+def case_figure(res: dict, data: TestSet, k: int = 6, protocol: str = "fixed", title: str = ""):
+    """Best and worst k samples of a result as heatmap overlays with the gt boxes (two rows)."""
+    from ..viz import case_grid
+
+    best, worst = best_worst(res, k, protocol)
+    pos = np.concatenate([best, worst])
+    c = res["cious"][protocol]
+    titles = [f"best {c[i]:.2f}" for i in best] + [f"worst {c[i]:.2f}" for i in worst]
+    boxes = data.boxes[pos] if data.boxes is not None else None
+    return case_grid(data.frames[pos], res["heatmaps"][pos].numpy(), boxes, titles, ncols=k, suptitle=title)
+
+
+# ----------------------------------------------------------------------------- ablation questions
+def question_rows(records: list[dict], question: str, base: SSPLConfig) -> tuple[list[dict], str]:
+    """Aggregated rows of one question (the records whose overrides touch only that question's fields) and
+    the column that names the compared setting: the variant, or the config value for `cycles`."""
+    if question not in QUESTION_FIELDS:
+        raise ValueError(f"unknown question {question!r} (choose from {tuple(QUESTION_FIELDS)})")
+    fields, by = QUESTION_FIELDS[question]
+    mine = [r for r in records if set(r["overrides"]) <= fields]
+    if question == "cycles":
+        mine = [{**r, "pcm_cycles": int(r["overrides"].get("pcm_cycles", base.pcm_cycles))} for r in mine]
+        return aggregate(mine, by=("pcm_cycles", "split")), "pcm_cycles"
+    if by == "variant":
+        return aggregate(mine, by=("variant", "split")), "variant"
+    return aggregate(mine, by=("variant", "split", by)), by
+
+
+LABELS = {"sspl": "SSPL (w/ PCM, 3 streams, frozen)", "sspl_wo_pcm": "SSPL w/o PCM", "two_streams": "2 streams (1 view)",
+          "from_scratch": "visual from scratch", "contrastive": "contrastive (InfoNCE, w/o PCM)"}
+
+
+def markdown(rows: list[dict], key: str) -> str:
+    """Rows of one question as a markdown table: setting x split, cIoU and AUC as mean ± std (seeds)."""
+    splits = list(dict.fromkeys(r["split"] for r in rows))
+    settings = list(dict.fromkeys(r[key] for r in rows))
+    head = [key] + [f"{s} {m}" for s in splits for m in ("cIoU@0.5", "AUC")] + ["seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for st in settings:
+        cells = [LABELS.get(st, str(st))]
+        n = 0
+        for s in splits:
+            r = next((r for r in rows if r[key] == st and r["split"] == s), None)
+            cells += [f"{r['ciou_mean']:.3f} ± {r['ciou_std']:.3f}", f"{r['auc_mean']:.3f} ± {r['auc_std']:.3f}"] if r else ["", ""]
+            n = max(n, r["seeds"] if r else 0)
+        lines.append("| " + " | ".join(cells + [str(n)]) + " |")
+    return "\n".join(lines)
+
+
+def figure(rows: list[dict], key: str, question: str):
+    """One figure per question, two panels (cIoU@0.5 and AUC, fixed protocol unless compared): bars
+    (mean ± std over seeds) by setting and split; lines with ±std bands for the cycles sweep."""
+    import matplotlib.pyplot as plt
+
+    from .. import viz
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, metric, name in zip(axes, ("ciou", "auc"), ("cIoU@0.5", "AUC")):
+        if key == "pcm_cycles":
+            for s in dict.fromkeys(r["split"] for r in rows):
+                rs = sorted((r for r in rows if r["split"] == s), key=lambda r: r[key])
+                viz.plot_curve_vs([r[key] for r in rs], [r[f"{metric}_mean"] for r in rs],
+                                  [r[f"{metric}_std"] for r in rs], xlabel="PCM cycles", ylabel=name, label=s, ax=ax)
+            ax.set_xticks(sorted({r[key] for r in rows}))
+        else:
+            bars = [{**r, "variant": LABELS.get(r[key], str(r[key]))} for r in rows]
+            viz.plot_ablation(bars, metric=metric, group="split", ax=ax)
+            ax.set_ylabel(name)
+    fig.suptitle(f"ablation: {question} (mean ± std over seeds)")
+    fig.tight_layout()
+    return fig
+
+
+def report(records: list[dict], question: str, base: SSPLConfig, budget: Budget, *, save: bool = True,
+           show: bool = True, figures_dir=None):
+    """Table (markdown) and figure of one question; the figure is saved as `ablation_<question>.png` in
+    `figures_dir` (default: the repository's figures/).
+    Returns (rows, markdown text, figure)."""
+    rows, key = question_rows(records, question, base)
+    if not rows:
+        text, fig = f"*{question}: no runs*", None
+    else:
+        seeds = len({r["seed"] for r in records})
+        text = markdown(rows, key) + f"\n\n*{budget.label} budget: {seeds} seeds, mean ± std; test split subsets of " \
+            f"{budget.n_test or 'all'} samples.*"
+        fig = figure(rows, key, question)
+        if save:
+            from ..viz import savefig
+
+            savefig(fig, f"ablation_{question}", figures_dir)
+    if show:
+        from IPython.display import Markdown, display
+
+        display(Markdown(text))
+    return rows, text, fig
+
+
+def headline(records: list[dict], digits: int = 2) -> dict:
+    """{variant: {split: mean cIoU@0.5 (fixed, matched audio)}} rounded (for the notebook's checked output)."""
+    out: dict = {}
+    for r in aggregate(records):
+        out.setdefault(r["variant"], {})[r["split"]] = round(r["ciou_mean"], digits)
+    return out
+
+
+# ----------------------------------------------------------------------------- checks stable across machines
+def history_facts(history: list[dict], run_dir) -> dict:
+    """Facts of a finished run that hold on any CPU or GPU (the trained floats do not: the same seed trains to
+    other numbers on another machine): epochs trained, finiteness, and whether best.pt holds the best epoch."""
+    from .runs import checkpoint_path, load_checkpoint
+
+    best = max(history, key=lambda h: (h["val_ciou"], h["val_auc"]))
+    stored = load_checkpoint(checkpoint_path(run_dir, "best"))["epoch"] + 1
+    finite = all(np.isfinite([h[k] for k in ("train_loss", "val_loss", "val_ciou", "val_auc")]).all() for h in history)
+    return {"epochs": len(history), "finite": bool(finite), "best_pt_is_best_val_epoch": stored == best["epoch"],
+            "val_ciou_in_0_1": all(0.0 <= h["val_ciou"] <= 1.0 for h in history)}
+
+
+def results_facts(results: dict) -> dict:
+    """{model: {split: n}} and whether every score is a number in [0, 1] (stable across machines)."""
+    scores = [v for per in results.values() for r in per.values() for p in r["summary"].values()
+              for v in (p["ciou"], p["auc"])]
+    return {"n": {m: {s: int(r["n"]) for s, r in per.items()} for m, per in results.items()},
+            "scores_in_0_1": bool(all(0.0 <= v <= 1.0 for v in scores))}

@@ -1,0 +1,1 @@
+"""The heatmap explorer: `app` (Explorer, open_explorer), `widgets`, `sources`, `render`."""
