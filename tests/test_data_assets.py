@@ -50,7 +50,8 @@ def test_demo_folder_formats_and_decoding(demo):
         info = sf.info(str(p))
         assert info.samplerate == 44100 and info.channels == 2, p
     assert {Image.open(p).mode for p in (demo / "classes").glob("*/*.webp")} == {"RGBA"}
-    assert len(list((demo / "classes").glob("*/*_mask.png"))) == 4 and len(list((demo / "backgrounds").glob("*.jpg"))) == 3
+    assert len(list((demo / "classes").glob("*/*_mask.png"))) == 4
+    assert len(list((demo / "backgrounds").glob("*.jpg"))) == 3
     a = load_assets(demo, frame_size=64)
     assert a.names == names and a.n_classes == 4
     for cut in (c for cs in a.cutouts for c in cs):  # cropped to the mask: every border row / column touches it
@@ -223,7 +224,8 @@ def test_mask_file_and_overview(tmp_path, bench):
     assert cut.shape == (30, 30, 4) and (cut[..., 3] == 255).all() and (cut[..., :3] == (255, 0, 255)).all()
 
     fig = class_scenes(bench, "test_multi")
-    assert [ax.get_title() for ax in fig.axes] == ["0: blue_square", "1: green_cross", "2: red_disc", "3: yellow_triangle"]
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["0: blue_square", "1: green_cross", "2: red_disc", "3: yellow_triangle"]
     assert any(ax.patches for ax in fig.axes)
     html = class_players(bench).data
     assert html.count("<audio") == 4 and all(n in html for n in ("blue_square", "yellow_triangle"))
@@ -233,3 +235,15 @@ def test_mask_file_and_overview(tmp_path, bench):
     assert not reused and ensure_benchmark(tmp_path / "e", **kw)[1]
     sf.write(root / "classes" / "c1" / "more.wav", np.sin(np.arange(8000) / 3), 16000)  # assets changed
     assert not ensure_benchmark(tmp_path / "e", **kw)[1]
+
+
+def test_off_screen_clips_and_class_count(demo):
+    from sspl_lib.data.synthetic import render_sample
+
+    a = load_assets(demo, frame_size=32)
+    infos = [render_sample(4, "train", i, frame_size=32, off_screen_frac=0.5, assets=a) for i in range(16)]
+    silent = [(w, i) for _, w, i in infos if i["label"] == -1]
+    assert 2 <= len(silent) <= 14 and all(np.isnan(i["box"]).all() and w.shape == (48000,) for w, i in silent)
+    assert all(i["audio"] == "noise" or int(i["audio"].split()[1]) not in i["all_labels"] for _, i in silent)
+    with pytest.raises(ValueError, match="n_classes=5 but .*4 class folders"):
+        generate_benchmark(demo.parent / "never", n_classes=5, assets=demo, frame_size=32, progress=False)

@@ -42,7 +42,8 @@ def _same_assets(meta: dict, assets) -> bool:
     from ..paths import resolve
     from .assets import scan_assets
 
-    return meta.get("assets") == str(assets) and meta.get("assets_fingerprint") == scan_assets(resolve(assets)).fingerprint()
+    fingerprint = scan_assets(resolve(assets)).fingerprint()
+    return meta.get("assets") == str(assets) and meta.get("assets_fingerprint") == fingerprint
 
 
 def class_list(root) -> list[dict]:
