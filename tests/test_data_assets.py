@@ -247,3 +247,15 @@ def test_off_screen_clips_and_class_count(demo):
     assert all(i["audio"] == "noise" or int(i["audio"].split()[1]) not in i["all_labels"] for _, i in silent)
     with pytest.raises(ValueError, match="n_classes=5 but .*4 class folders"):
         generate_benchmark(demo.parent / "never", n_classes=5, assets=demo, frame_size=32, progress=False)
+
+
+@pytest.mark.parametrize("ext, rate, channels", [("mp3", 48000, 2), ("flac", 8000, 1), ("ogg", 22050, 3)])
+def test_recordings_of_any_format_rate_and_channels(tmp_path, ext, rate, channels):
+    from sspl_lib.data.assets import read_recording
+
+    x = 0.3 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)  # 1 s of 440 Hz
+    sf.write(tmp_path / f"r.{ext}", np.repeat(x[:, None], channels, 1), rate)
+    y = read_recording(tmp_path / f"r.{ext}")
+    assert y.dtype == np.float32 and abs(len(y) - 16000) <= 1200  # mp3 adds encoder padding
+    seg = y[:16000]
+    assert abs(np.argmax(np.abs(np.fft.rfft(seg))) * 16000 / len(seg) - 440) <= 2
