@@ -1,4 +1,5 @@
-"""What a benchmark folder holds: reuse-or-generate, split statistics, and the figures of notebook 01."""
+"""What a benchmark folder holds: reuse-or-generate, split statistics, and the figures of notebook 01
+(class names from its meta.json: drawn classes or an asset folder's class folders)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 from .h5 import load_split
 from .synthetic import AV_SPLITS, class_table, generate_benchmark
 
-GENERATION_KEYS = ("seed", "frame_size", "n_classes", "off_screen_frac", "n_annotators", "store_audio")
+GENERATION_KEYS = ("seed", "frame_size", "n_classes", "off_screen_frac", "n_annotators", "store_audio")  # + assets
 
 
 def ensure_benchmark(out_dir, *, regenerate: bool = False, **params) -> tuple[Path, bool]:
@@ -23,10 +24,35 @@ def ensure_benchmark(out_dir, *, regenerate: bool = False, **params) -> tuple[Pa
         wanted = dict(train=params.get("n_train", 3000), val=params.get("n_val", 500),
                       test_single=params.get("n_test", 500), test_multi=params.get("n_test", 500),
                       labeled_images=params.get("n_labeled", 2000), labeled_sounds=params.get("n_labeled", 2000))
-        same = meta.get("sizes") == wanted and all(meta.get(k) == params[k] for k in GENERATION_KEYS if k in params)
+        settings = dict(params)
+        if settings.get("n_classes") is None:  # the default: 8 drawn classes, or the asset folder's classes
+            settings.pop("n_classes", None)
+            settings |= {} if params.get("assets") is not None else {"n_classes": 8}
+        same = meta.get("sizes") == wanted and all(meta.get(k) == settings[k] for k in GENERATION_KEYS if k in settings)
+        same = same and _same_assets(meta, params.get("assets"))
         if same and all((root / f"{sp}.h5").is_file() for sp, n in wanted.items() if n):
             return root, True
     return generate_benchmark(root, **params), False
+
+
+def _same_assets(meta: dict, assets) -> bool:
+    """Whether a meta.json was made from `assets` (None: drawn) with the asset files as they are now."""
+    if assets is None:
+        return "assets" not in meta
+    from ..paths import resolve
+    from .assets import scan_assets
+
+    fingerprint = scan_assets(resolve(assets)).fingerprint()
+    return meta.get("assets") == str(assets) and meta.get("assets_fingerprint") == fingerprint
+
+
+def class_list(root) -> list[dict]:
+    """The class table of a benchmark folder: meta.json's `classes` (index, name, ...), else the drawn table."""
+    meta = Path(root) / "meta.json"
+    if meta.is_file():
+        return json.loads(meta.read_text())["classes"]
+    attrs = load_split(sorted(Path(root).glob("*.h5"))[0], keys=[])["attrs"]
+    return class_table(int(attrs.get("n_classes", 8)))
 
 
 def split_stats(root) -> list[dict]:
@@ -52,24 +78,17 @@ def split_stats(root) -> list[dict]:
 def sample_grid(root, split: str = "test_multi", n: int = 12, ncols: int = 6):
     """Frames of a split with the sounding object's box (red) and the other objects' boxes (white)."""
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
 
     d = load_split(Path(root) / f"{split}.h5", keys=["frames", "boxes", "all_boxes", "label"])
-    names = [c["name"] for c in class_table(int(d["attrs"].get("n_classes", 8)))]
+    names = [c["name"] for c in class_list(root)]
     nrows = -(-n // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.2 * ncols, 2.4 * nrows), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= min(n, len(d["frames"])):
             continue
-        s = d["frames"].shape[1]
         ax.imshow(d["frames"][i])
-        for box in d["all_boxes"][i]:
-            if np.isfinite(box).all():
-                sounding = np.allclose(box, d["boxes"][i])
-                x0, y0, x1, y1 = box * s
-                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=2 if sounding else 1,
-                                       ec="red" if sounding else "white", ls="-" if sounding else "--"))
+        _draw_boxes(ax, d["all_boxes"][i], d["boxes"][i], d["frames"].shape[1])
         label = int(d["label"][i])
         ax.set_title(names[label] if label >= 0 else "silent", fontsize=8)
     fig.suptitle(f"{split}: red = the sounding object", fontsize=10)
@@ -82,7 +101,7 @@ def class_spectrograms(root, per_class: int = 1):
     import matplotlib.pyplot as plt
 
     d = load_split(Path(root) / "labeled_sounds.h5", keys=["spects", "label"])
-    table = class_table(int(d["attrs"].get("n_classes", 8)))
+    table = class_list(root)
     fig, axes = plt.subplots(per_class, len(table), figsize=(1.6 * len(table), 2.6 * per_class), squeeze=False)
     for c in table:
         idx = np.flatnonzero(d["label"] == c["index"])[:per_class]
@@ -92,10 +111,59 @@ def class_spectrograms(root, per_class: int = 1):
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(f"{c['index']}: {c['sound']}", fontsize=7)
+                ax.set_title(f"{c['index']}: {c.get('sound', c['name'])}", fontsize=7)
     fig.suptitle("one clip per class (x: 2.88 s, y: 64 mel bands)", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _draw_boxes(ax, boxes: np.ndarray, sounding: np.ndarray, size: int) -> None:
+    from matplotlib.patches import Rectangle
+
+    for box in boxes:
+        if np.isfinite(box).all():
+            main = np.allclose(box, sounding)
+            x0, y0, x1, y1 = box * size
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=2 if main else 1,
+                                   ec="red" if main else "white", ls="-" if main else "--"))
+
+
+def class_scenes(root, split: str = "test_multi", ncols: int = 4):
+    """One scene per class (the first of `split` whose sounding object is of that class), boxes drawn
+    (red = sounding, white = the others), titled with the class name."""
+    import matplotlib.pyplot as plt
+
+    d = load_split(Path(root) / f"{split}.h5", keys=["frames", "boxes", "all_boxes", "label"])
+    table = class_list(root)
+    ncols = min(ncols, len(table))
+    nrows = -(-len(table) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.4 * ncols, 2.6 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for c, ax in zip(table, axes.flat):
+        hits = np.flatnonzero(d["label"] == c["index"])
+        ax.set_title(f"{c['index']}: {c['name']}", fontsize=8)
+        if len(hits):
+            i = int(hits[0])
+            ax.imshow(d["frames"][i])
+            _draw_boxes(ax, d["all_boxes"][i], d["boxes"][i], d["frames"].shape[1])
+    fig.suptitle(f"{split}: one scene per class (red = the sounding object)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def class_players(root, split: str = "labeled_sounds"):
+    """An HTML table (IPython.display.HTML) with an audio player of the first clip of each class in `split`."""
+    from IPython.display import HTML, Audio
+
+    d = load_split(Path(root) / f"{split}.h5", keys=["audio", "label"])
+    rows = []
+    for c in class_list(root):
+        hits = np.flatnonzero(d["label"] == c["index"])
+        player = Audio(d["audio"][int(hits[0])], rate=int(d["attrs"].get("sample_rate", 16000)))._repr_html_() \
+            if len(hits) else "(no clip)"
+        rows.append(f"<tr><td>{c['index']}</td><td>{c['name']}</td><td>{player}</td></tr>")
+    return HTML("<table><tr><th>class</th><th>name</th><th>one clip</th></tr>" + "".join(rows) + "</table>")
 
 
 def text_table(rows: list[dict]) -> str:

@@ -4,7 +4,9 @@ with a characteristic sound. Deterministic: sample `index` of `split` uses the g
 
 Splits: train / val (1-3 objects, the first sounds), test_single (1 object), test_multi (2-3 objects
 of different classes, one sounds), labeled_images (1 object + label + box), labeled_sounds (clip + label).
-CLI: `python -m sspl_lib.data.synthetic --out data/synthetic/quick --n-train 3000`.
+With `assets=DIR` the same splits are composited from a folder of real cut-outs, recordings and background
+photos (layout: `assets.py`, data/README.md) instead of drawn and synthesized.
+CLI: `python -m sspl_lib.data.synthetic --out data/synthetic/quick --n-train 3000 [--assets DIR]`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import asset_scene
+from .asset_sound import render_asset_audio
+from .assets import LoadedAssets, asset_class_table, load_assets
 from .h5 import H5Writer
 from .synth_scene import VisualClass, render_scene, visual_classes
 from .synth_sound import SR, render_audio, sound_kinds
@@ -52,21 +57,42 @@ def annotator_boxes(seed: int, split: str, index: int, box: np.ndarray, n: int =
 
 
 def render_sample(seed: int, split: str, index: int, *, frame_size: int = 128, n_classes: int = 8,
-                  off_screen_frac: float = 0.0, vclasses: list[VisualClass] | None = None):
+                  off_screen_frac: float = 0.0, vclasses: list[VisualClass] | None = None,
+                  assets: LoadedAssets | None = None):
     """One sample -> (frame uint8 (S,S,3) or None, raw wave float32 (48000,) or None, info dict).
+    `assets`: composite its cut-outs over its backgrounds and cut its recordings (n_classes = its classes).
 
     info: id, split, index, label (-1 = silent / off-screen), box (4,) normalized (NaN if none),
     all_boxes (MAXOBJ, 4) NaN-padded, all_labels (MAXOBJ,) -1 padded, n_objects, audio ("class k" | "noise").
     """
     rng = sample_rng(seed, split, index)
-    kinds = sound_kinds(n_classes)
+    if assets is not None:
+        n_classes = assets.n_classes
+
+        def audio(k):
+            return render_asset_audio(rng, assets, k)
+
+        def scene(labels, n_obj):
+            frame, boxes, _ = asset_scene.compose_scene(rng, frame_size, assets, labels,
+                                                        area_range=asset_scene.AREA_RANGE[n_obj])
+            return frame, boxes
+    else:
+        kinds = sound_kinds(n_classes)
+
+        def audio(k):
+            return render_audio(rng, None if k is None else kinds[k])
+
+        def scene(labels, n_obj):
+            return render_scene(rng, frame_size, vclasses or visual_classes(n_classes), labels,
+                                area_range=AREA_RANGE[n_obj])
+
     info = dict(id=f"{split}_{index:06d}", split=split, index=index, label=-1, box=np.full(4, np.nan, np.float32),
                 all_boxes=np.full((MAXOBJ, 4), np.nan, np.float32), all_labels=np.full(MAXOBJ, -1, np.int16),
                 n_objects=0, audio="noise")
     if split == "labeled_sounds":
         label = int(rng.integers(n_classes))
         info.update(label=label, audio=f"class {label}")
-        return None, render_audio(rng, kinds[label]), info
+        return None, audio(label), info
     if split in ("test_single", "labeled_images"):
         n_obj = 1
     elif split == "test_multi":
@@ -75,8 +101,7 @@ def render_sample(seed: int, split: str, index: int, *, frame_size: int = 128, n
         n_obj = int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25]))
     n_obj = min(n_obj, n_classes)
     labels = [int(k) for k in rng.choice(n_classes, n_obj, replace=False)]
-    frame, boxes = render_scene(rng, frame_size, vclasses or visual_classes(n_classes), labels,
-                                area_range=AREA_RANGE[n_obj])
+    frame, boxes = scene(labels, n_obj)
     info.update(n_objects=n_obj)
     info["all_boxes"][:n_obj], info["all_labels"][:n_obj] = boxes, labels
     if split == "labeled_images":
@@ -85,26 +110,28 @@ def render_sample(seed: int, split: str, index: int, *, frame_size: int = 128, n
     silent = split in AV_SPLITS and off_screen_frac > 0 and rng.random() < off_screen_frac
     if not silent:
         info.update(label=labels[0], box=boxes[0], audio=f"class {labels[0]}")
-        return frame, render_audio(rng, kinds[labels[0]]), info
+        return frame, audio(labels[0]), info
     absent = [k for k in range(n_classes) if k not in labels]
     if absent and rng.random() < 0.5:  # an off-screen source
         k = int(rng.choice(absent))
         info["audio"] = f"class {k}"
-        return frame, render_audio(rng, kinds[k]), info
-    return frame, render_audio(rng, None), info
+        return frame, audio(k), info
+    return frame, audio(None), info
 
 
 def render_chunk(task: tuple) -> tuple[str, dict]:
-    """Samples [i0, i1) of a split as arrays ready for H5Writer.append (+ `annotators` for the XML files)."""
-    seed, split, i0, i1, frame_size, n_classes, off_screen_frac, n_annot = task
+    """Samples [i0, i1) of a split as arrays ready for H5Writer.append (+ `annotators` for the XML files).
+    task = (seed, split, i0, i1, frame_size, n_classes, off_screen_frac, n_annotators[, assets folder])."""
+    seed, split, i0, i1, frame_size, n_classes, off_screen_frac, n_annot, *rest = task
     from ..audio import batch_log_mel, prepare_clip
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # identical float results in workers and in the parent
     try:
-        vcl = visual_classes(n_classes)
+        assets = load_assets(rest[0], frame_size=frame_size) if rest and rest[0] else None  # cached per process
+        vcl = None if assets else visual_classes(n_classes)
         samples = [render_sample(seed, split, i, frame_size=frame_size, n_classes=n_classes,
-                                 off_screen_frac=off_screen_frac, vclasses=vcl) for i in range(i0, i1)]
+                                 off_screen_frac=off_screen_frac, vclasses=vcl, assets=assets) for i in range(i0, i1)]
         out: dict = {"ids": [s[2]["id"] for s in samples], "label": np.array([s[2]["label"] for s in samples], np.int16)}
         if split != "labeled_sounds":
             out["frames"] = np.stack([s[0] for s in samples])
@@ -142,28 +169,38 @@ def _write_annotations(root: Path, split: str, out: dict, names: list[str], entr
 
 
 def generate_benchmark(out_dir, *, seed: int = 0, n_train: int = 3000, n_val: int = 500, n_test: int = 500,
-                       n_labeled: int = 2000, frame_size: int = 128, n_classes: int = 8, off_screen_frac: float = 0.0,
-                       n_annotators: int = 3, store_audio: bool = True, workers: int = 2, chunk: int = 64,
-                       progress: bool = True) -> Path:
+                       n_labeled: int = 2000, frame_size: int = 128, n_classes: int | None = None,
+                       off_screen_frac: float = 0.0, n_annotators: int = 3, store_audio: bool = True, workers: int = 2,
+                       chunk: int = 64, progress: bool = True, assets=None) -> Path:
     """Write the benchmark folder (h5 per split, annotations/, meta.json); returns its path.
+
+    Drawn shapes and synthesized sounds of `n_classes` classes (default 8), or, with `assets` (an asset folder,
+    relative paths from the repo root), scenes composited from its files; its class folders are the classes
+    (decoded and checked here first: a bad asset raises `AssetError` naming the file before any work starts).
 
     `store_audio=False` leaves the 192 kB/sample `audio` out of the audio-visual splits (the spects stay;
     `render_sample` regenerates any clip), for 100k-sample sets.
     """
     from tqdm.auto import tqdm
 
+    loaded = _load_for(assets, frame_size, n_classes)
+    n_classes = loaded.n_classes if loaded else (8 if n_classes is None else n_classes)
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     sizes = dict(train=n_train, val=n_val, test_single=n_test, test_multi=n_test,
                  labeled_images=n_labeled, labeled_sounds=n_labeled)
-    tasks = [(seed, sp, i, min(i + chunk, n), frame_size, n_classes, off_screen_frac, n_annotators)
+    extra = (str(loaded.index.root),) if loaded else ()
+    tasks = [(seed, sp, i, min(i + chunk, n), frame_size, n_classes, off_screen_frac, n_annotators, *extra)
              for sp, n in sizes.items() for i in range(0, n, chunk)]
-    names = [c["name"] for c in class_table(n_classes)]
-    attrs = dict(frame_size=frame_size, sample_rate=SR, source="synthetic", seed=seed, n_classes=n_classes)
+    classes = asset_class_table(loaded) if loaded else class_table(n_classes)
+    names = [c["name"] for c in classes]
+    attrs = dict(frame_size=frame_size, sample_rate=SR, source="assets" if loaded else "synthetic", seed=seed,
+                 n_classes=n_classes) | (dict(assets=str(assets)) if loaded else {})
     writers = {sp: H5Writer(root / f"{sp}.h5", attrs=attrs | {"split": sp}) for sp, n in sizes.items() if n > 0}
     json_entries: dict[str, list] = {sp: [] for sp in ANNOTATED}
     t0 = time.perf_counter()
-    bar = tqdm(total=sum(sizes.values()), desc="synthetic", unit="sample", disable=not progress)
+    bar = tqdm(total=sum(sizes.values()), desc="assets" if loaded else "synthetic", unit="sample",
+               disable=not progress)
     pool = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn").Pool(workers) if workers > 1 else None
     try:
         results = pool.imap(render_chunk, tasks) if pool else map(render_chunk, tasks)
@@ -188,11 +225,26 @@ def generate_benchmark(out_dir, *, seed: int = 0, n_train: int = 3000, n_val: in
             (root / "annotations" / sp / "vggss.json").write_text(json.dumps(entries))
     seconds = time.perf_counter() - t0
     meta = dict(format=FORMAT_VERSION, seed=seed, frame_size=frame_size, n_classes=n_classes, sample_rate=SR,
-                off_screen_frac=off_screen_frac, n_annotators=n_annotators, sizes=sizes, classes=class_table(n_classes),
-                max_objects=MAXOBJ, area_range=AREA_RANGE, store_audio=store_audio, seconds=round(seconds, 2),
-                workers=workers)
+                off_screen_frac=off_screen_frac, n_annotators=n_annotators, sizes=sizes, classes=classes,
+                max_objects=MAXOBJ, area_range=asset_scene.AREA_RANGE if loaded else AREA_RANGE,
+                store_audio=store_audio, seconds=round(seconds, 2), workers=workers)
+    if loaded:
+        meta |= dict(source="assets", assets=str(assets), assets_fingerprint=loaded.index.fingerprint())
     (root / "meta.json").write_text(json.dumps(meta, indent=1))
     return root
+
+
+def _load_for(assets, frame_size: int, n_classes: int | None) -> LoadedAssets | None:
+    """The decoded asset folder (None without one); `n_classes`, when given, must match its class folders."""
+    if assets is None:
+        return None
+    from ..paths import resolve
+
+    loaded = load_assets(resolve(assets), frame_size=frame_size)
+    if n_classes is not None and n_classes != loaded.n_classes:
+        raise ValueError(f"n_classes={n_classes} but {resolve(assets)}/classes holds {loaded.n_classes} class "
+                         "folders (leave n_classes unset with assets: the folders are the classes)")
+    return loaded
 
 
 def split_gt_maps(root, split: str, *, style: str = "flickr", size: int = 224) -> np.ndarray:
@@ -221,7 +273,8 @@ def main(argv=None) -> None:
     p.add_argument("--n-test", type=int, default=500)
     p.add_argument("--n-labeled", type=int, default=2000)
     p.add_argument("--frame-size", type=int, default=128)
-    p.add_argument("--n-classes", type=int, default=8)
+    p.add_argument("--n-classes", type=int, default=None, help="drawn classes (default 8; with --assets: its folders)")
+    p.add_argument("--assets", default=None, help="asset folder of real cut-outs, recordings and backgrounds")
     p.add_argument("--off-screen-frac", type=float, default=0.0)
     p.add_argument("--no-audio", action="store_true", help="omit waveforms from the audio-visual splits")
     p.add_argument("--workers", type=int, default=2)
@@ -232,7 +285,7 @@ def main(argv=None) -> None:
     out = generate_benchmark(resolve(a.out), seed=a.seed, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test,
                              n_labeled=a.n_labeled, frame_size=a.frame_size, n_classes=a.n_classes,
                              off_screen_frac=a.off_screen_frac, store_audio=not a.no_audio, workers=a.workers,
-                             progress=not a.quiet)
+                             progress=not a.quiet, assets=a.assets)
     meta = json.loads((out / "meta.json").read_text())
     print(f"wrote {out} ({sum(meta['sizes'].values())} samples in {meta['seconds']} s)")
 
