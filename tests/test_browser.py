@@ -202,11 +202,12 @@ def test_explorer_notebook_in_chromium(tiny_benchmark, tmp_path):
     from sspl_lib.data.h5 import read_ids
 
     t0 = time.monotonic()
-    run = make_tiny_run(tmp_path / "runs" / "sspl", tiny_benchmark)
-    make_tiny_run(tmp_path / "runs" / "sspl_nopcm", tiny_benchmark, use_pcm=False, seed=1)
+    make_tiny_run(tmp_path / "runs" / "quick" / "sspl", tiny_benchmark)
+    make_tiny_run(tmp_path / "runs" / "quick" / "sspl_nopcm", tiny_benchmark, use_pcm=False, seed=1)
     nb_dir = tmp_path / "notebooks"
     nb_dir.mkdir()
-    prepare_notebook(nb_dir, run_dir=str(run), split="test_multi")
+    prepare_notebook(nb_dir, profile="quick", config={"data_root": str(tiny_benchmark)}, runs_dir=str(tmp_path / "runs"),
+                     run="sspl", split="test_multi")
     shot = tmp_path / "explorer.png"
     with jupyter_lab(nb_dir, tmp_path) as (url, token):
         res = drive_explorer(url, token, NOTEBOOK.name, shot, timeout_s=60, steps=2,
@@ -227,15 +228,14 @@ def main(argv=None) -> None:
     import argparse
 
     ap = argparse.ArgumentParser(description="Screenshot the explorer notebook on a real run (for the README).")
-    ap.add_argument("--run-dir", default="runs/quick/sspl")
+    ap.add_argument("--run-dir", default="runs/quick/sspl", help="runs/<profile>/<run>")
     ap.add_argument("--split", default="test_multi")
     ap.add_argument("--out", default=str(SCREENSHOT))
     ap.add_argument("--steps", type=int, default=1, help="ArrowRight presses on the sample slider (>= 1): the sample shown")
     a = ap.parse_args(argv)
     run = Path(a.run_dir) if Path(a.run_dir).is_absolute() else REPO / a.run_dir
     sys.path.insert(0, str(REPO))
-    from sspl_lib.experiments.runs import load_run
-    from sspl_lib.experiments.runs import find_checkpoint
+    from sspl_lib.experiments.runs import find_checkpoint, load_run
     from sspl_lib.explorer.sources import SplitData, find_splits
 
     data_root = load_run(run, which=find_checkpoint(run).stem).cfg.data_root
@@ -245,7 +245,8 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="sspl-shot-") as tmp:
         tmp = Path(tmp)
         (tmp / "nb").mkdir()
-        prepare_notebook(tmp / "nb", run_dir=str(run), split=a.split)
+        prepare_notebook(tmp / "nb", profile=run.parent.name, runs_dir=str(run.parent.parent), run=run.name,
+                         split=a.split)
         with jupyter_lab(tmp / "nb", tmp) as (url, token):
             res = drive_explorer(url, token, NOTEBOOK.name, Path(a.out), timeout_s=120, steps=a.steps,
                                  expect_id=expect, source=str(a.run_dir))

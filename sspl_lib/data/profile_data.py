@@ -3,7 +3,9 @@
     prepare_data(cfg) -> {split name: packed file}      (notebook 01, `make reproduce PROFILE=...`)
 
 Generated benchmark (`dataset: synthetic`): written to `data_root` from the config's benchmark settings
-(`data_seed`, sizes, `frame_size`, `n_classes`, `assets`), reused when its meta.json records the same ones. A
+(`data_seed`, sizes, `frame_size`, `n_classes`), drawn, or composited from a folder of real cut-outs and
+recordings when `assets` names one (`data.assets`; its classes are the folder's), and reused when its
+meta.json records the same settings (and the same asset files). A
 folder that holds split files but no meta.json was not made by the generator: it is refused, never written over.
 
 Real dataset (`flickr`, `vggsound`): the official layout under `source_root` (see `data.real`) is packed into
@@ -32,8 +34,8 @@ def benchmark_settings(cfg: SSPLConfig) -> dict:
     """The keywords of `generate_benchmark` that the config sets."""
     out = dict(seed=cfg.data_seed, n_train=cfg.n_train, n_val=cfg.n_val, n_test=cfg.n_test, n_labeled=cfg.n_labeled,
                frame_size=cfg.frame_size, n_classes=cfg.n_classes)
-    if cfg.assets:
-        out["assets"] = str(resolve(cfg.assets))
+    if cfg.assets:  # the classes are the asset folder's (n_classes is the drawn benchmark's)
+        out.update(assets=str(resolve(cfg.assets)), n_classes=None)
     return out
 
 
@@ -48,6 +50,9 @@ def prepare_data(cfg: SSPLConfig, *, regenerate: bool = False, workers: int = 2,
 def _synthetic(cfg: SSPLConfig, root: Path, *, regenerate: bool, workers: int, progress: bool) -> dict:
     from .overview import ensure_benchmark
 
+    if cfg.assets and not resolve(cfg.assets).is_dir():
+        raise DataFileError(f"{resolve(cfg.assets)}: asset folder not found (the profile's `assets`; its layout is in "
+                            "data/README.md; `python -m sspl_lib.data.demo_assets DIR` writes a small demo folder)")
     foreign = sorted(p.name for p in root.glob("*.h5")) if root.is_dir() else []
     if foreign and not (root / "meta.json").is_file():
         raise DataFileError(f"{root}: holds {', '.join(foreign[:4])} but no meta.json, so it was not written by the "

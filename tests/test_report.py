@@ -1,0 +1,75 @@
+"""sspl_lib.experiments.report on runs made by fit: the facts nbval checks (best.pt holds the best validation
+epoch; scores in [0, 1]), the ablation report's table and figure, the live plot of a notebook."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sspl_lib.config import SSPLConfig, load_profile
+from sspl_lib.experiments import runs
+from sspl_lib.experiments.progress import LivePlot, history_table
+from sspl_lib.experiments.report import history_facts, report, results_facts
+from sspl_lib.experiments.runner import Budget
+from sspl_lib.experiments.train import fit
+
+
+@pytest.fixture(scope="module")
+def run(tiny_benchmark, tmp_path_factory):
+    cfg = SSPLConfig(img_size=48, pretrained=False, pcm_cycles=1, encoder_width=8, data_root=str(tiny_benchmark),
+                     epochs=3, batch_size=8, threads=1, lr_head=5e-3)
+    root = tmp_path_factory.mktemp("run")
+    return root, fit(cfg, root, progress=False)
+
+
+def test_history_facts_detect_a_wrong_best_checkpoint(run, tmp_path):
+    root, hist = run
+    facts = history_facts(hist, root)
+    assert facts == {"epochs": 3, "finite": True, "best_pt_is_best_val_epoch": True, "val_ciou_in_0_1": True}
+    # a best.pt that holds another epoch than the best validation one is reported
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(root, bad)
+    state = runs.load_checkpoint(bad / "checkpoints" / "best.pt")
+    best = max(hist, key=lambda h: (h["val_ciou"], h["val_auc"]))["epoch"]
+    state["epoch"] = best  # stored epochs are 0-based: this claims the next one
+    torch.save(state, bad / "checkpoints" / "best.pt")
+    assert history_facts(hist, bad)["best_pt_is_best_val_epoch"] is False
+    nan = [dict(h, val_loss=float("nan")) if i == 1 else h for i, h in enumerate(hist)]
+    assert history_facts(nan, root)["finite"] is False
+
+
+def test_results_facts():
+    summary = {"fixed": {"ciou": 0.4, "auc": 0.3, "n": 5}, "median": {"ciou": 0.2, "auc": 0.25, "n": 5}}
+    res = {"sspl": {"single": {"n": 5, "summary": summary}}, "random": {"single": {"n": 5, "summary": summary}}}
+    assert results_facts(res) == {"n": {"sspl": {"single": 5}, "random": {"single": 5}}, "scores_in_0_1": True}
+    res["sspl"]["single"]["summary"] = {"fixed": {"ciou": 1.5, "auc": 0.3, "n": 5}}
+    assert results_facts(res)["scores_in_0_1"] is False
+
+
+def test_ablation_report_table_and_figure(tmp_path):
+    recs = [{"variant": v, "overrides": o, "seed": s, "split": sp, "audio": "matched", "protocol": "fixed",
+             "ciou": c + 0.1 * s, "auc": c / 2, "n": 10}
+            for v, o, c in (("sspl", {}, 0.6), ("sspl_wo_pcm", {"use_pcm": False}, 0.3))
+            for s in (0, 1) for sp in ("single", "multi")]
+    rows, text, fig = report(recs, "pcm", load_profile("quick"), Budget.reduced(), show=False, figures_dir=tmp_path)
+    assert (tmp_path / "ablation_pcm.png").is_file() and fig is not None
+    assert "0.650 ± 0.071" in text and "2 seeds" in text and "100 samples" in text
+    assert [(r["variant"], r["split"]) for r in rows] == [("sspl", "single"), ("sspl", "multi"),
+                                                          ("sspl_wo_pcm", "single"), ("sspl_wo_pcm", "multi")]
+
+
+def test_live_plot_and_history_table(run):
+    _, hist = run
+    live = LivePlot(display=False, every=0.0)
+    for e in range(1, 3):
+        for s in range(1, 4):
+            live({"kind": "step", "epoch": e, "step": s, "steps": 3, "loss": -0.1 * s})
+        live({"kind": "epoch", "record": hist[e - 1], "history": hist[:e]})
+    assert len(live.steps) == 6 and live.steps[-1] == (2.0, pytest.approx(-0.3)) and len(live.history) == 2
+    fig = live.figure()
+    ax1, ax2 = fig.axes
+    assert len(ax1.lines) == 2 and len(ax2.lines) == 2  # step loss + val loss; val cIoU + val AUC
+    table = history_table(hist).splitlines()
+    assert len(table) == 4 and table[0].split()[:3] == ["epoch", "train", "val"]
