@@ -268,29 +268,33 @@ def read_yaml(text: str):
     return yaml.load(text, Loader=_yaml_loader())
 
 
-def load_profile(name: str, **overrides) -> SSPLConfig:
-    """params/<name>.yaml (read once) as a validated config, plus validated `overrides`.
-
-    Raises ConfigError (a ValueError) naming the offending key and value; ProfileNotFoundError (a ValueError
-    and a FileNotFoundError) listing the available profiles when there is no such file."""
+def load_yaml(path: str | os.PathLike) -> SSPLConfig:
+    """A YAML file of config keys (a profile) as a validated config; errors name the file, key and value."""
     import yaml
 
-    path = PARAMS_DIR / f"{name}.yaml"
+    path = Path(path)
     try:
-        text = path.read_text()
-    except (FileNotFoundError, IsADirectoryError):
-        avail = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
-        raise ProfileNotFoundError(f"{path}: no such profile (available: {avail})") from None
-    try:
-        raw = read_yaml(text)
+        raw = read_yaml(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(raw, dict | None):
         raise ConfigError(f"{path}: expected a mapping of config keys, got {type(raw).__name__}")
     try:
-        cfg = SSPLConfig.from_dict(raw or {})
+        return SSPLConfig.from_dict(raw or {})
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def load_profile(name: str, **overrides) -> SSPLConfig:
+    """params/<name>.yaml (read once) as a validated config, plus validated `overrides`.
+
+    Raises ConfigError (a ValueError) naming the offending key and value; ProfileNotFoundError (a ValueError
+    and a FileNotFoundError) listing the available profiles when there is no such file."""
+    path = PARAMS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        avail = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+        raise ProfileNotFoundError(f"{path}: no such profile (available: {avail})")
+    cfg = load_yaml(path)
     try:
         return cfg.replace(**overrides)
     except ConfigError as e:

@@ -77,11 +77,11 @@ def parse_flickr_xml(xml: str | os.PathLike) -> np.ndarray:
         raise AnnotationError(f"{name}: no <bbox> in the annotation")
     b = np.asarray(boxes, dtype=np.int64)
     reasons = _flickr_problems(b)
+    if not any(_usable(r) for r in reasons):
+        raise AnnotationError(f"{name}: every box is empty: " + "; ".join(f"box {v} {r}" for v, r in
+                              zip(b.tolist(), reasons)) + "; expected xmin < xmax and ymin < ymax inside [0, 256]")
     if any(reasons):
         _warn_boxes(name, b, reasons, len(b))
-    if not any(_usable(r) for r in reasons):
-        raise AnnotationError(f"{name}: every box is empty (inverted, zero-area or outside the 256-px image): "
-                              f"{b.tolist()}; expected xmin < xmax and ymin < ymax inside [0, 256]")
     return b
 
 
@@ -113,7 +113,7 @@ def _warn_boxes(name: str, boxes: np.ndarray, reasons: list[str], n: int, owners
     who = (lambda k: f"{owners[k]} ") if owners is not None else (lambda k: "")
     listed = "; ".join(f"{who(k)}box {boxes[k].tolist()} {reasons[k]}" for k in bad[:5])
     more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
-    warnings.warn(f"{name}: {len(bad)} of {n} boxes {listed}{more} (clipped or left empty as the benchmark "
+    warnings.warn(f"{name}: {listed}{more} ({len(bad)} of {n} boxes; clipped or left empty as the benchmark "
                   "does)", stacklevel=3)
 
 
@@ -125,13 +125,13 @@ def flickr_gt_map(xml: str | os.PathLike, size: int = 224) -> np.ndarray:
     empty = ~fills.reshape(len(fills), -1).any(1)  # (M,)
     if empty.any():
         name = str(xml) if not (isinstance(xml, str) and xml.lstrip().startswith("<")) else "<xml text>"
+        if empty.all():
+            raise AnnotationError(f"{name}: every box is empty at {size} px: {boxes.tolist()}; expected at least "
+                                  "one box inside the 256-px image")
         flagged = _flickr_problems(boxes)
         reasons = [f"empty at {size} px" if e and _usable(r) else "" for e, r in zip(empty, flagged)]
         if any(reasons):
             _warn_boxes(name, boxes, reasons, len(boxes))
-        if empty.all():
-            raise AnnotationError(f"{name}: every box is empty at {size} px: {boxes.tolist()}; expected at least "
-                                  "one box inside the 256-px image")
     gt = fills.sum(0, dtype=np.float64) / 2
     return np.minimum(gt, 1.0)
 
