@@ -219,10 +219,11 @@ def _pcm(dtype, to_float):
 
 
 def _flickr_partly_bad(tmp_path):
-    with pytest.warns(UserWarning, match=r"7777\.xml: box \[100, 10, 50, 60\] inverted .*\(1 of 2 boxes"):
-        g = flickr_file((0, 0, 128, 128), (100, 10, 50, 60))(tmp_path)
+    with pytest.warns(UserWarning, match=r"7777\.xml: box \[100, 10, 50, 60\] inverted .*; box \[300, 10, 400, 50\] "
+                                         r"fully outside the 256-px image \(2 of 3 boxes"):
+        g = flickr_file((0, 0, 128, 128), (100, 10, 50, 60), (300, 10, 400, 50))(tmp_path)
     hand = np.zeros((224, 224))
-    hand[:112, :112] = 0.5  # the good annotator alone: int(224 * 128 / 256) = 112, halved (two annotators)
+    hand[:112, :112] = 0.5  # the good annotator alone: int(224 * 128 / 256) = 112, halved (the consensus rule)
     np.testing.assert_array_equal(g, hand)
 
 

@@ -8,7 +8,7 @@ Rules as the official evaluation defines them (SSPL `utils.testset_gt`):
   side at `size`; the fills are unioned (values in {0, 1}).
 
 Inputs are checked without changing these rules: NaN/inf, pixel-scale VGG-SS coordinates (> 1.5) and boxes
-without 4 numbers raise; boxes partly outside the image are clipped by the rules above with a warning naming
+without 4 numbers raise; VGG-SS boxes partly outside [0, 1] are clipped by the rule above with a warning naming
 them; boxes that come out empty (inverted, fully outside, zero area) are warned about, and a Flickr file whose
 every box is empty raises AnnotationError (a silent all-zero map would score cIoU 0).
 """
@@ -77,7 +77,7 @@ def parse_flickr_xml(xml: str | os.PathLike) -> np.ndarray:
         raise AnnotationError(f"{name}: no <bbox> in the annotation")
     b = np.asarray(boxes, dtype=np.int64)
     reasons = _flickr_problems(b)
-    if not any(_usable(r) for r in reasons):
+    if all(reasons):
         raise AnnotationError(f"{name}: every box is empty: " + "; ".join(f"box {v} {r}" for v, r in
                               zip(b.tolist(), reasons)) + "; expected xmin < xmax and ymin < ymax inside [0, 256]")
     if any(reasons):
@@ -86,7 +86,7 @@ def parse_flickr_xml(xml: str | os.PathLike) -> np.ndarray:
 
 
 def _flickr_problems(b: np.ndarray) -> list[str]:
-    """A reason per 256-px box (M, 4): "" for a box inside the image, else what is wrong with it."""
+    """A reason per 256-px box (M, 4): "" for a usable box, else why it is empty."""
     x0, y0, x1, y1 = b.T
     out = []
     for k in range(len(b)):
@@ -96,15 +96,9 @@ def _flickr_problems(b: np.ndarray) -> list[str]:
             out.append("empty (zero width or height)")
         elif x1[k] <= 0 or y1[k] <= 0 or x0[k] >= FLICKR_SIZE or y0[k] >= FLICKR_SIZE:
             out.append("fully outside the 256-px image")
-        elif min(x0[k], y0[k]) < 0 or max(x1[k], y1[k]) > FLICKR_SIZE:
-            out.append("partly outside the 256-px image")
-        else:
+        else:  # inside, or partly outside: the slicing clips it as the benchmark does
             out.append("")
     return out
-
-
-def _usable(reason: str) -> bool:
-    return not reason or reason.startswith("partly")
 
 
 def _warn_boxes(name: str, boxes: np.ndarray, reasons: list[str], n: int, owners=None) -> None:
@@ -129,7 +123,7 @@ def flickr_gt_map(xml: str | os.PathLike, size: int = 224) -> np.ndarray:
             raise AnnotationError(f"{name}: every box is empty at {size} px: {boxes.tolist()}; expected at least "
                                   "one box inside the 256-px image")
         flagged = _flickr_problems(boxes)
-        reasons = [f"empty at {size} px" if e and _usable(r) else "" for e, r in zip(empty, flagged)]
+        reasons = [f"empty at {size} px" if e and not r else "" for e, r in zip(empty, flagged)]
         if any(reasons):
             _warn_boxes(name, boxes, reasons, len(boxes))
     gt = fills.sum(0, dtype=np.float64) / 2
