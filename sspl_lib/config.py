@@ -327,7 +327,7 @@ def changed_fields(stored: SSPLConfig, new: SSPLConfig, *, allow_longer: bool = 
         old, cur = getattr(stored, f.name), getattr(new, f.name)
         if old == cur or f.name in RUN_ONLY:
             continue
-        if allow_longer and (f.name == "patience" or (f.name == "epochs" and cur > old)):
+        if allow_longer and f.name in LONGER and (f.name != "epochs" or cur > old):
             continue
         out.append(f.name)
     return out
