@@ -32,8 +32,12 @@ lint-imports: setup
 test: setup lint-imports
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(PYTEST_ARGS)
 
-reproduce: setup
+reproduce: setup $(if $(filter assets_demo,$(PROFILE)),data/assets_demo)
 	$(BIN)/python -m sspl_lib.pipeline --profile $(PROFILE)
+
+# the demo asset folder of the assets_demo profile (drawn cut-outs, synthesized recordings, noise backgrounds)
+data/assets_demo: | setup
+	$(BIN)/python -m sspl_lib.data.demo_assets $@
 
 # JupyterLab refuses to start as root unless told; a container or CI machine often runs as root.
 lab: setup

@@ -24,6 +24,7 @@ N_MELS = 64
 F_MIN, F_MAX = 125.0, 7500.0
 LOG_OFFSET = 0.01
 EXAMPLE_FRAMES = 96  # 0.96 s
+MIN_SAMPLES = WINDOW + HOP * (EXAMPLE_FRAMES - 1)  # 15600: the shortest 16 kHz waveform with one example
 
 
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
@@ -43,11 +44,29 @@ def _mel_matrix() -> np.ndarray:
     return weights
 
 
-def _as_tensor(waveform) -> torch.Tensor:
+# integer PCM -> float in [-1, 1): (x - offset) / scale, as the VGGish reference divides int16 by 32768
+_PCM_SCALE = {torch.int16: (0.0, 32768.0), torch.int32: (0.0, 2147483648.0), torch.int8: (0.0, 128.0),
+              torch.uint8: (128.0, 128.0)}
+
+
+def _as_tensor(waveform, name: str = "waveform") -> torch.Tensor:
+    """A float waveform tensor: integer PCM (int8/int16/int32/uint8, numpy or torch) scaled by its dtype's range
+    to [-1, 1), floats as they are. Rejects other dtypes, an empty waveform and NaN/inf."""
     if isinstance(waveform, np.ndarray):
         waveform = torch.from_numpy(np.ascontiguousarray(waveform))
     if not torch.is_tensor(waveform):
-        raise TypeError(f"waveform must be a numpy array or a tensor, got {type(waveform).__name__}")
+        raise TypeError(f"{name} must be a numpy array or a tensor, got {type(waveform).__name__}")
+    if waveform.dtype in _PCM_SCALE:
+        offset, scale = _PCM_SCALE[waveform.dtype]
+        waveform = (waveform.to(torch.float64) - offset) / scale
+    elif not waveform.is_floating_point():
+        raise TypeError(f"{name} has dtype {waveform.dtype}; expected float samples in [-1, 1] or integer PCM "
+                        f"({', '.join(str(d).removeprefix('torch.') for d in _PCM_SCALE)})")
+    if waveform.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(waveform.shape)}); expected audio samples")
+    if not torch.isfinite(waveform).all():
+        bad = int((~torch.isfinite(waveform)).sum())
+        raise ValueError(f"{name} holds {bad} NaN/inf samples of {waveform.numel()}; expected finite audio")
     return waveform
 
 
@@ -67,9 +86,10 @@ def batch_log_mel(waves: torch.Tensor) -> torch.Tensor:
     Computed in float64 like the numpy reference, returned as float32.
     """
     if waves.dim() != 2:
-        raise ValueError(f"expected waveforms of shape (B, T), got {tuple(waves.shape)}")
-    if waves.shape[1] < WINDOW:
-        raise ValueError(f"waveform of {waves.shape[1]} samples is shorter than one 25 ms window")
+        raise ValueError(f"waves: expected waveforms of shape (B, T), got {tuple(waves.shape)}")
+    if waves.shape[1] < MIN_SAMPLES:
+        raise ValueError(f"waves: {waves.shape[1]} samples ({waves.shape[1] / SAMPLE_RATE:.3f} s at 16 kHz) give "
+                         f"fewer than the 96 frames of one 0.96 s example (N=0); expected at least {MIN_SAMPLES}")
     x = waves.to(torch.float64)
     frames = x.unfold(-1, WINDOW, HOP)  # (B, F, 400)
     n = torch.arange(WINDOW, dtype=torch.float64, device=x.device)
@@ -77,9 +97,7 @@ def batch_log_mel(waves: torch.Tensor) -> torch.Tensor:
     spec = torch.fft.rfft(frames * hann, n=N_FFT).abs()  # (B, F, 257)
     mel = spec @ torch.from_numpy(_mel_matrix()).to(x.device)  # (B, F, 64)
     log_mel = torch.log(mel + LOG_OFFSET)
-    n_examples = 1 + (log_mel.shape[1] - EXAMPLE_FRAMES) // EXAMPLE_FRAMES
-    if n_examples < 1:
-        raise ValueError(f"{waves.shape[1]} samples give fewer than the 96 frames of one example")
+    n_examples = log_mel.shape[1] // EXAMPLE_FRAMES  # >= 1: T >= MIN_SAMPLES
     log_mel = log_mel[:, : n_examples * EXAMPLE_FRAMES]
     return rearrange(log_mel, "b (n t) m -> b n t m", t=EXAMPLE_FRAMES).float()
 
@@ -87,27 +105,35 @@ def batch_log_mel(waves: torch.Tensor) -> torch.Tensor:
 def vggish_examples(waveform, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
     """One waveform -> VGGish log-mel examples (N, 96, 64) float32.
 
-    Accepts a 1-D numpy array or tensor, or (T, C) / (C, T) multichannel audio (averaged to mono);
-    resamples to 16 kHz when `sample_rate` differs.
+    Accepts a 1-D numpy array or tensor, or (T, C) / (C, T) multichannel audio (averaged to mono): float
+    samples in [-1, 1], or integer PCM scaled by its dtype's range (int16 / 32768, as the VGGish reference);
+    resamples to 16 kHz when `sample_rate` differs. NaN/inf samples, or a clip too short for one 0.96 s
+    example (N = 0), raise ValueError.
     """
     x = _as_tensor(waveform)
     if x.dim() == 2:  # multichannel: average the shorter axis (channels)
         x = x.mean(dim=int(x.shape[0] > x.shape[1]))
     if x.dim() != 1:
-        raise ValueError(f"expected a 1-D waveform (or 2-D multichannel), got shape {tuple(x.shape)}")
+        raise ValueError(f"waveform: expected a 1-D waveform (or 2-D multichannel), got shape {tuple(x.shape)}")
     x = resample(x.to(torch.float64), sample_rate)
+    if x.shape[0] < MIN_SAMPLES:
+        raise ValueError(f"waveform: {x.shape[0]} samples at 16 kHz ({x.shape[0] / SAMPLE_RATE:.3f} s) give fewer "
+                         f"than the 96 frames of one 0.96 s VGGish example (N=0); expected at least {MIN_SAMPLES} "
+                         f"samples ({MIN_SAMPLES / SAMPLE_RATE:.3f} s)")
     return batch_log_mel(x[None])[0]
 
 
 def prepare_clip(waveform, sample_rate: int = SAMPLE_RATE, seconds: int = CLIP_SECONDS) -> np.ndarray:
     """The official audio pipeline: mono 16 kHz, tiled when shorter, the centred `seconds`,
-    min-max scaled to [-1, 1] (with the official 1e-3 guard). Returns float32 (seconds*16000,)."""
+    min-max scaled to [-1, 1] (with the official 1e-3 guard). Integer PCM is first scaled by its dtype's range
+    (as `vggish_examples`); NaN/inf or an empty waveform raise ValueError. Returns float32 (seconds*16000,)."""
     x = _as_tensor(waveform).to(torch.float32)
     if x.dim() == 2:
         x = x.mean(dim=int(x.shape[0] > x.shape[1]))
     x = resample(x, sample_rate).numpy().astype(np.float32)
     if x.size == 0:
-        raise ValueError("empty waveform")
+        raise ValueError(f"waveform: empty after resampling {tuple(waveform.shape)} samples from {sample_rate} Hz "
+                         "to 16 kHz; expected audio samples")
     length = seconds * SAMPLE_RATE
     if x.shape[0] < length:
         x = np.tile(x, length // x.shape[0] + 1)

@@ -47,6 +47,27 @@ def _check_protocol(protocol: str) -> None:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
 
 
+def _check_threshold(threshold) -> None:
+    try:
+        t = float(threshold)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"threshold={threshold!r}: expected a number in [0, 1] (a level of the min-max "
+                         "normalized heatmap; the official value is 0.5)")
+
+
+def _check_gt_range(lo, hi, name: str) -> None:
+    """lo, hi: min and max of a ground truth (NaN propagates through both)."""
+    lo, hi = float(lo), float(hi)
+    if np.isnan(lo) or np.isnan(hi):
+        raise ValueError(f"{name} contains NaN; expected a ground-truth map with values in [0, 1]")
+    if lo < 0.0 or hi > 1.0:
+        hint = " (a 0..255 mask? divide it by 255)" if 1.0 < hi <= 255.0 and lo >= 0.0 else ""
+        raise ValueError(f"{name} has values in [{lo:g}, {hi:g}]; expected a ground-truth map with values in "
+                         f"[0, 1]{hint}")
+
+
 def _as_tensor(x) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
 
@@ -80,16 +101,19 @@ def _ciou_from_mask_np(mask: np.ndarray, gt: np.ndarray) -> float:
 
 
 def ciou(heatmap, gt_map, protocol: str = "fixed", threshold: float = 0.5) -> float:
-    """cIoU of one heatmap (h,w) (numpy or torch) against one gt map (H,W) (usually 224x224)."""
+    """cIoU of one heatmap (h,w) (numpy or torch) against one gt map (H,W) (usually 224x224) with values in
+    [0, 1]; `threshold` in [0, 1]. NaN in either, or values out of range, raise ValueError."""
     _check_protocol(protocol)
+    _check_threshold(threshold)
     hm, gt = _as_tensor(heatmap), np.asarray(_as_tensor(gt_map).detach().cpu(), dtype=np.float64)
     if hm.ndim != 2 or gt.ndim != 2:
         raise ValueError(f"ciou expects a 2-D heatmap and a 2-D gt map, got {tuple(hm.shape)} and {gt.shape}")
     if hm.numel() == 0 or gt.size == 0:
         raise ValueError("ciou got an empty heatmap or gt map")
+    _check_gt_range(gt.min(), gt.max(), "gt_map")
     hm = hm.detach().cpu().to(torch.float64)
     if not torch.isfinite(hm).all():
-        raise ValueError("heatmap contains NaN or inf")
+        raise ValueError("heatmap contains NaN or inf; expected finite values")
     up = _U.upsample_np(hm.numpy(), gt.shape)  # (H,W) float64
     norm = _normalize_np(up)
     if protocol == "fixed":
@@ -227,8 +251,10 @@ def ciou_batch(heatmaps, gt_maps, protocol: str = "fixed", threshold: float = 0.
 
     Same definition as ``ciou`` (float64 upsampling of ``sspl_lib._upsample``, mask =
     normalized >= t, evaluated as raw >= ``raw_threshold``); on CPU a fused numba kernel, else torch.
+    gt_maps must lie in [0, 1], `threshold` in [0, 1]; NaN or values out of range raise ValueError.
     """
     _check_protocol(protocol)
+    _check_threshold(threshold)
     if _USE_NUMBA and _on_cpu(heatmaps) and _on_cpu(gt_maps):  # numpy end to end (see _ciou_numba)
         hm, gt = _to_numpy(heatmaps), _to_numpy(gt_maps)
         if gt.dtype not in (np.float32, np.float64):
@@ -236,9 +262,10 @@ def ciou_batch(heatmaps, gt_maps, protocol: str = "fixed", threshold: float = 0.
         _check_batch(hm.shape, gt.shape)
         if hm.shape[0] == 0:
             return torch.zeros(0, dtype=torch.float64)
+        _check_gt_range(gt.min(), gt.max(), "gt_maps")
         hm = np.asarray(hm, dtype=np.float64)
         if not np.isfinite(hm).all():
-            raise ValueError("heatmaps contain NaN or inf")
+            raise ValueError("heatmaps contain NaN or inf; expected finite values")
         return _ciou_numba(hm, gt, protocol, threshold)
     hm, gt = _as_tensor(heatmaps), _as_tensor(gt_maps)
     _check_batch(tuple(hm.shape), tuple(gt.shape))
@@ -246,10 +273,11 @@ def ciou_batch(heatmaps, gt_maps, protocol: str = "fixed", threshold: float = 0.
         return torch.zeros(0, dtype=torch.float64, device=hm.device)
     hm = hm.detach().to(torch.float64)
     if not torch.isfinite(hm).all():
-        raise ValueError("heatmaps contain NaN or inf")
+        raise ValueError("heatmaps contain NaN or inf; expected finite values")
     gt = gt.detach().to(hm.device)
     if not gt.is_floating_point():
         gt = gt.to(torch.float32)
+    _check_gt_range(*torch.aminmax(gt), "gt_maps")
     return _ciou_torch(hm, gt, protocol, threshold)
 
 

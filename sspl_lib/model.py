@@ -30,6 +30,66 @@ def attention(m: torch.Tensor, a: torch.Tensor):
     return einsum(m, att, "b d h w, b h w -> b d"), sim, att
 
 
+# ----------------------------------------------------------------------------- input checks
+MEL_SHAPE = (96, 64)  # frames x mel bands of one VGGish example (sspl_lib.audio.vggish_examples)
+
+
+def check_frames(x, name: str, img_size: int) -> None:
+    """Frames must be float (B,3,img_size,img_size); raises TypeError/ValueError saying what was expected."""
+    want = f"(B,3,{img_size},{img_size})"
+    if not torch.is_tensor(x):
+        raise TypeError(f"{name}: expected a float tensor {want}, got {type(x).__name__}")
+    shape = tuple(x.shape)
+    if not x.is_floating_point():
+        raise TypeError(f"{name} has dtype {x.dtype} (raw pixels?); expected float frames {want} normalized with "
+                        f"the ImageNet mean/std: sspl_lib.data.transforms.eval_frame(frames, {img_size}) turns uint8 "
+                        "(B,H,W,3) frames into them")
+    if x.dim() == 3 and 3 in (shape[0], shape[-1]):
+        raise ValueError(f"{name} has no batch dimension: got {shape}; expected {want} (use {name}[None])")
+    if x.dim() == 4 and shape[1] != 3 and shape[-1] == 3:
+        raise ValueError(f"{name} look channels-last (B,H,W,3): got {shape}; expected {want} "
+                         f"(use {name}.permute(0, 3, 1, 2))")
+    if x.dim() != 4 or shape[1] != 3:
+        raise ValueError(f"{name}: expected RGB frames {want}, got shape {shape}")
+    if shape[2:] != (img_size, img_size):
+        raise ValueError(f"{name}: frames of {shape[2]}x{shape[3]} px, got {shape}; expected {want} "
+                         "(cfg.img_size)")
+
+
+def check_spects(x, name: str = "spects") -> None:
+    """Spectrograms must be float (B,N,96,64) with N >= 1; raises TypeError/ValueError saying what was expected."""
+    want = "(B,N,96,64) log-mel examples (N >= 1; sspl_lib.audio.vggish_examples gives (N,96,64) per clip)"
+    if not torch.is_tensor(x):
+        raise TypeError(f"{name}: expected a float tensor {want}, got {type(x).__name__}")
+    shape = tuple(x.shape)
+    if not x.is_floating_point():
+        raise TypeError(f"{name} has dtype {x.dtype}; expected float {want}")
+    if x.dim() == 3 and shape[1:] == MEL_SHAPE:
+        raise ValueError(f"{name} has no batch dimension: got {shape}; expected {want} (use {name}[None])")
+    if x.dim() == 4 and shape[2:] == MEL_SHAPE[::-1]:
+        raise ValueError(f"{name} look transposed (B,N,64,96): got {shape}; expected {want}")
+    if x.dim() != 4 or shape[2:] != MEL_SHAPE:
+        raise ValueError(f"{name}: got shape {shape}; expected {want}")
+    if shape[1] < 1:
+        raise ValueError(f"{name} holds N=0 audio examples: got {shape}; expected {want}")
+
+
+def check_inputs(img_size: int, spects, **frames) -> None:
+    """Layout, dtype, size and batch agreement of model inputs (shapes only, plus one isfinite pass each)."""
+    for name, x in frames.items():
+        check_frames(x, name, img_size)
+    check_spects(spects)
+    sizes = {name: x.shape[0] for name, x in {**frames, "spects": spects}.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"batch sizes differ: {', '.join(f'{k} has B={v}' for k, v in sizes.items())}; "
+                         "expected one audio clip per frame")
+    if torch.compiler.is_compiling():  # data-dependent checks would break the compiled graph
+        return
+    for name, x in {**frames, "spects": spects}.items():
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name} holds NaN or inf values; expected finite inputs")
+
+
 class SSPL(nn.Module):
     def __init__(self, cfg: SSPLConfig):
         super().__init__()
@@ -82,6 +142,8 @@ class SSPL(nn.Module):
 
     # --- model -----------------------------------------------------------------------------
     def forward(self, frames1: torch.Tensor, frames2: torch.Tensor, spects: torch.Tensor) -> dict:
+        """Two views (B,3,S,S) float, S = cfg.img_size, and their clip's spects (B,N,96,64) -> loss and maps."""
+        check_inputs(self.cfg.img_size, spects, frames1=frames1, frames2=frames2)
         e, a = self.encode_audio(spects)
         v1, v2 = self.encode_frames(frames1, frames2)
         # both views through the PCM and the attention at once (per-sample ops, one call per layer); the
@@ -95,13 +157,16 @@ class SSPL(nn.Module):
                 "heatmap": sim1, "attention": att1}
 
     def heatmap(self, frames: torch.Tensor, spects: torch.Tensor) -> torch.Tensor:
-        """Localization heatmaps (B,h,w): raw cosine similarity (the official `orig_sim_map`)."""
+        """Localization heatmaps (B,h,w): raw cosine similarity (the official `orig_sim_map`) of frames
+        (B,3,S,S) float, S = cfg.img_size, and spects (B,N,96,64)."""
+        check_inputs(self.cfg.img_size, spects, frames=frames)
         e, a = self.encode_audio(spects)
         (v,) = self.encode_frames(frames)
         return attention(self.refine(v, e), a)[1]
 
     def heatmap_cycles(self, frames: torch.Tensor, spects: torch.Tensor) -> torch.Tensor:
-        """Heatmaps after the PCM initialization and after each cycle: (B, cycles+1, h, w)."""
+        """Heatmaps after the PCM initialization and after each cycle: (B, cycles+1, h, w) (inputs as `heatmap`)."""
+        check_inputs(self.cfg.img_size, spects, frames=frames)
         e, a = self.encode_audio(spects)
         (v,) = self.encode_frames(frames)
         maps = [attention(m, a)[1] for m in self.refine(v, e, return_cycles=True)]

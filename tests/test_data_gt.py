@@ -49,7 +49,8 @@ def test_flickr_positional_children_and_errors(tmp_path):
 
 
 def test_vggss_rule_clips_both_sides():
-    g = vggss_gt_map([[-0.1, 0.5, 1.2, 0.75], [0.2, 0.1, 0.3, 0.2]], size=10)
+    with pytest.warns(UserWarning, match=r"box \[-0.1, 0.5, 1.2, 0.75\] partly outside \[0, 1\], clipped"):
+        g = vggss_gt_map([[-0.1, 0.5, 1.2, 0.75], [0.2, 0.1, 0.3, 0.2]], size=10)
     hand = np.zeros((10, 10))
     hand[5:7, 0:10] = 1  # int(10*0.75) = 7; negative -> 0; 1.2 -> 12, clipped by the slice
     hand[1:2, 2:3] = 1

@@ -111,7 +111,7 @@ def test_without_pcm_heatmap_is_cosine_of_encoder_map():
 @pytest.mark.parametrize("size,grid", [(96, 12), (128, 16), (64, 8)])
 def test_pcm_on_other_grids(size, grid):
     torch.manual_seed(0)
-    out = SSPL(SSPLConfig())(*inputs(size=size, b=4))
+    out = SSPL(SSPLConfig(img_size=size))(*inputs(size=size, b=4))  # frames must match cfg.img_size
     assert out["heatmap"].shape == (4, grid, grid)
     out["loss"].backward()
 

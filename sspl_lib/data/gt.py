@@ -6,18 +6,26 @@ Rules as the official evaluation defines them (SSPL `utils.testset_gt`):
   and clipped at 1 (values in {0, 0.5, 1}).
 - VGG-SS: each normalized coordinate becomes `int(size * max(v, 0))`; the slice end clips the upper
   side at `size`; the fills are unioned (values in {0, 1}).
+
+Inputs are checked without changing these rules: NaN/inf, pixel-scale VGG-SS coordinates (> 1.5) and boxes
+without 4 numbers raise; VGG-SS boxes partly outside [0, 1] are clipped by the rule above with a warning naming
+them; boxes that come out empty (inverted, fully outside, zero area) are warned about, and a Flickr file whose
+every box is empty raises AnnotationError (a silent all-zero map would score cIoU 0).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 
 _COORDS = ("xmin", "ymin", "xmax", "ymax")
+FLICKR_SIZE = 256  # Flickr annotations are in 256 x 256 px coordinates
+PIXEL_LIKE = 1.5  # a normalized coordinate above this is taken for a pixel coordinate
 
 
 class AnnotationError(ValueError):
@@ -67,27 +75,107 @@ def parse_flickr_xml(xml: str | os.PathLike) -> np.ndarray:
             raise AnnotationError(f"{name}: bbox with {len(texts)} coordinates, expected 4")
     if not boxes:
         raise AnnotationError(f"{name}: no <bbox> in the annotation")
-    return np.asarray(boxes, dtype=np.int64)
+    b = np.asarray(boxes, dtype=np.int64)
+    reasons = _flickr_problems(b)
+    if all(reasons):
+        raise AnnotationError(f"{name}: every box is empty: " + "; ".join(f"box {v} {r}" for v, r in
+                              zip(b.tolist(), reasons)) + "; expected xmin < xmax and ymin < ymax inside [0, 256]")
+    if any(reasons):
+        _warn_boxes(name, b, reasons, len(b))
+    return b
+
+
+def _flickr_problems(b: np.ndarray) -> list[str]:
+    """A reason per 256-px box (M, 4): "" for a usable box, else why it is empty."""
+    x0, y0, x1, y1 = b.T
+    out = []
+    for k in range(len(b)):
+        if x1[k] < x0[k] or y1[k] < y0[k]:
+            out.append("inverted (xmax < xmin or ymax < ymin)")
+        elif x1[k] == x0[k] or y1[k] == y0[k]:
+            out.append("empty (zero width or height)")
+        elif x1[k] <= 0 or y1[k] <= 0 or x0[k] >= FLICKR_SIZE or y0[k] >= FLICKR_SIZE:
+            out.append("fully outside the 256-px image")
+        else:  # inside, or partly outside: the slicing clips it as the benchmark does
+            out.append("")
+    return out
+
+
+def _warn_boxes(name: str, boxes: np.ndarray, reasons: list[str], n: int, owners=None) -> None:
+    """One warning naming the boxes with a reason (at most 5 listed)."""
+    bad = [k for k, r in enumerate(reasons) if r]
+    who = (lambda k: f"{owners[k]} ") if owners is not None else (lambda k: "")
+    listed = "; ".join(f"{who(k)}box {boxes[k].tolist()} {reasons[k]}" for k in bad[:5])
+    more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+    warnings.warn(f"{name}: {listed}{more} ({len(bad)} of {n} boxes; clipped or left empty as the benchmark "
+                  "does)", stacklevel=3)
 
 
 def flickr_gt_map(xml: str | os.PathLike, size: int = 224) -> np.ndarray:
-    """Flickr consensus map (size, size) float64 in {0, 0.5, 1} from an XML path or text."""
-    boxes = np.trunc(size * parse_flickr_xml(xml) / 256).astype(np.int64)  # int(size * v / 256)
-    gt = fill_boxes(boxes, size).sum(0, dtype=np.float64) / 2
+    """Flickr consensus map (size, size) float64 in {0, 0.5, 1} from an XML path or text. Boxes that come out
+    empty are warned about; when every one does, AnnotationError names the file."""
+    boxes = parse_flickr_xml(xml)
+    fills = fill_boxes(np.trunc(size * boxes / FLICKR_SIZE).astype(np.int64), size)  # int(size * v / 256)
+    empty = ~fills.reshape(len(fills), -1).any(1)  # (M,)
+    if empty.any():
+        name = str(xml) if not (isinstance(xml, str) and xml.lstrip().startswith("<")) else "<xml text>"
+        if empty.all():
+            raise AnnotationError(f"{name}: every box is empty at {size} px: {boxes.tolist()}; expected at least "
+                                  "one box inside the 256-px image")
+        flagged = _flickr_problems(boxes)
+        reasons = [f"empty at {size} px" if e and not r else "" for e, r in zip(empty, flagged)]
+        if any(reasons):
+            _warn_boxes(name, boxes, reasons, len(boxes))
+    gt = fills.sum(0, dtype=np.float64) / 2
     return np.minimum(gt, 1.0)
 
 
+def _checked_vggss(bboxes, name: str) -> np.ndarray:
+    """Normalized boxes as (M, 4) float64; raises ValueError for wrong arity, NaN/inf, pixel-scale values."""
+    try:
+        b = np.asarray(bboxes, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name}: expected boxes [[x0, y0, x1, y1], ...] of 4 numbers each, got "
+                         f"{str(bboxes)[:80]} ({e})") from None
+    if b.ndim == 1 and b.size in (0, 4):
+        b = b.reshape(-1, 4)  # no box, or one box given flat
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"{name}: expected 4 numbers (x0, y0, x1, y1) per box, got shape {b.shape}: "
+                         f"{str(b.tolist())[:80]}")
+    finite = np.isfinite(b).all(1)
+    if not finite.all():
+        raise ValueError(f"{name}: box {b[~finite][0].tolist()} holds NaN or inf; expected normalized "
+                         "coordinates in [0, 1]")
+    if (b > PIXEL_LIKE).any():
+        raise ValueError(f"{name}: box {b[(b > PIXEL_LIKE).any(1)][0].tolist()} looks like pixel coordinates; "
+                         "expected normalized coordinates in [0, 1] (divide x by the image width, y by its height)")
+    return b
+
+
+def _vggss_pixels(b: np.ndarray, size: int, name: str, owners=None) -> np.ndarray:
+    """Checked boxes (M, 4) -> `int(size * max(v, 0))`, warning about clipped or empty boxes."""
+    px = np.trunc(size * np.maximum(b, 0.0)).astype(np.int64)
+    outside = ((b < 0) | (b > 1)).any(1)
+    hi = np.minimum(px[:, 2:], size)
+    empty = (hi <= px[:, :2]).any(1)  # the slice [y0:y1, x0:x1] holds no pixel
+    if outside.any() or empty.any():
+        reasons = [("partly outside [0, 1], clipped" if o else "") + ("; " if o and e else "") +
+                   (f"empty at {size} px" if e else "") for o, e in zip(outside, empty)]
+        _warn_boxes(name, b, reasons, len(b), owners)
+    return px
+
+
 def vggss_box_pixels(bboxes, size: int = 224) -> np.ndarray:
-    """Normalized boxes (M, 4) -> integer pixel boxes `int(size * max(v, 0))` (M, 4)."""
-    b = np.asarray(bboxes, dtype=np.float64).reshape(-1, 4)
-    return np.trunc(size * np.maximum(b, 0.0)).astype(np.int64)
+    """Normalized boxes (M, 4) (or one box (4,)) -> integer pixel boxes `int(size * max(v, 0))` (M, 4)."""
+    return _vggss_pixels(_checked_vggss(bboxes, "bboxes"), size, "bboxes")
 
 
 def vggss_gt_map(bboxes, size: int = 224) -> np.ndarray:
     """VGG-SS map (size, size) float64 in {0, 1}: union of the normalized boxes `[[x0,y0,x1,y1], ...]`."""
-    if len(bboxes) == 0:
+    b = _checked_vggss(bboxes, "bboxes")
+    if len(b) == 0:
         return np.zeros((size, size))
-    return (fill_boxes(vggss_box_pixels(bboxes, size), size).sum(0) > 0).astype(np.float64)
+    return (fill_boxes(_vggss_pixels(b, size, "bboxes"), size).sum(0) > 0).astype(np.float64)
 
 
 def load_vggss_annotations(json_path: str | os.PathLike) -> dict[str, list[list[float]]]:
@@ -132,13 +220,18 @@ def gt_maps_for_split(ids, *, flickr_dir: str | os.PathLike | None = None,
     if missing:
         raise AnnotationError(f"{vggss if not isinstance(vggss, dict) else 'annotations'}: no boxes for "
                               f"{len(missing)} ids, e.g. {missing[:3]}")
-    counts = np.array([len(table[i]) for i in ids])
+    source = vggss if not isinstance(vggss, dict) else "annotations"
+    try:
+        per_id = [_checked_vggss(table[i], f"id {i}") for i in ids]
+    except ValueError as e:
+        raise AnnotationError(f"{source}: {e}") from None
+    counts = np.array([len(b) for b in per_id])
     out = np.zeros((len(ids), size, size), np.float32)
     if counts.sum() == 0:
         return out
-    boxes = np.concatenate([np.asarray(table[i], np.float64).reshape(-1, 4) for i in ids])  # (M, 4)
+    boxes = np.concatenate(per_id)  # (M, 4)
     owner = np.repeat(np.arange(len(ids)), counts)  # (M,) sample of each box
+    px = _vggss_pixels(boxes, size, str(source), owners=[f"id {ids[k]}" for k in owner])
     for s in range(0, len(boxes), 512):  # bounded memory: 512 boxes at a time
-        fills = fill_boxes(vggss_box_pixels(boxes[s:s + 512], size), size)
-        np.add.at(out, owner[s:s + 512], fills)
+        np.add.at(out, owner[s:s + 512], fill_boxes(px[s:s + 512], size))
     return (out > 0).astype(np.float32)

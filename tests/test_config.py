@@ -1,0 +1,120 @@
+"""sspl_lib.config: the validated schema, --set parsing, resume comparison, config.json round trip, the profiles."""
+
+import json
+from dataclasses import fields
+
+import numpy as np
+import pytest
+
+from sspl_lib.config import (OBJECTIVES, ConfigError, ProfileNotFoundError, SSPLConfig, changed_fields, load_profile,
+                             parse_overrides)
+from sspl_lib.paths import PARAMS_DIR
+
+PROFILES = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_every_profile_loads(name):
+    cfg = load_profile(name)
+    lines = (PARAMS_DIR / f"{name}.yaml").read_text().splitlines()
+    top = [line.split(":")[0] for line in lines if line and not line.startswith((" ", "#"))]
+    assert top == ["profile", "config"]  # the two parameters every notebook declares: papermill -f <profile>.yaml
+    keys = {line.split(":")[0].strip() for line in lines if line.startswith("  ") and not line.strip().startswith("#")}
+    assert keys <= {f.name for f in fields(SSPLConfig)}
+    assert cfg.objective in OBJECTIVES and cfg.epochs >= 1 and all(isinstance(v, float) for v in
+                                                                   (cfg.lr_pcm, cfg.lr_sound, cfg.lr_head))
+
+
+def test_quick_profile_holds_the_benchmark_and_study_seeds():
+    cfg = load_profile("quick")
+    assert (cfg.data_seed, cfg.n_train, cfg.n_val, cfg.n_test, cfg.n_labeled, cfg.frame_size, cfg.n_classes) == \
+        (0, 3000, 500, 500, 2000, 128, 8)
+    assert cfg.seeds == (1234, 1, 2) and cfg.seed == 1234 and cfg.assets is None
+    assert cfg.lr_pcm == 1e-3 and cfg.warmup_epochs == 0.25 and cfg.threads == 2
+
+
+def test_missing_profile_lists_the_available_ones():
+    with pytest.raises(ProfileNotFoundError, match=r"nope\.yaml: no such profile \(available: .*'quick'") as e:
+        load_profile("nope")
+    assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, ValueError)
+
+
+def test_parse_overrides_values():
+    over = parse_overrides(["epochs=5", "lr_pcm=1e-4", "lr_head=5.0e-5", "use_pcm=false", "seeds=[1, 2, 3]",
+                            "data_root=data/x y", "vgg16_weights=null", 'val_split="7"', "device = cuda:1"])
+    assert over == {"epochs": 5, "lr_pcm": 1e-4, "lr_head": 5e-5, "use_pcm": False, "seeds": [1, 2, 3],
+                    "data_root": "data/x y", "vgg16_weights": None, "val_split": "7", "device": "cuda:1"}
+    assert type(over["lr_pcm"]) is float
+    cfg = load_profile("quick", **over)
+    assert cfg.seeds == (1, 2, 3) and cfg.lr_pcm == 1e-4 and cfg.use_pcm is False and cfg.val_split == "7"
+    with pytest.raises(ConfigError, match=r"--set 'seeds=\[1,': the value is not valid YAML"):
+        parse_overrides(["seeds=[1,"])
+    with pytest.raises(ConfigError, match=r"--set '=5': expected KEY=VALUE"):
+        parse_overrides(["=5"])
+    with pytest.raises(ConfigError, match=r"override of profile 'quick': epochs=None: expected an integer"):
+        load_profile("quick", **parse_overrides(["epochs="]))
+
+
+def test_types_are_checked_and_normalized():
+    cfg = SSPLConfig(warmup_epochs=1, epochs=np.int64(4), seeds=[np.int64(3), 5])
+    assert type(cfg.warmup_epochs) is float and type(cfg.epochs) is int and cfg.seeds == (3, 5)
+    json.dumps(cfg.to_dict())  # plain Python types only
+    with pytest.raises(ConfigError) as e:  # every bad value is named in one message
+        SSPLConfig(batch_size=2.5, amp="fp16", seeds=[1, 1], pcm_cycles=-1)
+    assert "batch_size=2.5: expected an integer, got float" in str(e.value)
+    with pytest.raises(ConfigError, match=r"amp='fp16'.*pcm_cycles=-1: expected >= 0.*seeds=\[1, 1\]"):
+        SSPLConfig(amp="fp16", seeds=[1, 1], pcm_cycles=-1)
+    with pytest.raises(ConfigError, match=r"lr_pcm=nan: expected a finite number"):
+        SSPLConfig(lr_pcm=float("nan"))
+    with pytest.raises(ConfigError, match=r"unknown config key 'lr_pmc' \(did you mean 'lr_pcm'\?\)"):
+        SSPLConfig().replace(lr_pmc=1e-3)
+    assert SSPLConfig(lr_pcm=0.0).lr_pcm == 0.0  # a frozen part (lr 0) is allowed
+
+
+def test_changed_fields():
+    stored = load_profile("quick")
+    runtime = stored.replace(threads=1, workers=4, device="cpu", compile=True, seeds=(7,))
+    assert changed_fields(stored, runtime) == []
+    new = runtime.replace(lr_pcm=1e-4, seed=1, batch_size=32, data_root="data/other")
+    assert changed_fields(stored, new) == ["data_root", "batch_size", "lr_pcm", "seed"]  # field order
+    longer = stored.replace(epochs=stored.epochs + 5, patience=3)
+    assert changed_fields(stored, longer) == ["epochs", "patience"]
+    assert changed_fields(stored, longer, allow_longer=True) == []
+    shorter = stored.replace(epochs=stored.epochs - 1)
+    assert changed_fields(stored, shorter, allow_longer=True) == ["epochs"]
+    assert changed_fields(stored, longer.replace(lr_head=1e-2), allow_longer=True) == ["lr_head"]
+
+
+def test_save_load_round_trip(tmp_path):
+    cfg = load_profile("quick", seeds=[5, 6], encoders_checkpoint="runs/x/enc.pt", lr_pcm=1e-4)
+    path = tmp_path / "config.json"
+    path.write_text("old content")
+    cfg.save(path)
+    assert SSPLConfig.load(path) == cfg
+    assert json.loads(path.read_text())["seeds"] == [5, 6]
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # no temporary file left behind
+    cfg.replace(epochs=9).save(path)  # replaced in place
+    assert SSPLConfig.load(path).epochs == 9
+
+
+@pytest.mark.parametrize("content,match", [
+    (None, r"not a readable config\.json .*corrupt or truncated"),  # truncated: the first half of a real file
+    ("", r"not a readable config\.json"),
+    (b"\xff\xfe\x00garbage", r"not a readable config\.json"),
+    ("[1, 2]", r"expected a JSON object of config keys, got list"),
+    ('{"epochs": 3, "lr_pmc": 0.1}', r"unknown config key 'lr_pmc' \(did you mean 'lr_pcm'\?\)"),
+    ('{"epochs": "3"}', r"epochs='3': expected an integer"),
+], ids=["truncated", "empty", "binary", "list", "unknown-key", "bad-type"])
+def test_corrupt_config_json_is_named(tmp_path, content, match):
+    path = tmp_path / "run" / "config.json"
+    path.parent.mkdir()
+    if content is None:
+        SSPLConfig().save(path)
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=match) as e:
+        SSPLConfig.load(path)
+    assert str(path) in str(e.value)
