@@ -7,29 +7,45 @@ frame_size x frame_size RGB, the official audio clip (`audio.prepare_clip`: cent
 min-max to [-1, 1]) and its VGGish log-mel (3, 96, 64). Optional `annotations` (a folder of Flickr XML
 files or a VGG-SS JSON) add `gt` maps; ids without one are skipped (logged).
 
-Policy: undecodable or empty inputs are skipped and listed in `<out>.skipped.csv` with the reason;
-silent audio (peak < 1e-4) is kept and flagged in `<out>.report.csv` (its clip is constant -1) unless
-`silent="skip"`; boxes outside the image are clipped, with a warning in the report.
-Resume: `<out>.partial` + `<out>.journal.csv` (one line per processed id, in order); a rerun continues
-where it stopped and yields the same final file. CLI: `python -m sspl_lib.data.prepare --src ... --out ...`.
+Policy: undecodable or empty inputs, and any other per-item exception (e.g. PIL's DecompressionBombError) or
+a worker process that dies on an item, are skipped and listed in `<out stem>.skipped.csv` with the reason
+(file, exception type and message); silent audio (peak < 1e-4) is kept and flagged in `<out stem>.report.csv`
+(its clip is constant -1) unless `silent="skip"`; boxes outside the image are clipped, with a warning.
+
+Crash safety and resume (`journal.py` explains the design): items are committed a chunk at a time to immutable
+segment files `<out>.parts/seg-*.npz`, each confirmed by a checksummed, fsync'ed line of `<out>.journal`; a
+rerun with the same arguments continues from the last consistent, verified prefix (a kill -9 at any point,
+torn journal lines included, costs at most the chunk in flight). The final file is assembled from the
+segments into a fresh `<out>.partial`, fsync'ed and renamed to `<out>`: it is the same (ids, order, array
+bytes) as an uninterrupted run's. Ids are stored as fixed-length utf-8 bytes (no HDF5 heap). Files this
+module writes carry the attribute `sspl_prepared`; an existing `<out>` or `<out>.partial` without it is
+never overwritten (FileExistsError naming it). Needs about twice the final size on disk while assembling.
+CLI: `python -m sspl_lib.data.prepare --src ... --out ...`.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import multiprocessing as mp
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from .gt import AnnotationError, fill_boxes, load_vggss_annotations, parse_flickr_xml, vggss_box_pixels
-from .h5 import DataFileError, H5Writer
+from .h5 import H5Writer
+from .isolated_pool import isolated_map
+from .journal import JOURNAL_TOOL, Journal, clear_parts, read_segment, remove_parts, segment_ok, write_segment
 from .media import (AUDIO_EXT, IMAGE_EXT, VIDEO_EXT, MediaError, read_audio, read_image, resize_square,
                     video_middle_frame)
+
+
+PREPARED_MARK = "sspl_prepared"  # attribute of every file this module writes; other files are never overwritten
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,88 +150,143 @@ def process_item(args) -> tuple[str, dict | None, str]:
         return item.id, out, "; ".join(flags)
     except (MediaError, AnnotationError) as e:
         return item.id, None, str(e)
+    except Exception as e:  # anything unexpected is a skip with its reason, never a crash of the run
+        return item.id, None, f"{item.video or item.frame or item.audio}: {type(e).__name__}: {e}"
 
 
-_ANNOTATIONS: dict = {}  # set before the (forked) pool starts, read by the workers
+_ANNOTATIONS: dict = {}  # set before the (forked) workers start, read by them
 
 
-def _read_journal(path: Path) -> list[tuple[str, str, str]]:
+def _died(args, how: str) -> tuple[str, None, str]:
+    item = args[0]
+    return item.id, None, f"{item.video or item.frame or item.audio}: its worker process failed ({how})"
+
+
+def _check_ours(path: Path, why: str = "") -> None:
+    """An existing file at `path` must be one this module wrote (attribute `sspl_prepared`)."""
     if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return [tuple(r) for r in csv.reader(f) if len(r) == 3]
+        return
+    try:
+        with h5py.File(path, "r") as f:
+            ours = PREPARED_MARK in f.attrs
+    except OSError:
+        ours = False
+    if not ours:
+        raise FileExistsError(f"{path}: exists and was not written by sspl_lib.data.prepare (no '{PREPARED_MARK}' "
+                              f"attribute{why}); refusing to overwrite it: remove it or choose another output path")
+
+
+def _open_journal(out: Path, params: dict, resume: bool) -> Journal:
+    """The run's journal: the verified consistent prefix of the previous one, or a new one (see journal.py)."""
+    path, parts, partial = (out.with_name(out.name + s) for s in (".journal", ".parts", ".partial"))
+    if path.exists():
+        j, dropped = Journal.read(path)  # JournalError if it is not ours
+        if dropped:
+            warnings.warn(f"{path}: {dropped} torn or inconsistent line(s) dropped; their items are prepared again")
+        old = j.header.get("params", {})
+        diff = [k for k in params if old.get(k) != params[k]]
+        if resume and diff:
+            raise ValueError(f"{path}: the interrupted run used other parameters ("
+                             + ", ".join(f"{k}: {old.get(k)!r} then, {params[k]!r} now" for k in diff)
+                             + "); rerun with the same ones, or pass --no-resume (resume=False) to start over")
+        finished = bool(j.records) and j.records[-1]["kind"] == "done"
+        if resume and finished and out.exists():
+            return j  # killed while cleaning up: only that is left
+        if resume and not finished:
+            bad = next((n for n, r in enumerate(j.records) if not segment_ok(parts, r)), len(j.records))
+            if bad < len(j.records):
+                warnings.warn(f"{parts / str(j.records[bad]['file'])}: missing or not as journaled; it and the "
+                              f"{len(j.records) - bad - 1} later segment(s) are prepared again")
+                j.truncate(bad)
+            parts.mkdir(exist_ok=True)
+            remove_parts(parts, keep=len(j.records))  # files of unconfirmed segments
+            return j
+    else:
+        _check_ours(partial, ", and no journal of an interrupted run is there")
+    clear_parts(parts)
+    partial.unlink(missing_ok=True)
+    return Journal.create(path, params)
+
+
+def _write_csv(path: Path, rows) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    os.replace(tmp, path)
+
+
+def _assemble(j: Journal, parts: Path, out: Path, attrs: dict, rows: int = 128) -> None:
+    """The final file from the confirmed segments, in journal order (fresh partial file, fsync, rename)."""
+    with H5Writer(out, attrs=attrs | {PREPARED_MARK: JOURNAL_TOOL}) as w:
+        buf: list[dict] = []
+        segs = [r for r in j.records if r["kind"] == "segment" and r.get("file")]
+        for n, rec in enumerate(segs):
+            buf.append(read_segment(parts, rec))
+            if sum(len(b["ids"]) for b in buf) >= rows or n == len(segs) - 1:
+                w.append({k: (np.concatenate([b[k] for b in buf]).tolist() if k == "ids" else
+                              np.concatenate([b[k] for b in buf])) for k in buf[0]})
+                buf = []
 
 
 def prepare_folder(src, out, *, frame_size: int = 256, annotations=None, gt_size: int = 224, silent: str = "keep",
                    workers: int = 2, chunk: int = 16, resume: bool = True, stop_after: int | None = None,
                    source: str = "custom", progress: bool = True) -> PrepareReport:
     """Prepare every item of `src` into the packed file `out` (see module doc). `stop_after`: stop (as if
-    interrupted) after that many items of this call, leaving the partial file and journal for a resume."""
+    interrupted) after that many items of this call, leaving the journal and segments for a resume."""
     from tqdm.auto import tqdm
 
+    import_module("..audio", __package__)  # imported once here (torch), inherited by the forked workers
+
     t0, out = time.perf_counter(), Path(out)
-    journal = out.with_name(out.name + ".journal.csv")
-    report = PrepareReport(out=out)
+    parts, report = out.with_name(out.name + ".parts"), PrepareReport(out=out)
     items = find_items(src)
     ann = annotations
     if ann is not None and Path(ann).suffix.lower() == ".json":
         ann = load_vggss_annotations(ann)
     elif ann is not None and not Path(ann).is_dir():
         raise FileNotFoundError(f"{ann}: annotations must be a folder of <id>.xml or a VGG-SS .json file")
-    attrs = dict(frame_size=frame_size, sample_rate=16000, source=source, src=str(src))
-    done = _read_journal(journal) if resume else []
-    try:
-        writer = H5Writer(out, attrs=attrs, resume=bool(done))
-    except DataFileError as e:  # killed while writing: the partial file is unusable, start over
-        warnings.warn(f"{e}; starting {out} from scratch")
-        done, writer = [], H5Writer(out, attrs=attrs)
-    n_ok = sum(s == "ok" for _, s, _ in done)
-    if len(writer) < n_ok:  # journal ahead of the file (should not happen): start over
-        writer.close(commit=False)
-        done, n_ok, writer = [], 0, H5Writer(out, attrs=attrs)
-    writer.truncate(n_ok)  # rows written after the last journal line are redone
-    if not done:
-        journal.write_text("")
-    seen = {i for i, _, _ in done}
-    todo = [it for it in items if it.id not in seen]
+    params = dict(src=str(Path(src).resolve()), frame_size=frame_size, gt_size=gt_size, silent=silent,
+                  annotations=None if annotations is None else str(Path(annotations).resolve()), source=source)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _check_ours(out)
+    j = _open_journal(out, params, resume)
+    seen = {i for r in j.records if r["kind"] == "segment" for i, _, _ in r["items"]}
+    finished = bool(j.records) and j.records[-1]["kind"] == "done"
+    todo = [] if finished else [it for it in items if it.id not in seen]
     if stop_after is not None:
         todo, report.interrupted = todo[:stop_after], stop_after < len(todo)
     _ANNOTATIONS["ann"] = ann
-    pool = mp.get_context("fork").Pool(workers) if workers > 1 else None
-    bar = tqdm(total=len(items), initial=len(done), desc="prepare", unit="item", disable=not progress)
+    seg = sum(r["kind"] == "segment" for r in j.records)
+    bar = tqdm(total=len(items), initial=len(seen), desc="prepare", unit="item", disable=not progress)
     try:
-        args = [(it, frame_size, gt_size, silent) for it in todo]
-        results = pool.imap(process_item, args) if pool else map(process_item, args)
         batch, lines = [], []
-        for k, (i, arrays, note) in enumerate(results):
+        args = [(it, frame_size, gt_size, silent) for it in todo]
+        for k, (i, arrays, note) in enumerate(isolated_map(process_item, args, workers=workers, on_death=_died)):
             lines.append((i, "ok" if arrays is not None else "skipped", note))
             if arrays is not None:
                 batch.append((i, arrays))
             if len(lines) >= chunk or k == len(todo) - 1:
+                rec = {"kind": "segment", "seg": seg, "items": lines, "file": None}
                 if batch:
-                    writer.append({"ids": [b[0] for b in batch]} |
-                                  {key: np.stack([b[1][key] for b in batch]) for key in batch[0][1]})
-                with open(journal, "a", newline="") as f:  # after the rows are flushed
-                    csv.writer(f).writerows(lines)
+                    rec |= write_segment(parts, seg, {"ids": [b[0] for b in batch]} |
+                                         {key: np.stack([b[1][key] for b in batch]) for key in batch[0][1]})
+                j.append(rec)  # after the segment is on disk
                 bar.update(len(lines))
-                batch, lines = [], []
+                batch, lines, seg = [], [], seg + 1
     finally:
         bar.close()
-        if pool:
-            pool.terminate()
-    done = _read_journal(journal)
+    done = [tuple(x) for r in j.records if r["kind"] == "segment" for x in r["items"]]
     report.skipped = [(i, r) for i, s, r in done if s == "skipped"]
     report.flagged = [(i, r) for i, s, r in done if s == "ok" and r]
     report.n_ok = sum(s == "ok" for _, s, _ in done)
-    if report.interrupted:
-        writer.close(commit=False)
-    else:
-        writer.close(commit=True)
-        with open(out.with_name(out.stem + ".skipped.csv"), "w", newline="") as f:
-            csv.writer(f).writerows([("id", "reason"), *report.skipped])
-        with open(out.with_name(out.stem + ".report.csv"), "w", newline="") as f:
-            csv.writer(f).writerows([("id", "status", "detail"), *done])
-        journal.unlink()
+    if not report.interrupted:
+        if not finished:
+            _write_csv(out.with_name(out.stem + ".skipped.csv"), [("id", "reason"), *report.skipped])
+            _write_csv(out.with_name(out.stem + ".report.csv"), [("id", "status", "detail"), *done])
+            _assemble(j, parts, out, dict(frame_size=frame_size, sample_rate=16000, source=source, src=str(src)))
+            j.append({"kind": "done"})
+        remove_parts(parts)
+        j.path.unlink()
     report.seconds = time.perf_counter() - t0
     return report
 
