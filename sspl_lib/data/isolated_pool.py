@@ -57,31 +57,46 @@ def isolated_map(fn: Callable, args: Iterable, *, workers: int, on_death: Callab
     """`fn(a)` for each `a` of `args`, in order, in `workers` processes (see module doc)."""
     ctx = mp.get_context("fork")
     workers = max(1, int(workers))
+    ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=die_with_parent)
 
-    def pool() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(workers, mp_context=ctx, initializer=die_with_parent)
+    def submit(a):
+        try:
+            return ex.submit(fn, a)
+        except BrokenProcessPool:  # a worker died since the last result
+            return None
 
-    ex, pending, todo = pool(), deque(), iter(args)
+    def result(a, fut):
+        try:
+            if fut is None:
+                raise BrokenProcessPool
+            return fut.result()
+        except BrokenProcessPool:
+            raise
+        except Exception as e:  # an exception fn let through, or an unpicklable result
+            return on_death(a, f"{type(e).__name__}: {e}")
+
+    pending, todo = deque(), iter(args)
     try:
         while True:
             while len(pending) < 4 * workers and (a := next(todo, _END)) is not _END:
-                pending.append((a, ex.submit(fn, a)))
+                pending.append((a, submit(a)))
             if not pending:
                 return
             a, fut = pending.popleft()
             try:
-                yield fut.result()
-            except BrokenProcessPool:
+                r = result(a, fut)
+            except BrokenProcessPool:  # redo what was in flight: each item alone, then a fresh pool
                 ex.shutdown(wait=True, cancel_futures=True)
                 for b, f in [(a, fut), *pending]:
                     try:
-                        yield f.result()
+                        r = result(b, f)
                     except BrokenProcessPool:
-                        yield run_alone(fn, b, on_death, ctx)
+                        r = run_alone(fn, b, on_death, ctx)
+                    yield r
                 pending.clear()
-                ex = pool()
-            except Exception as e:  # an exception fn let through, or an unpicklable result
-                yield on_death(a, f"{type(e).__name__}: {e}")
+                ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=die_with_parent)
+                continue
+            yield r
     finally:
         ex.shutdown(wait=False, cancel_futures=True)
 
