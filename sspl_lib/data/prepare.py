@@ -298,15 +298,18 @@ def main(argv=None) -> None:
     p.add_argument("--annotations", help="folder of Flickr <id>.xml or a VGG-SS .json (adds gt maps)")
     p.add_argument("--frame-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--chunk", type=int, default=16, help="items per write + journal update")
+    p.add_argument("--chunk", type=int, default=16, help="items per committed segment + journal line")
     p.add_argument("--silent", choices=("keep", "skip"), default="keep")
-    p.add_argument("--no-resume", action="store_true", help="ignore a previous partial run")
+    p.add_argument("--no-resume", action="store_true", help="discard a previous interrupted run, start over")
     p.add_argument("--stop-after", type=int, help="stop after N items (resume later)")
     p.add_argument("--source", default="custom", help="value of the 'source' attribute (flickr, vggsound, ...)")
     a = p.parse_args(argv)
-    r = prepare_folder(a.src, a.out, frame_size=a.frame_size, annotations=a.annotations, silent=a.silent,
-                       workers=a.workers, chunk=a.chunk, resume=not a.no_resume, stop_after=a.stop_after,
-                       source=a.source)
+    try:
+        r = prepare_folder(a.src, a.out, frame_size=a.frame_size, annotations=a.annotations, silent=a.silent,
+                           workers=a.workers, chunk=a.chunk, resume=not a.no_resume, stop_after=a.stop_after,
+                           source=a.source)
+    except (FileExistsError, FileNotFoundError, ValueError) as e:  # a foreign file, other parameters, no src
+        p.exit(2, f"error: {e}\n")
     state = "interrupted (rerun to resume)" if r.interrupted else "done"
     print(f"{r.out}: {state}; {r.n_ok} items written, {len(r.skipped)} skipped, {len(r.flagged)} flagged, "
           f"{r.seconds:.1f} s")
