@@ -200,3 +200,22 @@ def test_decompression_bomb_is_a_logged_skip_and_resume_does_not_crash(tmp_path)
     assert rows[0] == ["id", "reason"] and rows[1][0] == "b2" and "DecompressionBombError" in rows[1][1]
     r = prepare_folder(src, out, frame_size=24, workers=1, chunk=2, progress=False)  # a rerun does not crash either
     assert r.n_ok == 5 and load_split(out)["ids"] == ["b0", "b1", "b3", "b4", "b5"]
+
+
+def test_an_undecodable_file_name_is_a_logged_skip(tmp_path):
+    """A file name with bytes that are not UTF-8 (possible on Linux) cannot be an HDF5 id: skipped, not a crash."""
+    src = tmp_path / "names"
+    (src / "frames").mkdir(parents=True)
+    (src / "audio").mkdir()
+    t = np.arange(16000) / 16000
+    for stem in ("n0", "n1", "n2"):
+        Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(src / "frames" / f"{stem}.png")
+        sf.write(src / "audio" / f"{stem}.wav", (0.5 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), 16000)
+    for sub, ext in (("frames", ".png"), ("audio", ".wav")):
+        os.rename(os.fsencode(src / sub / f"n1{ext}"), os.fsencode(src / sub) + b"/n1-\xff\xfe" + ext.encode())
+    out = tmp_path / "n.h5"
+    res = subprocess.run(cli(src, out), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "2 items written, 1 skipped" in res.stdout, res.stderr
+    assert load_split(out)["ids"] == ["n0", "n2"]
+    with open(tmp_path / "n.skipped.csv", encoding="utf-8") as f:
+        assert list(csv.reader(f))[1] == ["n1-\\udcff\\udcfe", "its file name is not valid UTF-8 (rename it)"]

@@ -28,9 +28,10 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import import_module
 from pathlib import Path
 
@@ -92,7 +93,16 @@ def find_items(src: str | Path) -> list[Item]:
         if p.suffix.lower() in VIDEO_EXT and p.is_file():
             items[p.stem] = Item(id=p.stem, video=str(p)) if p.stem not in items else \
                 Item(id=p.stem, video=str(p), problem=f"duplicate id (also {items[p.stem].video or items[p.stem].frame})")
-    return [items[k] for k in sorted(items)]
+    return [items[k] if _utf8(k) else replace(items[k], problem="its file name is not valid UTF-8 (rename it)")
+            for k in sorted(items)]
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # undecodable bytes of a file name (surrogate escapes)
+        return False
 
 
 def _annotation_boxes(ann, item_id: str, gt_size: int, flags: list) -> np.ndarray:
@@ -210,7 +220,7 @@ def _open_journal(out: Path, params: dict, resume: bool) -> Journal:
 
 def _write_csv(path: Path, rows) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
         csv.writer(f).writerows(rows)
     os.replace(tmp, path)
 
@@ -304,6 +314,7 @@ def main(argv=None) -> None:
     p.add_argument("--stop-after", type=int, help="stop after N items (resume later)")
     p.add_argument("--source", default="custom", help="value of the 'source' attribute (flickr, vggsound, ...)")
     a = p.parse_args(argv)
+    sys.stdout.reconfigure(errors="backslashreplace")  # ids from undecodable file names
     try:
         r = prepare_folder(a.src, a.out, frame_size=a.frame_size, annotations=a.annotations, silent=a.silent,
                            workers=a.workers, chunk=a.chunk, resume=not a.no_resume, stop_after=a.stop_after,
