@@ -1,4 +1,5 @@
-"""The durable log of a resumable preparation run: a checksummed journal plus immutable segment files.
+"""The durable log of a resumable preparation run (a checksummed journal plus immutable segment files), how a
+run opens, verifies and resumes it, and how the final file is assembled from it.
 
 Why not append to one HDF5 file and resume it: HDF5 updates its metadata (chunk B-trees, heaps) in place, so a
 process killed in the middle of a write can leave rows that were already confirmed unreadable, zero-filled or
@@ -24,14 +25,17 @@ import io
 import json
 import os
 import re
+import warnings
 import zlib
 from pathlib import Path
 
+import h5py
 import numpy as np
 
-from .h5 import fsync_path
+from .h5 import H5Writer, fsync_path
 
 JOURNAL_TOOL = "sspl_lib.data.prepare"
+PREPARED_MARK = "sspl_prepared"  # attribute of every file prepare writes; other files are never overwritten
 SEGMENT_NAME = re.compile(r"seg-\d{6}\.npz(\.tmp)?")
 
 
@@ -194,3 +198,64 @@ def remove_parts(parts: Path, keep: int | None = None) -> None:
             parts.rmdir()
         except OSError:
             pass
+
+
+# ----------------------------------------------------------------------------- a run's files
+def check_ours(path: Path, why: str = "") -> None:
+    """An existing file at `path` must be one `prepare` wrote (attribute `sspl_prepared`), else FileExistsError."""
+    if not path.exists():
+        return
+    try:
+        with h5py.File(path, "r") as f:
+            ours = PREPARED_MARK in f.attrs
+    except OSError:
+        ours = False
+    if not ours:
+        raise FileExistsError(f"{path}: exists and was not written by sspl_lib.data.prepare (no '{PREPARED_MARK}' "
+                              f"attribute{why}); refusing to overwrite it: remove it or choose another output path")
+
+
+def open_journal(out: Path, params: dict, resume: bool) -> Journal:
+    """The journal of a run writing `out`: the verified consistent prefix of an interrupted run's (resume), or a
+    new one. Refuses a journal, segments folder or partial file that is not ours, and other parameters."""
+    path, parts, partial = (out.with_name(out.name + s) for s in (".journal", ".parts", ".partial"))
+    if path.exists():
+        j, dropped = Journal.read(path)  # JournalError if it is not ours
+        if dropped:
+            warnings.warn(f"{path}: {dropped} torn or inconsistent line(s) dropped; their items are prepared again")
+        old = j.header.get("params", {})
+        diff = [k for k in params if old.get(k) != params[k]]
+        if resume and diff:
+            raise ValueError(f"{path}: the interrupted run used other parameters ("
+                             + ", ".join(f"{k}: {old.get(k)!r} then, {params[k]!r} now" for k in diff)
+                             + "); rerun with the same ones, or pass --no-resume (resume=False) to start over")
+        finished = bool(j.records) and j.records[-1]["kind"] == "done"
+        if resume and finished and out.exists():
+            return j  # killed while cleaning up: only that is left
+        if resume and not finished:
+            bad = next((n for n, r in enumerate(j.records) if not segment_ok(parts, r)), len(j.records))
+            if bad < len(j.records):
+                warnings.warn(f"{parts / str(j.records[bad]['file'])}: missing or not as journaled; it and the "
+                              f"{len(j.records) - bad - 1} later segment(s) are prepared again")
+                j.truncate(bad)
+            parts.mkdir(exist_ok=True)
+            remove_parts(parts, keep=len(j.records))  # files of unconfirmed segments
+            return j
+    else:
+        check_ours(partial, ", and no journal of an interrupted run is there")
+    clear_parts(parts)
+    partial.unlink(missing_ok=True)
+    return Journal.create(path, params)
+
+
+def assemble(j: Journal, parts: Path, out: Path, attrs: dict, rows: int = 128) -> None:
+    """The final file from the confirmed segments, in journal order (fresh partial file, fsync, rename)."""
+    with H5Writer(out, attrs=attrs | {PREPARED_MARK: JOURNAL_TOOL}) as w:
+        buf: list[dict] = []
+        segs = [r for r in j.records if r["kind"] == "segment" and r.get("file")]
+        for n, rec in enumerate(segs):
+            buf.append(read_segment(parts, rec))
+            if sum(len(b["ids"]) for b in buf) >= rows or n == len(segs) - 1:
+                w.append({k: (np.concatenate([b[k] for b in buf]).tolist() if k == "ids" else
+                              np.concatenate([b[k] for b in buf])) for k in buf[0]})
+                buf = []

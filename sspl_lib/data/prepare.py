@@ -12,7 +12,7 @@ a worker process that dies on an item, are skipped and listed in `<out stem>.ski
 (file, exception type and message); silent audio (peak < 1e-4) is kept and flagged in `<out stem>.report.csv`
 (its clip is constant -1) unless `silent="skip"`; boxes outside the image are clipped, with a warning.
 
-Crash safety and resume (`journal.py` explains the design): items are committed a chunk at a time to immutable
+Crash safety and resume (`journal.py` explains the design and does it): items are committed a chunk at a time to immutable
 segment files `<out>.parts/seg-*.npz`, each confirmed by a checksummed, fsync'ed line of `<out>.journal`; a
 rerun with the same arguments continues from the last consistent, verified prefix (a kill -9 at any point,
 torn journal lines included, costs at most the chunk in flight). The final file is assembled from the
@@ -30,23 +30,17 @@ import csv
 import os
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field, replace
 from importlib import import_module
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from .gt import AnnotationError, fill_boxes, load_vggss_annotations, parse_flickr_xml, vggss_box_pixels
-from .h5 import H5Writer
 from .isolated_pool import isolated_map
-from .journal import JOURNAL_TOOL, Journal, clear_parts, read_segment, remove_parts, segment_ok, write_segment
+from .journal import assemble, check_ours, open_journal, remove_parts, write_segment
 from .media import (AUDIO_EXT, IMAGE_EXT, VIDEO_EXT, MediaError, read_audio, read_image, resize_square,
                     video_middle_frame)
-
-
-PREPARED_MARK = "sspl_prepared"  # attribute of every file this module writes; other files are never overwritten
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,70 +166,11 @@ def _died(args, how: str) -> tuple[str, None, str]:
     return item.id, None, f"{item.video or item.frame or item.audio}: its worker process failed ({how})"
 
 
-def _check_ours(path: Path, why: str = "") -> None:
-    """An existing file at `path` must be one this module wrote (attribute `sspl_prepared`)."""
-    if not path.exists():
-        return
-    try:
-        with h5py.File(path, "r") as f:
-            ours = PREPARED_MARK in f.attrs
-    except OSError:
-        ours = False
-    if not ours:
-        raise FileExistsError(f"{path}: exists and was not written by sspl_lib.data.prepare (no '{PREPARED_MARK}' "
-                              f"attribute{why}); refusing to overwrite it: remove it or choose another output path")
-
-
-def _open_journal(out: Path, params: dict, resume: bool) -> Journal:
-    """The run's journal: the verified consistent prefix of the previous one, or a new one (see journal.py)."""
-    path, parts, partial = (out.with_name(out.name + s) for s in (".journal", ".parts", ".partial"))
-    if path.exists():
-        j, dropped = Journal.read(path)  # JournalError if it is not ours
-        if dropped:
-            warnings.warn(f"{path}: {dropped} torn or inconsistent line(s) dropped; their items are prepared again")
-        old = j.header.get("params", {})
-        diff = [k for k in params if old.get(k) != params[k]]
-        if resume and diff:
-            raise ValueError(f"{path}: the interrupted run used other parameters ("
-                             + ", ".join(f"{k}: {old.get(k)!r} then, {params[k]!r} now" for k in diff)
-                             + "); rerun with the same ones, or pass --no-resume (resume=False) to start over")
-        finished = bool(j.records) and j.records[-1]["kind"] == "done"
-        if resume and finished and out.exists():
-            return j  # killed while cleaning up: only that is left
-        if resume and not finished:
-            bad = next((n for n, r in enumerate(j.records) if not segment_ok(parts, r)), len(j.records))
-            if bad < len(j.records):
-                warnings.warn(f"{parts / str(j.records[bad]['file'])}: missing or not as journaled; it and the "
-                              f"{len(j.records) - bad - 1} later segment(s) are prepared again")
-                j.truncate(bad)
-            parts.mkdir(exist_ok=True)
-            remove_parts(parts, keep=len(j.records))  # files of unconfirmed segments
-            return j
-    else:
-        _check_ours(partial, ", and no journal of an interrupted run is there")
-    clear_parts(parts)
-    partial.unlink(missing_ok=True)
-    return Journal.create(path, params)
-
-
 def _write_csv(path: Path, rows) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
         csv.writer(f).writerows(rows)
     os.replace(tmp, path)
-
-
-def _assemble(j: Journal, parts: Path, out: Path, attrs: dict, rows: int = 128) -> None:
-    """The final file from the confirmed segments, in journal order (fresh partial file, fsync, rename)."""
-    with H5Writer(out, attrs=attrs | {PREPARED_MARK: JOURNAL_TOOL}) as w:
-        buf: list[dict] = []
-        segs = [r for r in j.records if r["kind"] == "segment" and r.get("file")]
-        for n, rec in enumerate(segs):
-            buf.append(read_segment(parts, rec))
-            if sum(len(b["ids"]) for b in buf) >= rows or n == len(segs) - 1:
-                w.append({k: (np.concatenate([b[k] for b in buf]).tolist() if k == "ids" else
-                              np.concatenate([b[k] for b in buf])) for k in buf[0]})
-                buf = []
 
 
 def prepare_folder(src, out, *, frame_size: int = 256, annotations=None, gt_size: int = 224, silent: str = "keep",
@@ -258,8 +193,8 @@ def prepare_folder(src, out, *, frame_size: int = 256, annotations=None, gt_size
     params = dict(src=str(Path(src).resolve()), frame_size=frame_size, gt_size=gt_size, silent=silent,
                   annotations=None if annotations is None else str(Path(annotations).resolve()), source=source)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _check_ours(out)
-    j = _open_journal(out, params, resume)
+    check_ours(out)
+    j = open_journal(out, params, resume)
     seen = {i for r in j.records if r["kind"] == "segment" for i, _, _ in r["items"]}
     finished = bool(j.records) and j.records[-1]["kind"] == "done"
     todo = [] if finished else [it for it in items if it.id not in seen]
@@ -293,7 +228,7 @@ def prepare_folder(src, out, *, frame_size: int = 256, annotations=None, gt_size
         if not finished:
             _write_csv(out.with_name(out.stem + ".skipped.csv"), [("id", "reason"), *report.skipped])
             _write_csv(out.with_name(out.stem + ".report.csv"), [("id", "status", "detail"), *done])
-            _assemble(j, parts, out, dict(frame_size=frame_size, sample_rate=16000, source=source, src=str(src)))
+            assemble(j, parts, out, dict(frame_size=frame_size, sample_rate=16000, source=source, src=str(src)))
             j.append({"kind": "done"})
         remove_parts(parts)
         j.path.unlink()
