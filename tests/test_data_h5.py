@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sspl_lib.data.h5 import AVDataset, DataFileError, H5Writer, load_split, open_h5
+from sspl_lib.data.h5 import AVDataset, DataFileError, H5Writer, load_split, open_h5, read_ids
 from sspl_lib.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, batch_random_crop_flip,
                                       batch_train_views, denormalize, eval_frame, random_views)
 
@@ -37,6 +37,27 @@ def test_writer_round_trip_and_atomic_rename(tmp_path):
         np.testing.assert_array_equal(d[k], np.concatenate([a[k], b[k]]))
         assert d[k].dtype == a[k].dtype
     assert d["attrs"]["format"] == "sspl-h5/1" and d["attrs"]["source"] == "test"
+
+
+def test_ids_are_fixed_length_utf8_and_old_variable_length_files_still_read(tmp_path):
+    out = tmp_path / "ids.h5"
+    with H5Writer(out) as w:
+        w.append(_batch(2) | {"ids": ["a", "bé"]})
+        w.append(_batch(1, start=2) | {"ids": ["a_much_longer_id_ü"]})  # wider than before: the dataset widens
+        w.append(_batch(1, start=3) | {"ids": ["z"]})
+    with h5py.File(out, "r") as f:
+        assert f["ids"].dtype == np.dtype("S19") and h5py.check_string_dtype(f["ids"].dtype).length == 19  # not vlen
+        assert f["ids"][1] == "bé".encode()
+    assert read_ids(out) == ["a", "bé", "a_much_longer_id_ü", "z"]
+    assert all(type(i) is str for i in load_split(out)["ids"])
+    assert AVDataset(out, img_size=24, train=False)[2]["id"] == "a_much_longer_id_ü"
+    old = tmp_path / "old.h5"  # written by an earlier version: variable-length utf-8 strings
+    with h5py.File(old, "w") as f:
+        f.create_dataset("ids", data=["x1", "ÿ2"], dtype=h5py.string_dtype("utf-8"))
+        f["frames"] = np.zeros((2, 8, 8, 3), np.uint8)
+        f["spects"] = np.zeros((2, 3, 96, 64), np.float32)
+    assert read_ids(old) == ["x1", "ÿ2"] and all(type(i) is str for i in read_ids(old))
+    assert AVDataset(old, img_size=8, train=False)[1]["id"] == "ÿ2"
 
 
 def test_writer_exception_keeps_partial(tmp_path):

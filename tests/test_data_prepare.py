@@ -122,7 +122,8 @@ def test_prepare_reports_every_item(raw, tmp_path):
         assert [r[0] for r in csv.reader(f)][1:] == bad
     with open(tmp_path / "p.report.csv") as f:
         assert len(list(csv.reader(f))) == 1 + len(ok) + len(bad)
-    assert not (tmp_path / "p.h5.journal.csv").exists() and not (tmp_path / "p.h5.partial").exists()
+    for leftover in ("p.h5.journal", "p.h5.parts", "p.h5.partial"):
+        assert not (tmp_path / leftover).exists()
 
 
 def test_annotations_and_silent_skip(raw, tmp_path):
@@ -152,35 +153,100 @@ def test_resume_after_interruption_gives_the_same_file(raw, tmp_path):
     prepare_folder(src, full, frame_size=32, workers=1, progress=False)
     out = tmp_path / "r.h5"
     r1 = prepare_folder(src, out, frame_size=32, workers=1, stop_after=4, chunk=2, progress=False)
-    assert r1.interrupted and not out.exists() and (tmp_path / "r.h5.partial").exists()
+    assert r1.interrupted and not out.exists() and (tmp_path / "r.h5.journal").exists()
+    assert sorted(p.name for p in (tmp_path / "r.h5.parts").iterdir()) == ["seg-000000.npz", "seg-000001.npz"]
     # a CLI run in a subprocess continues, stops again ...
     cmd = [sys.executable, "-m", "sspl_lib.data.prepare", "--src", str(src), "--out", str(out),
            "--frame-size", "32", "--workers", "1", "--stop-after", "3"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "interrupted" in res.stdout, res.stderr
-    # ... rows flushed after the last journal line (a kill between the two writes) are redone
-    import h5py
-
-    with h5py.File(tmp_path / "r.h5.partial", "a") as f:
-        for k in ("frames", "audio", "spects", "ids"):
-            f[k].resize(f[k].shape[0] + 1, axis=0)
+    # ... a segment written after the last journal line (a kill between the two writes) is redone
+    parts = tmp_path / "r.h5.parts"
+    (parts / "seg-000003.npz").write_bytes((parts / "seg-000000.npz").read_bytes())
+    (parts / "seg-000004.npz.tmp").write_bytes(b"half a segment")
     r3 = prepare_folder(src, out, frame_size=32, workers=2, progress=False)
     assert not r3.interrupted and r3.n_ok == len(ok) and [i for i, _ in r3.skipped] == bad
     _same(full, out)
+    assert not parts.exists() and not (tmp_path / "r.h5.journal").exists()
 
 
-def test_corrupt_partial_restarts_cleanly(raw, tmp_path):
+def test_damaged_segment_is_prepared_again(raw, tmp_path):
     src, ok, _ = raw
     out = tmp_path / "c.h5"
-    prepare_folder(src, out, frame_size=32, workers=1, stop_after=5, progress=False)
-    part = tmp_path / "c.h5.partial"
-    part.write_bytes(part.read_bytes()[:500])  # killed while writing: unreadable
-    with pytest.warns(UserWarning, match="from scratch"):
+    prepare_folder(src, out, frame_size=32, workers=1, stop_after=6, chunk=2, progress=False)
+    seg = tmp_path / "c.h5.parts" / "seg-000001.npz"
+    data = bytearray(seg.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: the checksum in the journal no longer matches
+    seg.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match=r"seg-000001\.npz: missing or not as journaled; it and the 1 later"):
         prepare_folder(src, out, frame_size=32, workers=1, progress=False)
+    full = tmp_path / "full.h5"
+    prepare_folder(src, full, frame_size=32, workers=1, progress=False)
     assert load_split(out)["ids"] == ok
+    _same(full, out)
     out.write_bytes(out.read_bytes()[:1000])
     with pytest.raises(DataFileError, match="c.h5"):
         load_split(out)
+
+
+def test_never_overwrites_a_file_it_did_not_write(raw, tmp_path):
+    src, ok, _ = raw
+    import h5py
+
+    out = tmp_path / "mine.h5"
+    with h5py.File(out, "w") as f:  # somebody's own HDF5 file
+        f["x"] = np.arange(3)
+    with pytest.raises(FileExistsError, match=r"mine\.h5: exists and was not written by sspl_lib\.data\.prepare"):
+        prepare_folder(src, out, frame_size=32, workers=1, progress=False)
+    notes = tmp_path / "notes.h5"
+    notes.write_text("not even HDF5")
+    with pytest.raises(FileExistsError, match=r"notes\.h5: exists"):
+        prepare_folder(src, notes, frame_size=32, workers=1, progress=False)
+    assert notes.read_text() == "not even HDF5"
+    with h5py.File(out, "r") as f:
+        assert list(f["x"][:]) == [0, 1, 2]
+    other = tmp_path / "other.h5"
+    (tmp_path / "other.h5.partial").write_bytes(b"somebody else's partial download")
+    with pytest.raises(FileExistsError, match=r"other\.h5\.partial: exists .*no journal"):
+        prepare_folder(src, other, frame_size=32, workers=1, progress=False)
+    assert (tmp_path / "other.h5.partial").read_bytes() == b"somebody else's partial download"
+    (tmp_path / "x.h5.journal").write_text("id,status,detail\n")  # not our journal
+    with pytest.raises(ValueError, match=r"x\.h5\.journal: not a journal of sspl_lib\.data\.prepare"):
+        prepare_folder(src, tmp_path / "x.h5", frame_size=32, workers=1, progress=False)
+    # its own earlier result is replaced, and carries the marker
+    ours = tmp_path / "ours.h5"
+    prepare_folder(src, ours, frame_size=32, workers=1, progress=False)
+    prepare_folder(src, ours, frame_size=32, workers=2, progress=False)
+    d = load_split(ours)
+    assert d["ids"] == ok and d["attrs"]["sspl_prepared"] == "sspl_lib.data.prepare"
+
+
+def test_resume_with_other_parameters_is_refused(raw, tmp_path):
+    src, ok, _ = raw
+    out = tmp_path / "p.h5"
+    prepare_folder(src, out, frame_size=32, workers=1, stop_after=3, progress=False)
+    with pytest.raises(ValueError, match=r"p\.h5\.journal: the interrupted run used other parameters \(frame_size: "
+                                         r"32 then, 24 now\)"):
+        prepare_folder(src, out, frame_size=24, workers=1, progress=False)
+    rep = prepare_folder(src, out, frame_size=24, workers=1, resume=False, progress=False)  # start over
+    assert rep.n_ok == len(ok) and load_split(out)["frames"].shape[1:] == (24, 24, 3)
+
+
+def test_an_unexpected_per_item_exception_is_a_logged_skip(raw, tmp_path):
+    """A VGG-SS box with 3 numbers makes numpy's reshape raise inside the worker: skipped with its reason."""
+    import json
+
+    src, ok, _ = raw
+    boxes = {i: [[0.1, 0.2, 0.6, 0.7]] for i in ok}
+    boxes["c_gray"] = [[0.1, 0.2, 0.6]]
+    ann = tmp_path / "vggss.json"
+    ann.write_text(json.dumps([{"file": i, "class": "x", "bbox": b} for i, b in boxes.items()]))
+    rep = prepare_folder(src, tmp_path / "u.h5", frame_size=32, workers=2, annotations=ann, progress=False)
+    reasons = dict(rep.skipped)
+    assert "c_gray.jpg: ValueError: cannot reshape array of size 3" in reasons["c_gray"]
+    assert load_split(tmp_path / "u.h5")["ids"] == [i for i in ok if i != "c_gray"]
+    with open(tmp_path / "u.skipped.csv") as f:
+        assert ["c_gray", reasons["c_gray"]] in list(csv.reader(f))
 
 
 def test_sigkill_midway_then_resume(tmp_path):
@@ -195,7 +261,7 @@ def test_sigkill_midway_then_resume(tmp_path):
         Image.fromarray(rgb(24, 24, k)).save(src / "frames" / f"{k:03d}.jpg")
         sf.write(src / "audio" / f"{k:03d}.wav", tone(2.0, 44100, f=200 + 10 * k), 44100)
     out = tmp_path / "k.h5"
-    journal = tmp_path / "k.h5.journal.csv"
+    journal = tmp_path / "k.h5.journal"
     cmd = [sys.executable, "-m", "sspl_lib.data.prepare", "--src", str(src), "--out", str(out),
            "--frame-size", "24", "--workers", "1", "--chunk", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -208,7 +274,7 @@ def test_sigkill_midway_then_resume(tmp_path):
     proc.wait()
     killed = proc.returncode == -signal.SIGKILL
     if killed:
-        assert not out.exists() and 3 <= len(journal.read_text().splitlines()) < 40
+        assert not out.exists() and 3 <= len(journal.read_text().splitlines()) <= 41  # header + one per item
     rep = prepare_folder(src, out, frame_size=24, workers=2, progress=False)
     assert rep.n_ok == 40
     full = tmp_path / "full.h5"

@@ -1,7 +1,8 @@
 """The packed sspl HDF5 format (one file per split): chunked atomic writer, readers, `AVDataset`.
 
 Datasets: `frames` uint8 (N,S,S,3), `audio` float32 (N,48000), `spects` float32 (N,3,96,64),
-`ids` utf-8 str (N,), optional `label` int16, `boxes` float32 (N,4), `all_boxes`, `all_labels`, `gt`.
+`ids` utf-8 bytes of fixed length (N,) (`S<n>`, n = the longest id; older files hold
+variable-length strings, read the same way), optional `label` int16, `boxes` float32 (N,4), `all_boxes`, `all_labels`, `gt`.
 Attrs: `format`="sspl-h5/1", `frame_size`, `sample_rate`, `source`, ...
 """
 
@@ -17,7 +18,6 @@ import torch
 from .transforms import AugmentConfig, eval_frame, random_views
 
 FORMAT = "sspl-h5/1"
-_STR = h5py.string_dtype("utf-8")
 
 
 class DataFileError(OSError):
@@ -26,8 +26,8 @@ class DataFileError(OSError):
 
 def _field_spec(name: str, shape: tuple[int, ...], dtype) -> dict:
     """Creation keywords of one dataset: resizable along N; chunks of <= 64 KiB or one item (fast random reads)."""
-    if name == "ids":
-        return dict(shape=(0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
+    if name == "ids":  # fixed-length bytes: no variable-length heap to corrupt
+        return dict(shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1024,))
     item = int(np.prod(shape)) * np.dtype(dtype).itemsize
     chunk_n = max(1, min(1024, (64 << 10) // max(item, 1)))  # one item per chunk for audio/spects
     if name == "frames":
@@ -38,23 +38,35 @@ def _field_spec(name: str, shape: tuple[int, ...], dtype) -> dict:
     return kw
 
 
-class H5Writer:
-    """Append items in chunks to `<path>.partial`; `close()` renames it to `path` (atomic on one filesystem).
+def encode_ids(ids) -> np.ndarray:
+    """A sequence of str -> fixed-length utf-8 bytes `S<n>` (n = the longest, at least 1)."""
+    raw = [str(i).encode("utf-8") for i in ids]
+    return np.array(raw, dtype=f"S{max([1, *map(len, raw)])}")
 
-    `resume=True` reopens an existing `.partial` file and keeps appending (see `prepare`).
-    Use as a context manager: on an exception the partial file is kept (for resume), not renamed.
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's (or a folder's) written data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class H5Writer:
+    """Write items in chunks to `<path>.partial`; `close()` syncs it and renames it to `path` (atomic on one
+    filesystem). A fresh partial file is started every time (an HDF5 file killed mid-write is not trusted;
+    crash-safe resumable preparation keeps its own journal, see `prepare`).
+    Use as a context manager: on an exception the partial file is kept, not renamed.
     """
 
-    def __init__(self, path: str | os.PathLike, *, attrs: dict | None = None, resume: bool = False):
+    def __init__(self, path: str | os.PathLike, *, attrs: dict | None = None):
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + ".partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume and self.partial.exists():
-            self.f = _open(self.partial, "a")
-        else:
-            self.partial.unlink(missing_ok=True)
-            self.f = h5py.File(self.partial, "w")
-            self.f.attrs["format"] = FORMAT
+        self.partial.unlink(missing_ok=True)
+        self.f = h5py.File(self.partial, "w")
+        self.f.attrs["format"] = FORMAT
         for k, v in (attrs or {}).items():
             self.f.attrs[k] = v
 
@@ -68,7 +80,9 @@ class H5Writer:
             raise ValueError(f"{self.partial}: batch fields have different lengths {n}")
         (n,) = n
         for name, value in batch.items():
-            arr = np.asarray(value, dtype=object if name == "ids" else None)
+            arr = encode_ids(value) if name == "ids" else np.asarray(value)
+            if name == "ids" and name in self.f and self.f[name].dtype.itemsize < arr.dtype.itemsize:
+                self._widen_ids(arr.dtype)
             if name not in self.f:
                 self.f.create_dataset(name, **_field_spec(name, arr.shape[1:], arr.dtype))
             ds = self.f[name]
@@ -77,18 +91,21 @@ class H5Writer:
             ds[start:start + n] = arr
         self.f.flush()
 
-    def truncate(self, n: int) -> None:
-        """Keep the first n items of every dataset (used when resuming after an interruption)."""
-        for name in list(self.f.keys()):
-            if self.f[name].shape[0] > n:
-                self.f[name].resize(n, axis=0)
-        self.f.flush()
+    def _widen_ids(self, dtype) -> None:
+        """A longer id than any before: rewrite the (small) ids dataset with the wider fixed length."""
+        old = self.f["ids"][:]
+        del self.f["ids"]
+        ds = self.f.create_dataset("ids", **_field_spec("ids", (), dtype))
+        ds.resize(len(old), axis=0)
+        ds[:] = old.astype(dtype)
 
     def close(self, commit: bool = True) -> Path:
-        """Close; with `commit`, rename the partial file to the final path."""
+        """Close; with `commit`, sync the partial file to the disk and rename it to the final path."""
         self.f.close()
         if commit:
+            fsync_path(self.partial)
             os.replace(self.partial, self.path)
+            fsync_path(self.path.parent)
             return self.path
         return self.partial
 

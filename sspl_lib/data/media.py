@@ -33,6 +33,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             return np.array(im.convert("RGB"), dtype=np.uint8)  # writable copy
     except FileNotFoundError as e:
         raise MediaError(f"{path}: image file not found") from e
+    except Image.DecompressionBombError as e:  # PIL refuses > 2 x Image.MAX_IMAGE_PIXELS
+        raise MediaError(f"{path}: image too large to decode safely (DecompressionBombError: {e})") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise MediaError(f"{path}: unreadable image ({type(e).__name__}: {e})") from e
 

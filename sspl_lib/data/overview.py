@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..paths import resolve
 from .h5 import load_split
 from .synthetic import AV_SPLITS, class_table, generate_benchmark
 
@@ -17,7 +18,7 @@ GENERATION_KEYS = ("seed", "frame_size", "n_classes", "off_screen_frac", "n_anno
 def ensure_benchmark(out_dir, *, regenerate: bool = False, **params) -> tuple[Path, bool]:
     """The benchmark at `out_dir` made with `params` (keywords of `generate_benchmark`): reused when its
     meta.json records the same sizes and settings, else (re)generated. Returns (folder, reused)."""
-    root = Path(out_dir)
+    root = resolve(out_dir)
     meta_path = root / "meta.json"
     if meta_path.is_file() and not regenerate:
         meta = json.loads(meta_path.read_text())
@@ -39,7 +40,6 @@ def _same_assets(meta: dict, assets) -> bool:
     """Whether a meta.json was made from `assets` (None: drawn) with the asset files as they are now."""
     if assets is None:
         return "assets" not in meta
-    from ..paths import resolve
     from .assets import scan_assets
 
     fingerprint = scan_assets(resolve(assets)).fingerprint()
@@ -48,10 +48,10 @@ def _same_assets(meta: dict, assets) -> bool:
 
 def class_list(root) -> list[dict]:
     """The class table of a benchmark folder: meta.json's `classes` (index, name, ...), else the drawn table."""
-    meta = Path(root) / "meta.json"
+    meta = resolve(root) / "meta.json"
     if meta.is_file():
         return json.loads(meta.read_text())["classes"]
-    attrs = load_split(sorted(Path(root).glob("*.h5"))[0], keys=[])["attrs"]
+    attrs = load_split(sorted(resolve(root).glob("*.h5"))[0], keys=[])["attrs"]
     return class_table(int(attrs.get("n_classes", 8)))
 
 
@@ -59,7 +59,7 @@ def split_stats(root) -> list[dict]:
     """One row per audio-visual split: samples, objects per frame, sounding-box area and centre offset."""
     rows = []
     for split in AV_SPLITS:
-        path = Path(root) / f"{split}.h5"
+        path = resolve(root) / f"{split}.h5"
         if not path.is_file():
             continue
         d = load_split(path, keys=["boxes", "all_labels", "label"])
@@ -79,7 +79,7 @@ def sample_grid(root, split: str = "test_multi", n: int = 12, ncols: int = 6):
     """Frames of a split with the sounding object's box (red) and the other objects' boxes (white)."""
     import matplotlib.pyplot as plt
 
-    d = load_split(Path(root) / f"{split}.h5", keys=["frames", "boxes", "all_boxes", "label"])
+    d = load_split(resolve(root) / f"{split}.h5", keys=["frames", "boxes", "all_boxes", "label"])
     names = [c["name"] for c in class_list(root)]
     nrows = -(-n // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.2 * ncols, 2.4 * nrows), squeeze=False)
@@ -100,7 +100,7 @@ def class_spectrograms(root, per_class: int = 1):
     """The log-mel (3 s = 3 x 0.96 s examples) of the first labeled clip(s) of each class."""
     import matplotlib.pyplot as plt
 
-    d = load_split(Path(root) / "labeled_sounds.h5", keys=["spects", "label"])
+    d = load_split(resolve(root) / "labeled_sounds.h5", keys=["spects", "label"])
     table = class_list(root)
     fig, axes = plt.subplots(per_class, len(table), figsize=(1.6 * len(table), 2.6 * per_class), squeeze=False)
     for c in table:
@@ -133,7 +133,7 @@ def class_scenes(root, split: str = "test_multi", ncols: int = 4):
     (red = sounding, white = the others), titled with the class name."""
     import matplotlib.pyplot as plt
 
-    d = load_split(Path(root) / f"{split}.h5", keys=["frames", "boxes", "all_boxes", "label"])
+    d = load_split(resolve(root) / f"{split}.h5", keys=["frames", "boxes", "all_boxes", "label"])
     table = class_list(root)
     ncols = min(ncols, len(table))
     nrows = -(-len(table) // ncols)
@@ -156,7 +156,7 @@ def class_players(root, split: str = "labeled_sounds"):
     """An HTML table (IPython.display.HTML) with an audio player of the first clip of each class in `split`."""
     from IPython.display import HTML, Audio
 
-    d = load_split(Path(root) / f"{split}.h5", keys=["audio", "label"])
+    d = load_split(resolve(root) / f"{split}.h5", keys=["audio", "label"])
     rows = []
     for c in class_list(root):
         hits = np.flatnonzero(d["label"] == c["index"])

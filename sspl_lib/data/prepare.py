@@ -7,27 +7,38 @@ frame_size x frame_size RGB, the official audio clip (`audio.prepare_clip`: cent
 min-max to [-1, 1]) and its VGGish log-mel (3, 96, 64). Optional `annotations` (a folder of Flickr XML
 files or a VGG-SS JSON) add `gt` maps; ids without one are skipped (logged).
 
-Policy: undecodable or empty inputs are skipped and listed in `<out>.skipped.csv` with the reason;
-silent audio (peak < 1e-4) is kept and flagged in `<out>.report.csv` (its clip is constant -1) unless
-`silent="skip"`; boxes outside the image are clipped, with a warning in the report.
-Resume: `<out>.partial` + `<out>.journal.csv` (one line per processed id, in order); a rerun continues
-where it stopped and yields the same final file. CLI: `python -m sspl_lib.data.prepare --src ... --out ...`.
+Policy: undecodable or empty inputs, and any other per-item exception (e.g. PIL's DecompressionBombError) or
+a worker process that dies on an item, are skipped and listed in `<out stem>.skipped.csv` with the reason
+(file, exception type and message); silent audio (peak < 1e-4) is kept and flagged in `<out stem>.report.csv`
+(its clip is constant -1) unless `silent="skip"`; boxes outside the image are clipped, with a warning.
+
+Crash safety and resume (`journal.py` explains the design and does it): items are committed a chunk at a time to immutable
+segment files `<out>.parts/seg-*.npz`, each confirmed by a checksummed, fsync'ed line of `<out>.journal`; a
+rerun with the same arguments continues from the last consistent, verified prefix (a kill -9 at any point,
+torn journal lines included, costs at most the chunk in flight). The final file is assembled from the
+segments into a fresh `<out>.partial`, fsync'ed and renamed to `<out>`: it is the same (ids, order, array
+bytes) as an uninterrupted run's. Ids are stored as fixed-length utf-8 bytes (no HDF5 heap). Files this
+module writes carry the attribute `sspl_prepared`; an existing `<out>` or `<out>.partial` without it is
+never overwritten (FileExistsError naming it). Needs about twice the final size on disk while assembling.
+CLI: `python -m sspl_lib.data.prepare --src ... --out ...`.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import multiprocessing as mp
+import os
+import sys
 import time
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
 
 from .gt import AnnotationError, fill_boxes, load_vggss_annotations, parse_flickr_xml, vggss_box_pixels
-from .h5 import DataFileError, H5Writer
+from .isolated_pool import isolated_map
+from .journal import assemble, check_ours, open_journal, remove_parts, write_segment
 from .media import (AUDIO_EXT, IMAGE_EXT, VIDEO_EXT, MediaError, read_audio, read_image, resize_square,
                     video_middle_frame)
 
@@ -76,7 +87,16 @@ def find_items(src: str | Path) -> list[Item]:
         if p.suffix.lower() in VIDEO_EXT and p.is_file():
             items[p.stem] = Item(id=p.stem, video=str(p)) if p.stem not in items else \
                 Item(id=p.stem, video=str(p), problem=f"duplicate id (also {items[p.stem].video or items[p.stem].frame})")
-    return [items[k] for k in sorted(items)]
+    return [items[k] if _utf8(k) else replace(items[k], problem="its file name is not valid UTF-8 (rename it)")
+            for k in sorted(items)]
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # undecodable bytes of a file name (surrogate escapes)
+        return False
 
 
 def _annotation_boxes(ann, item_id: str, gt_size: int, flags: list) -> np.ndarray:
@@ -134,88 +154,91 @@ def process_item(args) -> tuple[str, dict | None, str]:
         return item.id, out, "; ".join(flags)
     except (MediaError, AnnotationError) as e:
         return item.id, None, str(e)
+    except Exception as e:  # anything unexpected is a skip with its reason, never a crash of the run
+        return item.id, None, f"{item.video or item.frame or item.audio}: {type(e).__name__}: {e}"
 
 
-_ANNOTATIONS: dict = {}  # set before the (forked) pool starts, read by the workers
+_ANNOTATIONS: dict = {}  # set before the (forked) workers start, read by them
 
 
-def _read_journal(path: Path) -> list[tuple[str, str, str]]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return [tuple(r) for r in csv.reader(f) if len(r) == 3]
+def _died(args, how: str) -> tuple[str, None, str]:
+    item = args[0]
+    return item.id, None, f"{item.video or item.frame or item.audio}: its worker process failed ({how})"
+
+
+def _write_csv(path: Path, rows) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
+        csv.writer(f).writerows(rows)
+    os.replace(tmp, path)
 
 
 def prepare_folder(src, out, *, frame_size: int = 256, annotations=None, gt_size: int = 224, silent: str = "keep",
                    workers: int = 2, chunk: int = 16, resume: bool = True, stop_after: int | None = None,
-                   source: str = "custom", progress: bool = True) -> PrepareReport:
+                   source: str = "custom", progress: bool = True, ids=None) -> PrepareReport:
     """Prepare every item of `src` into the packed file `out` (see module doc). `stop_after`: stop (as if
-    interrupted) after that many items of this call, leaving the partial file and journal for a resume."""
+    interrupted) after that many items of this call, leaving the journal and segments for a resume. `ids`: only
+    these items (e.g. a test list); an id with no media in `src` is a logged skip."""
     from tqdm.auto import tqdm
 
+    import_module("..audio", __package__)  # imported once here (torch), inherited by the forked workers
+
     t0, out = time.perf_counter(), Path(out)
-    journal = out.with_name(out.name + ".journal.csv")
-    report = PrepareReport(out=out)
+    parts, report = out.with_name(out.name + ".parts"), PrepareReport(out=out)
     items = find_items(src)
+    if ids is not None:
+        wanted = list(dict.fromkeys(str(i) for i in ids))
+        have = {it.id: it for it in items}
+        items = [have.get(i) or Item(id=i, problem=f"{src}: no frame / audio / video for this id") for i in wanted]
+        items.sort(key=lambda it: it.id)
     ann = annotations
     if ann is not None and Path(ann).suffix.lower() == ".json":
         ann = load_vggss_annotations(ann)
     elif ann is not None and not Path(ann).is_dir():
         raise FileNotFoundError(f"{ann}: annotations must be a folder of <id>.xml or a VGG-SS .json file")
-    attrs = dict(frame_size=frame_size, sample_rate=16000, source=source, src=str(src))
-    done = _read_journal(journal) if resume else []
-    try:
-        writer = H5Writer(out, attrs=attrs, resume=bool(done))
-    except DataFileError as e:  # killed while writing: the partial file is unusable, start over
-        warnings.warn(f"{e}; starting {out} from scratch")
-        done, writer = [], H5Writer(out, attrs=attrs)
-    n_ok = sum(s == "ok" for _, s, _ in done)
-    if len(writer) < n_ok:  # journal ahead of the file (should not happen): start over
-        writer.close(commit=False)
-        done, n_ok, writer = [], 0, H5Writer(out, attrs=attrs)
-    writer.truncate(n_ok)  # rows written after the last journal line are redone
-    if not done:
-        journal.write_text("")
-    seen = {i for i, _, _ in done}
-    todo = [it for it in items if it.id not in seen]
+    params = dict(src=str(Path(src).resolve()), frame_size=frame_size, gt_size=gt_size, silent=silent,
+                  annotations=None if annotations is None else str(Path(annotations).resolve()), source=source,
+                  ids=None if ids is None else sorted(str(i) for i in ids))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    check_ours(out)
+    j = open_journal(out, params, resume)
+    seen = {i for r in j.records if r["kind"] == "segment" for i, _, _ in r["items"]}
+    finished = bool(j.records) and j.records[-1]["kind"] == "done"
+    todo = [] if finished else [it for it in items if it.id not in seen]
     if stop_after is not None:
         todo, report.interrupted = todo[:stop_after], stop_after < len(todo)
     _ANNOTATIONS["ann"] = ann
-    pool = mp.get_context("fork").Pool(workers) if workers > 1 else None
-    bar = tqdm(total=len(items), initial=len(done), desc="prepare", unit="item", disable=not progress)
+    seg = sum(r["kind"] == "segment" for r in j.records)
+    bar = tqdm(total=len(items), initial=len(seen), desc="prepare", unit="item", disable=not progress)
     try:
-        args = [(it, frame_size, gt_size, silent) for it in todo]
-        results = pool.imap(process_item, args) if pool else map(process_item, args)
         batch, lines = [], []
-        for k, (i, arrays, note) in enumerate(results):
+        args = [(it, frame_size, gt_size, silent) for it in todo]
+        for k, (i, arrays, note) in enumerate(isolated_map(process_item, args, workers=workers, on_death=_died)):
             lines.append((i, "ok" if arrays is not None else "skipped", note))
             if arrays is not None:
                 batch.append((i, arrays))
             if len(lines) >= chunk or k == len(todo) - 1:
+                rec = {"kind": "segment", "seg": seg, "items": lines, "file": None}
                 if batch:
-                    writer.append({"ids": [b[0] for b in batch]} |
-                                  {key: np.stack([b[1][key] for b in batch]) for key in batch[0][1]})
-                with open(journal, "a", newline="") as f:  # after the rows are flushed
-                    csv.writer(f).writerows(lines)
+                    rec |= write_segment(parts, seg, {"ids": [b[0] for b in batch]} |
+                                         {key: np.stack([b[1][key] for b in batch]) for key in batch[0][1]})
+                j.append(rec)  # after the segment is on disk
                 bar.update(len(lines))
-                batch, lines = [], []
+                batch, lines, seg = [], [], seg + 1
     finally:
         bar.close()
-        if pool:
-            pool.terminate()
-    done = _read_journal(journal)
+    done = [tuple(x) for r in j.records if r["kind"] == "segment" for x in r["items"]]
     report.skipped = [(i, r) for i, s, r in done if s == "skipped"]
     report.flagged = [(i, r) for i, s, r in done if s == "ok" and r]
     report.n_ok = sum(s == "ok" for _, s, _ in done)
-    if report.interrupted:
-        writer.close(commit=False)
-    else:
-        writer.close(commit=True)
-        with open(out.with_name(out.stem + ".skipped.csv"), "w", newline="") as f:
-            csv.writer(f).writerows([("id", "reason"), *report.skipped])
-        with open(out.with_name(out.stem + ".report.csv"), "w", newline="") as f:
-            csv.writer(f).writerows([("id", "status", "detail"), *done])
-        journal.unlink()
+    if not report.interrupted:
+        if not finished:
+            _write_csv(out.with_name(out.stem + ".skipped.csv"), [("id", "reason"), *report.skipped])
+            _write_csv(out.with_name(out.stem + ".report.csv"), [("id", "status", "detail"), *done])
+            assemble(j, parts, out, dict(frame_size=frame_size, sample_rate=16000, source=source, src=str(src)))
+            j.append({"kind": "done"})
+        remove_parts(parts)
+        j.path.unlink()
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -227,15 +250,19 @@ def main(argv=None) -> None:
     p.add_argument("--annotations", help="folder of Flickr <id>.xml or a VGG-SS .json (adds gt maps)")
     p.add_argument("--frame-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--chunk", type=int, default=16, help="items per write + journal update")
+    p.add_argument("--chunk", type=int, default=16, help="items per committed segment + journal line")
     p.add_argument("--silent", choices=("keep", "skip"), default="keep")
-    p.add_argument("--no-resume", action="store_true", help="ignore a previous partial run")
+    p.add_argument("--no-resume", action="store_true", help="discard a previous interrupted run, start over")
     p.add_argument("--stop-after", type=int, help="stop after N items (resume later)")
     p.add_argument("--source", default="custom", help="value of the 'source' attribute (flickr, vggsound, ...)")
     a = p.parse_args(argv)
-    r = prepare_folder(a.src, a.out, frame_size=a.frame_size, annotations=a.annotations, silent=a.silent,
-                       workers=a.workers, chunk=a.chunk, resume=not a.no_resume, stop_after=a.stop_after,
-                       source=a.source)
+    sys.stdout.reconfigure(errors="backslashreplace")  # ids from undecodable file names
+    try:
+        r = prepare_folder(a.src, a.out, frame_size=a.frame_size, annotations=a.annotations, silent=a.silent,
+                           workers=a.workers, chunk=a.chunk, resume=not a.no_resume, stop_after=a.stop_after,
+                           source=a.source)
+    except (FileExistsError, FileNotFoundError, ValueError) as e:  # a foreign file, other parameters, no src
+        p.exit(2, f"error: {e}\n")
     state = "interrupted (rerun to resume)" if r.interrupted else "done"
     print(f"{r.out}: {state}; {r.n_ok} items written, {len(r.skipped)} skipped, {len(r.flagged)} flagged, "
           f"{r.seconds:.1f} s")
