@@ -167,3 +167,25 @@ def extended_summary(visible, cious, conf, ciou_thr: float = 0.5) -> dict:
     v, c, s = _checked(visible, cious, conf)
     return {"ap": extended_ap(v, c, s, ciou_thr), "max_f1": extended_max_f1(v, c, s, ciou_thr),
             "n_clips": int(len(v)), "n_visible": int(v.sum())}
+
+
+# ----------------------------------------------------------------------------- a split's rows at once
+def swap_scores(heatmaps, all_boxes, sounding, scene, size: int = GT_SIZE) -> dict:
+    """Swap metrics of the maps (N,h,w) of a swap split's rows: {"box_means" (N,M), "follows" (N,) bool,
+    "complete" (N,) bool, "follow_rate", "n_scenes"}. Only complete scenes (a row for each of the scene's
+    objects, i.e. for each non-NaN box) count in the follow rate (a `limit` may cut the last scene)."""
+    b, s, sc = np.asarray(all_boxes, np.float64), np.asarray(sounding, np.int64), np.asarray(scene)
+    means = box_means(heatmaps, b, size)
+    _, inverse, counts = np.unique(sc, return_inverse=True, return_counts=True)
+    complete = counts[inverse] == np.isfinite(b).all(-1).sum(-1)  # (N,)
+    rate = follow_rate(means[complete], s[complete], sc[complete]) if complete.any() else float("nan")
+    return {"box_means": means, "follows": follows(means, s), "complete": complete, "follow_rate": rate,
+            "n_scenes": int(len(np.unique(sc[complete])))}
+
+
+def extended_scores(heatmaps, visible, cious: dict, value_range=None) -> dict:
+    """Extended-protocol metrics of the maps (N,h,w) of all clips: {"confidence" (N,), "extended":
+    {protocol: `extended_summary`}} for each protocol's per-clip cIoU in `cious` (values of clips without a
+    visible source are ignored)."""
+    conf = slavc_confidence(heatmaps, value_range)
+    return {"confidence": conf, "extended": {p: extended_summary(visible, c, conf) for p, c in cious.items()}}

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 def results_json(results: dict, protocols=("fixed", "median")) -> dict:
     """{model: {split: evaluate result}} -> {model: {split: {"ciou","auc","n"}}} (fixed protocol), plus
-    `ciou_<protocol>`/`auc_<protocol>` keys for the other protocols."""
+    `ciou_<protocol>`/`auc_<protocol>` keys for the other protocols; `follow_rate` on the swap split and
+    `ap`, `max_f1` (+ `ap_<protocol>`, `max_f1_<protocol>`) on the extended one (n = its visible clips)."""
     out = {}
     for model, per_split in results.items():
         out[model] = {}
@@ -31,6 +32,12 @@ def results_json(results: dict, protocols=("fixed", "median")) -> dict:
             for p in protocols:
                 if p != "fixed" and p in s:
                     rec[f"ciou_{p}"], rec[f"auc_{p}"] = float(s[p]["ciou"]), float(s[p]["auc"])
+            if "follow_rate" in r:
+                rec["follow_rate"] = float(r["follow_rate"])
+            for p, e in r.get("extended", {}).items():
+                if p == "fixed" or p in protocols:
+                    tag = "" if p == "fixed" else f"_{p}"
+                    rec[f"ap{tag}"], rec[f"max_f1{tag}"] = float(e["ap"]), float(e["max_f1"])
             out[model][split] = rec
     return out
 
@@ -57,7 +64,8 @@ def results_table(results: dict, protocols=("fixed", "median"), digits: int = 3)
 def best_worst(res: dict, k: int = 6, protocol: str = "fixed") -> tuple[np.ndarray, np.ndarray]:
     """Positions (into the result's arrays) of the k best and k worst samples by cIoU (stable order)."""
     c = res["cious"][protocol]
-    order = np.argsort(-c, kind="stable")
+    scored = np.flatnonzero(np.isfinite(c))  # the extended split's clips without a visible source are NaN
+    order = scored[np.argsort(-c[scored], kind="stable")]
     return order[:k], order[::-1][:k]
 
 
