@@ -64,7 +64,9 @@ class TestSet:
         else:  # one box each (the sounding object): VGG-SS rules
             b = self.boxes[sl, 0]
             ok = np.isfinite(b).all(1)  # rows without a visible source (sounding_only=False): empty maps
-            g = fill_boxes(vggss_box_pixels(np.where(ok[:, None], b, 0.0), GT_SIZE), GT_SIZE) * ok[:, None, None]
+            g = np.zeros((len(b), GT_SIZE, GT_SIZE), np.float32)
+            if ok.any():
+                g[ok] = fill_boxes(vggss_box_pixels(b[ok], GT_SIZE), GT_SIZE)
         return torch.as_tensor(np.asarray(g, dtype=np.float32))
 
 
