@@ -178,3 +178,35 @@ def test_profile_scores_the_listen_splits(bench, tmp_path):
     assert direct["follow_rate"] == res["feature_norm"]["swap"]["follow_rate"]
     with pytest.raises(ValueError, match="needs model="):
         evaluate_baseline("feature_norm", data=sw)
+
+
+def test_swap_figure_of_one_scene(bench, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sspl_lib.experiments.evaluate import evaluate_swap, load_eval_split, score_heatmaps
+    from sspl_lib.experiments.report import swap_figure
+
+    data = load_eval_split(bench / "swap.h5")
+    oracle = {"heatmaps": _box_maps(data.boxes[:, 0])} | score_heatmaps(_box_maps(data.boxes[:, 0]), data, "fixed")
+    results = {"oracle": {"swap": oracle}, "center_prior": {"swap": evaluate_swap("center_prior", data=data)},
+               "whole_image": {"single": {}}}  # no swap entry: left out
+    fig = swap_figure(results, data)  # default: the first scene with the most objects
+    counts = np.bincount(data.rows["scene"])
+    scene = int(np.argmax(counts))
+    assert len(fig.axes) == 2 * counts[scene] and f"scene {scene}" in fig._suptitle.get_text()
+    names = [c["name"] for c in json.loads((bench / "meta.json").read_text())["classes"]]
+    rows = np.flatnonzero(data.rows["scene"] == scene)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert [t.split("\n")[0] for t in titles[:len(rows)]] == [f"sound of {names[data.rows['label'][r]]}" for r in rows]
+    assert all("follows" in t for t in titles[:len(rows)])  # the oracle follows every sound
+    assert [ax.get_ylabel() for ax in fig.axes[::len(rows)]] == ["oracle", "center_prior"]
+    fig.savefig(tmp_path / "swap.png")
+    assert (tmp_path / "swap.png").stat().st_size > 1000
+    one = swap_figure(results, data, scene=0, models=["center_prior"])
+    follow = ["· follows" in ax.get_title() for ax in one.axes]
+    assert len(follow) == counts[0] and sum(follow) <= 1  # one map for every sound: at most one sound followed
+    with pytest.raises(ValueError, match="no swap result"):
+        swap_figure(results, data, models=["whole_image"])
+    with pytest.raises(ValueError, match="not a swap split"):
+        swap_figure(results, load_eval_split(bench / "test_multi.h5"))
