@@ -210,3 +210,15 @@ def test_swap_figure_of_one_scene(bench, tmp_path):
         swap_figure(results, data, models=["whole_image"])
     with pytest.raises(ValueError, match="not a swap split"):
         swap_figure(results, load_eval_split(bench / "test_multi.h5"))
+
+
+def test_ensure_benchmark_knows_the_new_sizes(tmp_path):
+    from sspl_lib.data.overview import ensure_benchmark
+
+    params = SMALL | dict(n_train=2, n_val=0, n_test=0, n_labeled=0)
+    root, reused = ensure_benchmark(tmp_path / "e", **params)
+    assert not reused and not (root / "swap.h5").exists()
+    assert ensure_benchmark(root, **params, n_swap=0)[1]  # 0 = not asked: the same benchmark
+    root, reused = ensure_benchmark(root, **params, n_swap=2)
+    assert not reused and (root / "swap.h5").is_file()
+    assert ensure_benchmark(root, **params, n_swap=2)[1]
