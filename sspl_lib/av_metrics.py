@@ -54,22 +54,25 @@ def box_pixels(boxes, size: int = GT_SIZE) -> np.ndarray:
     return np.where(ok, px, -1)
 
 
-def box_means(heatmaps, boxes, size: int = GT_SIZE) -> np.ndarray:
+def box_means(heatmaps, boxes, size: int = GT_SIZE, chunk: int = 64) -> np.ndarray:
     """Mean of each map inside each of its boxes: heatmaps (N,h,w), boxes (N,M,4) normalized x0,y0,x1,y1
     (NaN-padded) -> (N,M) float64 (NaN for padding). The map is upsampled bilinearly to size x size first
-    (as for the cIoU); the box covers the pixels of `box_pixels`."""
+    (as for the cIoU); the box covers the pixels of `box_pixels`. `chunk` maps at a time (memory)."""
     hm = torch.as_tensor(np.asarray(heatmaps, np.float64)) if not isinstance(heatmaps, torch.Tensor) \
         else heatmaps.detach().cpu().to(torch.float64)
     b = np.asarray(boxes, np.float64)
     if hm.ndim != 3 or b.ndim != 3 or b.shape[-1] != 4 or len(b) != len(hm):
         raise ValueError(f"box_means expects heatmaps (N,h,w) and boxes (N,M,4), got {tuple(hm.shape)} and {b.shape}")
-    up = metrics.upsample(hm, (size, size)).numpy()  # (N,S,S)
-    integral = np.zeros((len(up), size + 1, size + 1))
-    integral[:, 1:, 1:] = up.cumsum(1).cumsum(2)  # (N,S+1,S+1) summed-area table
     px = box_pixels(b, size)  # (N,M,4)
     x0, y0, x1, y1 = (np.clip(px[..., i], 0, size) for i in range(4))
-    n = np.arange(len(up))[:, None]
-    total = integral[n, y1, x1] - integral[n, y0, x1] - integral[n, y1, x0] + integral[n, y0, x0]  # (N,M)
+    total = np.zeros(b.shape[:2])
+    for s in range(0, len(hm), chunk):
+        up = metrics.upsample(hm[s:s + chunk], (size, size)).numpy()  # (c,S,S)
+        integral = np.zeros((len(up), size + 1, size + 1))
+        integral[:, 1:, 1:] = up.cumsum(1).cumsum(2)  # (c,S+1,S+1) summed-area table
+        n, sl = np.arange(len(up))[:, None], slice(s, s + len(up))
+        total[sl] = (integral[n, y1[sl], x1[sl]] - integral[n, y0[sl], x1[sl]] - integral[n, y1[sl], x0[sl]]
+                     + integral[n, y0[sl], x0[sl]])  # (c,M)
     area = (x1 - x0) * (y1 - y0)
     return np.where(px[..., 0] >= 0, total / np.maximum(area, 1), np.nan)
 
@@ -102,23 +105,26 @@ def swap_summary(cious, means, sounding, scene) -> dict:
 
 
 # ----------------------------------------------------------------------------- extended protocol
-def slavc_confidence(heatmaps, value_range=None, size: int = GT_SIZE) -> np.ndarray:
+def slavc_confidence(heatmaps, value_range=None, size: int = GT_SIZE, chunk: int = 64) -> np.ndarray:
     """(N,) float64 per-clip confidences of maps (N,h,w): bicubic (align_corners=True) upsampling to
     size x size, the fixed range `value_range=(lo, hi)` mapped to [0, 1] (None: raw values), the mean of the
-    top ceil(n/4) values (SLAVC `np.sort(scores.flatten())[-n//4:].mean()`)."""
+    top ceil(n/4) values (SLAVC `np.sort(scores.flatten())[-n//4:].mean()`). `chunk` maps at a time."""
     hm = heatmaps if isinstance(heatmaps, torch.Tensor) else torch.as_tensor(np.asarray(heatmaps))
     if hm.ndim != 3:
         raise ValueError(f"slavc_confidence expects heatmaps (N,h,w), got {tuple(hm.shape)}")
-    x = rearrange(hm.detach().cpu().to(torch.float64), "n h w -> n 1 h w")
-    up = rearrange(F.interpolate(x, size=(size, size), mode="bicubic", align_corners=True), "n 1 h w -> n (h w)")
-    if value_range is not None:
-        lo, hi = (float(v) for v in value_range)
-        if not hi > lo:
-            raise ValueError(f"value_range={value_range!r}: expected (lo, hi) with hi > lo")
-        up = (up - lo) / (hi - lo)
-    n = up.shape[1]
+    lo, hi = (0.0, 1.0) if value_range is None else (float(v) for v in value_range)
+    if not hi > lo:
+        raise ValueError(f"value_range={value_range!r}: expected (lo, hi) with hi > lo")
+    n = size * size
     k = -((-n) // 4)  # len(range(n)[-n//4:]) = ceil(n/4)
-    return torch.topk(up, k, dim=1).values.mean(1).numpy() if len(up) else np.zeros(0)
+    out = []
+    for s in range(0, len(hm), chunk):
+        x = rearrange(hm[s:s + chunk].detach().cpu().to(torch.float64), "c h w -> c 1 h w")
+        up = rearrange(F.interpolate(x, size=(size, size), mode="bicubic", align_corners=True), "c 1 h w -> c (h w)")
+        if value_range is not None:
+            up = (up - lo) / (hi - lo)
+        out.append(torch.topk(up, k, dim=1).values.mean(1).numpy())
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def _checked(visible, cious, conf):

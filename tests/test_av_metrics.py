@@ -135,3 +135,12 @@ def test_errors_name_the_problem():
         extended_ap([1, 0], [0.5], [0.1, 0.2])
     with pytest.raises(ValueError, match=r"boxes \(N,M,4\)"):
         box_means(np.zeros((2, 4, 4)), np.zeros((2, 4)))
+
+
+def test_chunking_changes_nothing():
+    rng = np.random.default_rng(0)
+    hm = rng.random((9, 5, 5))
+    boxes = np.sort(rng.random((9, 3, 2, 2)), axis=2).transpose(0, 1, 3, 2).reshape(9, 3, 4)[..., [0, 2, 1, 3]]
+    boxes[2, 2] = np.nan
+    np.testing.assert_array_equal(box_means(hm, boxes, chunk=4), box_means(hm, boxes, chunk=64))
+    np.testing.assert_array_equal(slavc_confidence(hm, chunk=2), slavc_confidence(hm, chunk=64))
