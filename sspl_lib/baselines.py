@@ -1,4 +1,5 @@
-"""Model-free heatmap generators, scored by ``sspl_lib.metrics`` as sanity baselines."""
+"""Model-free and visual-only heatmap generators, scored by ``sspl_lib.metrics`` as baselines: the centre
+prior, random maps, the whole image, and the frozen visual feature-norm map (EZ-VSL's object prior)."""
 
 from __future__ import annotations
 
@@ -28,3 +29,31 @@ def uniform_random(n: int, size: int = 14, seed: int = 0) -> torch.Tensor:
         raise ValueError(f"uniform_random needs n >= 0 and size >= 1, got n={n}, size={size}")
     gen = torch.Generator().manual_seed(int(seed))
     return torch.rand(n, size, size, generator=gen)
+
+
+def whole_image(n: int, size: int = 14) -> torch.Tensor:
+    """(n,size,size) float32 ones: the whole frame as the prediction (a constant map: min-max normalized to
+    zeros, it scores an empty mask under the fixed protocol and the full frame under the median one)."""
+    if n < 0 or size < 1:
+        raise ValueError(f"whole_image needs n >= 0 and size >= 1, got n={n}, size={size}")
+    return torch.ones(n, size, size)
+
+
+@torch.no_grad()
+def feature_norm(encoder, frames: torch.Tensor) -> torch.Tensor:
+    """EZ-VSL's object-guided prior: the L2 norm over channels of a frozen visual encoder's feature map.
+
+    encoder: a visual encoder (frames -> (B,C,h,w)) or a model holding one as `.visual` (an `SSPL`);
+    frames: (B,3,S,S) float, already normalized for it (`sspl_lib.data.transforms.eval_frame`).
+    Returns (B,h,w) float32 on the frames' device. (SLAVC's released test.py reduces a frozen ResNet-18's
+    map with the mean |x| over channels instead; both are audio-free saliency of the frozen features.)"""
+    visual = getattr(encoder, "visual", encoder)
+    if frames.ndim != 4 or frames.shape[1] != 3:
+        raise ValueError(f"feature_norm expects frames (B,3,S,S), got {tuple(frames.shape)}")
+    was = visual.training
+    visual.eval()
+    try:
+        v = visual(frames)  # (B,C,h,w)
+    finally:
+        visual.train(was)
+    return torch.linalg.vector_norm(v.float(), dim=1)  # (B,h,w)

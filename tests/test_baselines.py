@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sspl_lib import metrics as M
-from sspl_lib.baselines import center_prior, uniform_random
+from sspl_lib.baselines import center_prior, feature_norm, uniform_random, whole_image
 
 
 def test_center_prior_values():
@@ -46,3 +46,34 @@ def test_errors():
         center_prior(2, sigma=-1)
     with pytest.raises(ValueError):
         uniform_random(-1)
+
+
+def test_whole_image_is_constant_and_scores_as_documented():
+    hm = whole_image(2, size=7)
+    assert hm.shape == (2, 7, 7) and hm.dtype == torch.float32 and bool((hm == 1).all())
+    gt = np.zeros((224, 224))
+    gt[:112] = 1  # the top half
+    assert M.ciou(hm[0], gt, "fixed") == 0.0  # constant -> normalized zeros -> empty mask
+    assert M.ciou(hm[0], gt, "median") == pytest.approx(0.5)  # full mask: 112*224 / (112*224 + 112*224)
+
+
+def test_feature_norm_of_a_visual_encoder_by_hand():
+    """A 1x1 conv with known weights: the map is the per-location L2 norm of its two output channels."""
+    conv = torch.nn.Conv2d(3, 2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[1.0, 0, 0], [0, 2.0, 0]]).reshape(2, 3, 1, 1))
+    frames = torch.zeros(1, 3, 2, 2)
+    frames[0, 0, 0, 0], frames[0, 1, 0, 0] = 3.0, 2.0  # location (0,0): channels (3, 4) -> norm 5
+    frames[0, 2] = 9.0  # a channel the encoder ignores
+    out = feature_norm(conv, frames)
+    assert out.shape == (1, 2, 2) and torch.allclose(out, torch.tensor([[[5.0, 0], [0, 0]]]))
+
+    class Holder(torch.nn.Module):  # a model holding its encoder as `.visual`, in training mode
+        def __init__(self):
+            super().__init__()
+            self.visual = torch.nn.Sequential(conv, torch.nn.BatchNorm2d(2))
+
+    m = Holder().train()
+    assert torch.allclose(feature_norm(m, frames), out) and m.visual.training  # eval statistics, mode restored
+    with pytest.raises(ValueError, match=r"frames \(B,3,S,S\)"):
+        feature_norm(conv, torch.zeros(3, 2, 2))

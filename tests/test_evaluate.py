@@ -128,8 +128,8 @@ def test_test_splits_of_a_data_root(bench, tmp_path):
 
 def test_evaluate_profile_and_results_json(tmp_path, run_root, bench):
     res, data = evaluate_profile(run_root, bench, batch_size=5, device="cpu", progress=False)
-    models = ["sspl", "sspl_wo_pcm", "center_prior", "random", "sspl_shuffled_audio", "sspl_silent_audio",
-              "sspl_wo_pcm_shuffled_audio", "sspl_wo_pcm_silent_audio"]
+    models = ["sspl", "sspl_wo_pcm", "center_prior", "whole_image", "feature_norm", "random", "sspl_shuffled_audio",
+              "sspl_silent_audio", "sspl_wo_pcm_shuffled_audio", "sspl_wo_pcm_silent_audio"]
     assert list(res) == models and list(data) == ["single", "multi"]
     path = write_results(res, tmp_path / "results.json")
     out = json.loads(path.read_text())
@@ -145,7 +145,9 @@ def test_evaluate_profile_and_results_json(tmp_path, run_root, bench):
     assert out["sspl"]["multi"]["ciou"] == direct["ciou"] and out["sspl"]["multi"]["auc"] == direct["auc"]
     assert results_table(res).count("\n") == len(res) + 1
     missing, _ = evaluate_profile(run_root, bench, models=("sspl", "absent"), controls=(), progress=False)
-    assert list(missing) == ["sspl", "center_prior", "random"]
+    assert list(missing) == ["sspl", "center_prior", "whole_image", "feature_norm", "random"]
+    alone, _ = evaluate_profile(tmp_path / "no_runs", bench, models=("sspl",), progress=False)
+    assert list(alone) == ["center_prior", "whole_image", "random"]  # feature_norm needs a run's visual encoder
 
 
 def test_vggss_center_prior(tmp_path):

@@ -253,3 +253,64 @@ def test_notebook_has_one_literal_parameters_cell():
     assert names == ["profile", "config", "runs_dir", "run", "compare", "split"]
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(c.get("execution_count") for c in code), "commit the notebook executed (nbval compares outputs)"
+
+
+@pytest.fixture(scope="module")
+def swap_run(tmp_path_factory):
+    """A benchmark with a swap split (3 scenes) and a run made by fit on it."""
+    from sspl_lib.data.synthetic import generate_benchmark
+
+    root = tmp_path_factory.mktemp("swap")
+    bench = generate_benchmark(root / "bench", seed=4, n_train=8, n_val=4, n_test=2, n_labeled=0, frame_size=64,
+                               n_swap=3, workers=1, progress=False)
+    return make_tiny_run(root / "runs" / "sspl", bench), bench
+
+
+def test_swap_split_choose_the_heard_object(swap_run):
+    import io
+
+    from PIL import Image
+
+    from sspl_lib.experiments.runs import load_run
+    from sspl_lib.explorer.app import Explorer
+    from sspl_lib.explorer.render import wav_bytes
+
+    run, bench = swap_run
+    torch.set_num_threads(1)
+    ex = Explorer(run, split="swap", compare=[])
+    d = load_split(bench / "swap.h5")
+    names = [c["name"] for c in json.loads((bench / "meta.json").read_text())["classes"]]
+    rows = np.flatnonzero(d["scene"] == 0)  # the shown sample is row 0: scene 0, object 0
+    assert ex.ui.scene_sound.layout.display is None and ex.ui.swap_row.layout.display is None
+    assert ex.ui.scene_sound.options == tuple((names[d["label"][r]], int(d["object"][r])) for r in rows)
+    assert ex.ui.scene_sound.value == 0
+    # the row of maps: the run's model on this frame with each object's sound (independent forward passes)
+    model = load_run(run)
+    with torch.no_grad():
+        ref = [model.heatmap(eval_frame(torch.from_numpy(d["frames"][0][None]), 64),
+                             torch.from_numpy(d["spects"][r][None]))[0].numpy() for r in rows]
+    assert len(ex.swap_heatmaps) == len(rows)
+    for got, want in zip(ex.swap_heatmaps, ref):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    from sspl_lib.av_metrics import box_means, follows
+
+    means = box_means(np.stack(ref), np.repeat(d["all_boxes"][:1], len(rows), 0))
+    assert ex.swap_follows == list(follows(means, d["object"][rows]))
+    width = Image.open(io.BytesIO(ex.swap_bytes)).size[0]
+    assert ex.swap_bytes.startswith(PNG) and width == len(rows) * (224 + 10) + 10
+    # hear object 1: its clip plays, the map is the one heard with it, its box is the gt
+    own_wav = ex.audio_bytes
+    ex.ui.scene_sound.value = 1
+    r1 = int(rows[1])
+    assert ex.current_index == 0 and ex.current_audio_index == r1
+    np.testing.assert_allclose(ex.current_heatmap, ref[1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(ex.current_gt, vggss_gt_map([d["boxes"][r1]]))
+    assert ex.current_ciou == ciou(ex.current_heatmap, vggss_gt_map([d["boxes"][r1]]))
+    assert ex.audio_bytes != own_wav and ex.audio_bytes == wav_bytes(d["audio"][r1], 16000)
+    assert "another object of this scene" in ex.ui.sample_id.value
+    assert ex.choose_sound(0) == 0 and ex.current_audio_index == 0 and ex.ui.scene_sound.value == 0
+    with pytest.raises(ValueError, match="object 7 not in this scene"):
+        ex.choose_sound(7)
+    ex.ui.split.value = "test_single"  # no scenes: the selector and the row are hidden
+    assert ex.ui.scene_sound.layout.display == "none" and ex.ui.swap_row.layout.display == "none"
+    ex.close()

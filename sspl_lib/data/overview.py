@@ -10,7 +10,7 @@ import numpy as np
 
 from ..paths import resolve
 from .h5 import load_split
-from .synthetic import AV_SPLITS, class_table, generate_benchmark
+from .synthetic import AV_SPLITS, LISTEN_SPLITS, class_table, generate_benchmark
 
 GENERATION_KEYS = ("seed", "frame_size", "n_classes", "off_screen_frac", "n_annotators", "store_audio")  # + assets
 
@@ -25,6 +25,7 @@ def ensure_benchmark(out_dir, *, regenerate: bool = False, **params) -> tuple[Pa
         wanted = dict(train=params.get("n_train", 3000), val=params.get("n_val", 500),
                       test_single=params.get("n_test", 500), test_multi=params.get("n_test", 500),
                       labeled_images=params.get("n_labeled", 2000), labeled_sounds=params.get("n_labeled", 2000))
+        wanted |= {sp: params[f"n_{sp}"] for sp in LISTEN_SPLITS if params.get(f"n_{sp}", 0) > 0}  # only if asked
         settings = dict(params)
         if settings.get("n_classes") is None:  # the default: 8 drawn classes, or the asset folder's classes
             settings.pop("n_classes", None)

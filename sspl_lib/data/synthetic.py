@@ -4,6 +4,11 @@ with a characteristic sound. Deterministic: sample `index` of `split` uses the g
 
 Splits: train / val (1-3 objects, the first sounds), test_single (1 object), test_multi (2-3 objects
 of different classes, one sounds), labeled_images (1 object + label + box), labeled_sounds (clip + label).
+Written only when asked for (`n_swap`, `n_extended` > 0; otherwise the files are exactly as without them):
+swap (2-3 objects of different classes; each scene stored once per object, with that object's sound: rows
+grouped by `scene`, `object` = the sounding one's index in `all_boxes`) and extended (the SLAVC extended
+protocol: half the clips have their sounding object in view, half hear an off-screen class or only noise;
+`visible` flags the first kind, `sound_label` is the heard class or -1).
 With `assets=DIR` the same splits are composited from a folder of real cut-outs, recordings and background
 photos (layout: `assets.py`, data/README.md) instead of drawn and synthesized.
 CLI: `python -m sspl_lib.data.synthetic --out data/synthetic/quick --n-train 3000 [--assets DIR]`.
@@ -27,8 +32,11 @@ from .h5 import H5Writer
 from .synth_scene import VisualClass, render_scene, visual_classes
 from .synth_sound import SR, render_audio, sound_kinds
 
-SPLITS = {"train": 0, "val": 1, "test_single": 2, "test_multi": 3, "labeled_images": 4, "labeled_sounds": 5}
+SPLITS = {"train": 0, "val": 1, "test_single": 2, "test_multi": 3, "labeled_images": 4, "labeled_sounds": 5,
+          "swap": 6, "extended": 7}
 AV_SPLITS = ("train", "val", "test_single", "test_multi")
+LISTEN_SPLITS = ("swap", "extended")  # audio-dependence test splits, written only when asked for
+EXTENDED_NONVISIBLE = 0.5  # fraction of extended clips without a visible source (SLAVC: 250 + 250 on Flickr)
 ANNOTATED = ("val", "test_single", "test_multi")
 MAXOBJ = 3
 AREA_RANGE = {1: (0.07, 0.26), 2: (0.06, 0.17), 3: (0.05, 0.12)}  # per object, by number of objects
@@ -56,6 +64,28 @@ def annotator_boxes(seed: int, split: str, index: int, box: np.ndarray, n: int =
     return jit.astype(np.int64)
 
 
+def _renderers(rng: np.random.Generator, frame_size: int, n_classes: int, vclasses, assets):
+    """(n_classes, audio(k | None) -> wave, scene(labels, n_obj) -> (frame, boxes)) drawing from `rng`."""
+    if assets is not None:
+        def audio(k):
+            return render_asset_audio(rng, assets, k)
+
+        def scene(labels, n_obj):
+            frame, boxes, _ = asset_scene.compose_scene(rng, frame_size, assets, labels,
+                                                        area_range=asset_scene.AREA_RANGE[n_obj])
+            return frame, boxes
+        return assets.n_classes, audio, scene
+    kinds = sound_kinds(n_classes)
+
+    def audio(k):
+        return render_audio(rng, None if k is None else kinds[k])
+
+    def scene(labels, n_obj):
+        return render_scene(rng, frame_size, vclasses or visual_classes(n_classes), labels,
+                            area_range=AREA_RANGE[n_obj])
+    return n_classes, audio, scene
+
+
 def render_sample(seed: int, split: str, index: int, *, frame_size: int = 128, n_classes: int = 8,
                   off_screen_frac: float = 0.0, vclasses: list[VisualClass] | None = None,
                   assets: LoadedAssets | None = None):
@@ -65,27 +95,10 @@ def render_sample(seed: int, split: str, index: int, *, frame_size: int = 128, n
     info: id, split, index, label (-1 = silent / off-screen), box (4,) normalized (NaN if none),
     all_boxes (MAXOBJ, 4) NaN-padded, all_labels (MAXOBJ,) -1 padded, n_objects, audio ("class k" | "noise").
     """
+    if split == "swap":
+        raise ValueError("split 'swap' has one row per object of a scene: use render_swap_scene")
     rng = sample_rng(seed, split, index)
-    if assets is not None:
-        n_classes = assets.n_classes
-
-        def audio(k):
-            return render_asset_audio(rng, assets, k)
-
-        def scene(labels, n_obj):
-            frame, boxes, _ = asset_scene.compose_scene(rng, frame_size, assets, labels,
-                                                        area_range=asset_scene.AREA_RANGE[n_obj])
-            return frame, boxes
-    else:
-        kinds = sound_kinds(n_classes)
-
-        def audio(k):
-            return render_audio(rng, None if k is None else kinds[k])
-
-        def scene(labels, n_obj):
-            return render_scene(rng, frame_size, vclasses or visual_classes(n_classes), labels,
-                                area_range=AREA_RANGE[n_obj])
-
+    n_classes, audio, scene = _renderers(rng, frame_size, n_classes, vclasses, assets)
     info = dict(id=f"{split}_{index:06d}", split=split, index=index, label=-1, box=np.full(4, np.nan, np.float32),
                 all_boxes=np.full((MAXOBJ, 4), np.nan, np.float32), all_labels=np.full(MAXOBJ, -1, np.int16),
                 n_objects=0, audio="noise")
@@ -107,7 +120,7 @@ def render_sample(seed: int, split: str, index: int, *, frame_size: int = 128, n
     if split == "labeled_images":
         info.update(label=labels[0], box=boxes[0])
         return frame, None, info
-    silent = split in AV_SPLITS and off_screen_frac > 0 and rng.random() < off_screen_frac
+    silent = split in (*AV_SPLITS, "extended") and off_screen_frac > 0 and rng.random() < off_screen_frac
     if not silent:
         info.update(label=labels[0], box=boxes[0], audio=f"class {labels[0]}")
         return frame, audio(labels[0]), info
@@ -117,6 +130,27 @@ def render_sample(seed: int, split: str, index: int, *, frame_size: int = 128, n
         info["audio"] = f"class {k}"
         return frame, audio(k), info
     return frame, audio(None), info
+
+
+def render_swap_scene(seed: int, index: int, *, frame_size: int = 128, n_classes: int = 8,
+                      vclasses: list[VisualClass] | None = None, assets: LoadedAssets | None = None):
+    """Scene `index` of the swap split: 2-3 objects of different classes and one clip per object.
+    Returns (frame uint8 (S,S,3), waves [one float32 (48000,) per object, in object order], infos [one per
+    object: the `render_sample` info with that object as the sounding one, + scene and object])."""
+    rng = sample_rng(seed, "swap", index)
+    n_classes, audio, scene = _renderers(rng, frame_size, n_classes, vclasses, assets)
+    n_obj = min(int(rng.integers(2, MAXOBJ + 1)), n_classes)
+    labels = [int(k) for k in rng.choice(n_classes, n_obj, replace=False)]
+    frame, boxes = scene(labels, n_obj)
+    all_boxes, all_labels = np.full((MAXOBJ, 4), np.nan, np.float32), np.full(MAXOBJ, -1, np.int16)
+    all_boxes[:n_obj], all_labels[:n_obj] = boxes, labels
+    waves, infos = [], []
+    for j, k in enumerate(labels):
+        waves.append(audio(k))
+        infos.append(dict(id=f"swap_{index:06d}_{j}", split="swap", index=index, scene=index, object=j, label=k,
+                          box=np.asarray(boxes[j], np.float32), all_boxes=all_boxes, all_labels=all_labels,
+                          n_objects=n_obj, audio=f"class {k}"))
+    return frame, waves, infos
 
 
 def render_chunk(task: tuple) -> tuple[str, dict]:
@@ -130,13 +164,26 @@ def render_chunk(task: tuple) -> tuple[str, dict]:
     try:
         assets = load_assets(rest[0], frame_size=frame_size) if rest and rest[0] else None  # cached per process
         vcl = None if assets else visual_classes(n_classes)
-        samples = [render_sample(seed, split, i, frame_size=frame_size, n_classes=n_classes,
-                                 off_screen_frac=off_screen_frac, vclasses=vcl, assets=assets) for i in range(i0, i1)]
+        if split == "swap":
+            scenes = [render_swap_scene(seed, i, frame_size=frame_size, n_classes=n_classes, vclasses=vcl,
+                                        assets=assets) for i in range(i0, i1)]
+            samples = [(fr, w, info) for fr, ws, infos in scenes for w, info in zip(ws, infos)]
+        else:
+            frac = EXTENDED_NONVISIBLE if split == "extended" else off_screen_frac
+            samples = [render_sample(seed, split, i, frame_size=frame_size, n_classes=n_classes,
+                                     off_screen_frac=frac, vclasses=vcl, assets=assets) for i in range(i0, i1)]
         out: dict = {"ids": [s[2]["id"] for s in samples], "label": np.array([s[2]["label"] for s in samples], np.int16)}
+        if split == "swap":
+            out["scene"] = np.array([s[2]["scene"] for s in samples], np.int32)
+            out["object"] = np.array([s[2]["object"] for s in samples], np.int8)
+        if split == "extended":
+            out["visible"] = (out["label"] >= 0).astype(np.int8)
+            out["sound_label"] = np.array([int(s[2]["audio"][6:]) if s[2]["audio"] != "noise" else -1
+                                           for s in samples], np.int16)
         if split != "labeled_sounds":
             out["frames"] = np.stack([s[0] for s in samples])
             out["boxes"] = np.stack([s[2]["box"] for s in samples]).astype(np.float32)
-        if split in AV_SPLITS:
+        if split in AV_SPLITS or split in LISTEN_SPLITS:
             out["all_boxes"] = np.stack([s[2]["all_boxes"] for s in samples])
             out["all_labels"] = np.stack([s[2]["all_labels"] for s in samples])
         if split != "labeled_images":
@@ -171,7 +218,8 @@ def _write_annotations(root: Path, split: str, out: dict, names: list[str], entr
 def generate_benchmark(out_dir, *, seed: int = 0, n_train: int = 3000, n_val: int = 500, n_test: int = 500,
                        n_labeled: int = 2000, frame_size: int = 128, n_classes: int | None = None,
                        off_screen_frac: float = 0.0, n_annotators: int = 3, store_audio: bool = True, workers: int = 2,
-                       chunk: int = 64, progress: bool = True, assets=None) -> Path:
+                       chunk: int = 64, progress: bool = True, assets=None, n_swap: int = 0,
+                       n_extended: int = 0) -> Path:
     """Write the benchmark folder (h5 per split, annotations/, meta.json); returns its path.
 
     Drawn shapes and synthesized sounds of `n_classes` classes (default 8), or, with `assets` (an asset folder,
@@ -180,6 +228,9 @@ def generate_benchmark(out_dir, *, seed: int = 0, n_train: int = 3000, n_val: in
 
     `store_audio=False` leaves the 192 kB/sample `audio` out of the audio-visual splits (the spects stay;
     `render_sample` regenerates any clip), for 100k-sample sets.
+
+    `n_swap` scenes (one row per object: about 2.5 rows a scene) and `n_extended` clips of the audio-dependence
+    splits (module docstring); with 0 (the default) they are not written and nothing else changes.
     """
     from tqdm.auto import tqdm
 
@@ -189,6 +240,7 @@ def generate_benchmark(out_dir, *, seed: int = 0, n_train: int = 3000, n_val: in
     root.mkdir(parents=True, exist_ok=True)
     sizes = dict(train=n_train, val=n_val, test_single=n_test, test_multi=n_test,
                  labeled_images=n_labeled, labeled_sounds=n_labeled)
+    sizes |= {sp: int(n) for sp, n in (("swap", n_swap), ("extended", n_extended)) if n > 0}
     extra = (str(loaded.index.root),) if loaded else ()
     tasks = [(seed, sp, i, min(i + chunk, n), frame_size, n_classes, off_screen_frac, n_annotators, *extra)
              for sp, n in sizes.items() for i in range(0, n, chunk)]
@@ -209,7 +261,7 @@ def generate_benchmark(out_dir, *, seed: int = 0, n_train: int = 3000, n_val: in
                 _write_annotations(root, split, out, names, json_entries[split])
             drop = {"annotators"} | ({"audio"} if not store_audio and split in AV_SPLITS else set())
             writers[split].append({k: v for k, v in out.items() if k not in drop})
-            bar.update(len(out["ids"]))
+            bar.update(len(np.unique(out["scene"])) if split == "swap" else len(out["ids"]))
     except BaseException:
         for w in writers.values():
             w.close(commit=False)
@@ -276,6 +328,8 @@ def main(argv=None) -> None:
     p.add_argument("--n-classes", type=int, default=None, help="drawn classes (default 8; with --assets: its folders)")
     p.add_argument("--assets", default=None, help="asset folder of real cut-outs, recordings and backgrounds")
     p.add_argument("--off-screen-frac", type=float, default=0.0)
+    p.add_argument("--n-swap", type=int, default=0, help="scenes of the swap split (0: not written)")
+    p.add_argument("--n-extended", type=int, default=0, help="clips of the extended split (0: not written)")
     p.add_argument("--no-audio", action="store_true", help="omit waveforms from the audio-visual splits")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -285,7 +339,7 @@ def main(argv=None) -> None:
     out = generate_benchmark(resolve(a.out), seed=a.seed, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test,
                              n_labeled=a.n_labeled, frame_size=a.frame_size, n_classes=a.n_classes,
                              off_screen_frac=a.off_screen_frac, store_audio=not a.no_audio, workers=a.workers,
-                             progress=not a.quiet, assets=a.assets)
+                             progress=not a.quiet, assets=a.assets, n_swap=a.n_swap, n_extended=a.n_extended)
     meta = json.loads((out / "meta.json").read_text())
     print(f"wrote {out} ({sum(meta['sizes'].values())} samples in {meta['seconds']} s)")
 

@@ -3,7 +3,9 @@
 The ground truth is whatever the split has: a stored `gt` dataset (packed real splits: Flickr XML or VGG-SS
 boxes rendered at 224 px), else the sounding object's `boxes` (the generated benchmarks; VGG-SS rules), or an
 external folder of Flickr `<id>.xml` files / a VGG-SS JSON. Samples without a sounding object (`label` < 0)
-are left out. Gt maps are built per batch (`TestSet.gt_maps`).
+are left out unless `sounding_only=False` (the extended split: their gt map is empty). Gt maps are built per
+batch (`TestSet.gt_maps`). The per-row fields of the audio-dependence splits (`label`, `all_boxes`, `scene`,
+`object`, `visible`, `sound_label`: sspl_lib.data.synthetic) are kept in `TestSet.rows` when the file has them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .gt import fill_boxes, gt_maps_for_split, load_vggss_annotations, vggss_box
 from .h5 import load_split, open_h5
 
 GT_SIZE = 224
+ROW_FIELDS = ("label", "all_boxes", "all_labels", "scene", "object", "visible", "sound_label")
 
 
 @dataclass
@@ -37,6 +40,7 @@ class TestSet:
     _vggss: dict | None = None
     _flickr_dir: Path | None = None
     attrs: dict = field(default_factory=dict)
+    rows: dict = field(default_factory=dict)  # per-row arrays of the kept samples (ROW_FIELDS the file has)
 
     @property
     def n(self) -> int:
@@ -59,19 +63,23 @@ class TestSet:
             g = gt_maps_for_split(self.ids[sl], vggss=self._vggss, size=GT_SIZE)
         else:  # one box each (the sounding object): VGG-SS rules
             b = self.boxes[sl, 0]
-            g = fill_boxes(vggss_box_pixels(b, GT_SIZE), GT_SIZE)
+            ok = np.isfinite(b).all(1)  # rows without a visible source (sounding_only=False): empty maps
+            g = np.zeros((len(b), GT_SIZE, GT_SIZE), np.float32)
+            if ok.any():
+                g[ok] = fill_boxes(vggss_box_pixels(b[ok], GT_SIZE), GT_SIZE)
         return torch.as_tensor(np.asarray(g, dtype=np.float32))
 
 
-def load_test_set(split_path, *, gt="auto", limit: int = 0) -> TestSet:
-    """Read a packed annotated split (test or validation); `limit` keeps the first sounding samples. `gt`: "auto" | folder of Flickr XML files | VGG-SS JSON path."""
+def load_test_set(split_path, *, gt="auto", limit: int = 0, sounding_only: bool = True) -> TestSet:
+    """Read a packed annotated split (test or validation); `limit` keeps the first sounding samples. `gt`: "auto" | folder of Flickr XML files | VGG-SS JSON path.
+    `sounding_only=False` keeps the samples without a sounding object too (their gt maps are empty)."""
     path = resolve(split_path)
     with open_h5(path) as f:
         keys = set(f.keys())
-    want = [k for k in ("frames", "spects", "ids", "label", "boxes", "all_boxes", "gt") if k in keys]
+    want = [k for k in ("frames", "spects", "ids", "boxes", "gt", *ROW_FIELDS) if k in keys]
     d = load_split(path, [k for k in want if k != "gt"])
     keep = np.arange(len(d["frames"]))
-    if "label" in d:
+    if "label" in d and sounding_only:
         keep = keep[d["label"] >= 0]
     if limit:
         keep = keep[:limit]
@@ -80,7 +88,7 @@ def load_test_set(split_path, *, gt="auto", limit: int = 0) -> TestSet:
     if "boxes" in d:
         boxes = d["boxes"][keep][:, None, :]
     ts = TestSet(path=path, frames=d["frames"][keep], spects=d["spects"][keep].astype(np.float32), ids=ids,
-                 index=keep, boxes=boxes, attrs=d["attrs"])
+                 index=keep, boxes=boxes, attrs=d["attrs"], rows={k: d[k][keep] for k in ROW_FIELDS if k in d})
     if gt == "auto":
         if "gt" in keys:
             ts._gt_stored = True

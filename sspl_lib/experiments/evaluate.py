@@ -7,7 +7,12 @@ success curves, audio controls (matched / shuffled / silent), per-sample arrays 
 
 Ground truth of a split (`gt=`): "auto" uses a stored `gt` dataset (packed real test sets), else the
 sounding object's `boxes` (synthetic; VGG-SS rules); or a folder of `<id>.xml` (Flickr consensus) or a
-VGG-SS JSON file. Samples without a sounding object (`label` < 0) are left out.
+VGG-SS JSON file. Samples without a sounding object (`label` < 0) are left out, except on the extended split.
+
+The audio-dependence splits (sspl_lib.data.synthetic `n_swap` / `n_extended`) are scored by the same calls:
+on `swap.h5` a result adds "follow_rate" (+ "box_means", "follows", "n_scenes"), on `extended.h5` it keeps
+every clip, its cIoU summary is over the clips with a visible source, and it adds "ap", "max_f1" (fixed
+protocol) and "extended" {protocol: {"ap", "max_f1", "n_clips", "n_visible"}} (sspl_lib.av_metrics).
 """
 
 from __future__ import annotations
@@ -18,19 +23,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import metrics, perf
+from .. import av_metrics, metrics, perf
 from ..audio import CLIP_SAMPLES, vggish_examples
-from ..baselines import center_prior, uniform_random
+from ..baselines import center_prior, feature_norm, uniform_random, whole_image
 from ..distributed import choose_device
 from ..data.gt import gt_maps_for_split, load_id_list, load_vggss_annotations
+from ..data.h5 import open_h5
 from ..data.testset import GT_SIZE, TestSet, load_test_set
 from ..data.transforms import eval_frame
 from ..paths import SHARED_METADATA, resolve
 from .runs import load_run
 
 AUDIO_MODES = ("matched", "shuffled", "silent")
-
-
+LISTEN_SPLITS = ("swap", "extended")  # the audio-dependence splits: <name>.h5 in a data root
 
 # ----------------------------------------------------------------------------- audio controls
 def derangement(n: int, seed: int = 0) -> np.ndarray:
@@ -69,9 +74,18 @@ def score_heatmaps(heatmaps: torch.Tensor, data: TestSet, protocol=("fixed", "me
         for p in ps:
             cious[p].append(metrics.ciou_batch(hm, gt, protocol=p).cpu().numpy())
     cious = {p: np.concatenate(v) if v else np.zeros(0) for p, v in cious.items()}
+    rows, extra = data.rows, {}
+    if "visible" in rows:  # extended split: cIoU of the visible clips; AP / max-F1 over all
+        vis = rows["visible"].astype(bool)
+        cious = {p: np.where(vis, c, np.nan) for p, c in cious.items()}
+        extra = av_metrics.extended_scores(heatmaps, vis, cious)
+        extra |= {k: extra["extended"]["fixed" if "fixed" in ps else ps[0]][k] for k in ("ap", "max_f1")}
+    if "scene" in rows:
+        extra = av_metrics.swap_scores(heatmaps, rows["all_boxes"], rows["object"], rows["scene"])
+    scored = {p: c[np.isfinite(c)] for p, c in cious.items()}
     return {"cious": cious,
-            "summary": {p: metrics.summarize(c) for p, c in cious.items()},
-            "curves": {p: metrics.success_curve(c) for p, c in cious.items()}}
+            "summary": {p: metrics.summarize(c) for p, c in scored.items()},
+            "curves": {p: metrics.success_curve(c) for p, c in scored.items()}, **extra}
 
 
 @torch.inference_mode()
@@ -117,7 +131,7 @@ def evaluate_model(model, split_path, *, batch_size: int = 64, device="cpu", pro
         return evaluate_dataset(model, split_path, batch_size=batch_size, device=device, protocol=protocol,
                                 audio=audio, seed=seed, limit=limit, amp=amp)
     t0 = time.perf_counter()
-    data = data if data is not None else load_test_set(split_path, gt=gt, limit=limit)
+    data = data if data is not None else load_eval_split(split_path, gt=gt, limit=limit)
     hm, perm = compute_heatmaps(model, data, batch_size=batch_size, device=device, audio=audio, seed=seed, amp=amp)
     res = score_heatmaps(hm, data, protocol)
     return {"split": data.name, "audio": audio, "n": data.n, "ids": data.ids, "index": data.index,
@@ -166,23 +180,73 @@ def evaluate_dataset(model, dataset, *, batch_size: int = 64, device="cpu", prot
             "curves": {p: metrics.success_curve(c) for p, c in cious.items()}, "seconds": time.perf_counter() - t0}
 
 
-BASELINES = ("center_prior", "random")
+BASELINES = ("center_prior", "whole_image", "feature_norm", "random")
+
+
+def load_eval_split(split_path, *, gt="auto", limit: int = 0) -> TestSet:
+    """`load_test_set`, keeping the clips without a visible source on the extended split (a `visible` field)."""
+    with open_h5(resolve(split_path)) as f:
+        every = "visible" in f
+    return load_test_set(split_path, gt=gt, limit=limit, sounding_only=not every)
+
+
+@torch.inference_mode()
+def baseline_heatmaps(name: str, data: TestSet, *, size: int = 14, seed: int = 0, model=None, batch_size: int = 64,
+                      device="cpu") -> torch.Tensor:
+    """(N,h,w) float32 CPU maps of a baseline on `data`: "center_prior", "whole_image", "random" (size x size),
+    or "feature_norm" (the frozen visual encoder of `model`, an `SSPL`, at its img_size; needs `model`)."""
+    if name == "center_prior":
+        return center_prior(data.n, size)
+    if name == "whole_image":
+        return whole_image(data.n, size)
+    if name == "random":
+        return uniform_random(data.n, size, seed=seed)
+    if name != "feature_norm":
+        raise ValueError(f"unknown baseline {name!r} (choose from {BASELINES})")
+    if model is None:
+        raise ValueError("baseline 'feature_norm' needs model= (a trained run's model: its frozen visual encoder)")
+    device = torch.device(device)
+    out = [feature_norm(model, eval_frame(torch.from_numpy(data.frames[s:s + batch_size]).to(device),
+                                          model.cfg.img_size)).cpu() for s in range(0, data.n, batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, size, size)
 
 
 def evaluate_baseline(name: str, split_path=None, *, size: int = 14, protocol=("fixed", "median"), seed: int = 0,
-                      gt="auto", limit: int = 0, data: TestSet | None = None) -> dict:
-    """A model-free baseline ("center_prior" | "random") on a test split; same keys as `evaluate_model`."""
+                      gt="auto", limit: int = 0, data: TestSet | None = None, model=None, batch_size: int = 64,
+                      device="cpu") -> dict:
+    """A baseline (`BASELINES`; "feature_norm" needs `model=`) on a test split; same keys as `evaluate_model`."""
     t0 = time.perf_counter()
-    data = data if data is not None else load_test_set(split_path, gt=gt, limit=limit)
-    if name == "center_prior":
-        hm = center_prior(data.n, size)
-    elif name == "random":
-        hm = uniform_random(data.n, size, seed=seed)
-    else:
+    if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r} (choose from {BASELINES})")
+    data = data if data is not None else load_eval_split(split_path, gt=gt, limit=limit)
+    hm = baseline_heatmaps(name, data, size=size, seed=seed, model=model, batch_size=batch_size, device=device)
     res = score_heatmaps(hm, data, protocol)
     return {"split": data.name, "audio": None, "n": data.n, "ids": data.ids, "index": data.index, "heatmaps": hm,
             "perm": None, **res, "seconds": time.perf_counter() - t0}
+
+
+def _evaluate_any(model, split_path, data, needs: str, what: str, **kw) -> dict:
+    data = data if data is not None else load_eval_split(split_path, gt=kw.pop("gt", "auto"), limit=kw.pop("limit", 0))
+    if needs not in data.rows:
+        raise ValueError(f"{data.path}: no `{needs}` field; expected the {what} split of a generated benchmark "
+                         f"(generate_benchmark(..., n_{what}=N) writes {what}.h5)")
+    if isinstance(model, str):
+        return evaluate_baseline(model, data=data, **kw)
+    return evaluate_model(model, None, data=data, **kw)
+
+
+def evaluate_swap(model, split_path=None, *, data: TestSet | None = None, **kw) -> dict:
+    """A model (or a baseline's name) on the swap split: `evaluate_model` / `evaluate_baseline` keywords; the
+    result's "cious" are per (scene, sound) row, "summary" its cIoU@0.5 / AUC, plus "follow_rate", "n_scenes",
+    "box_means" (N,M) and "follows" (N,)."""
+    return _evaluate_any(model, split_path, data, "scene", "swap", **kw)
+
+
+def evaluate_extended(model, split_path=None, *, data: TestSet | None = None, **kw) -> dict:
+    """A model (or a baseline's name) on the extended split (every clip): "ap", "max_f1" (fixed protocol),
+    "extended" {protocol: {...}}, "confidence" (N,), and "summary" = cIoU of the clips with a visible source
+    ("cious" is NaN for the others)."""
+    return _evaluate_any(model, split_path, data, "visible", "extended", **kw)
 
 
 # ----------------------------------------------------------------------------- real benchmark
@@ -219,20 +283,28 @@ def find_test_splits(data_root) -> dict[str, Path]:
     return dict(sorted(found.items(), key=lambda kv: (order.get(kv[0], 2), kv[0])))
 
 
+def find_listen_splits(data_root) -> dict[str, Path]:
+    """{"swap": file, "extended": file} of the audio-dependence splits a data root has (`swap.h5`, `extended.h5`)."""
+    root = resolve(data_root)
+    return {s: root / f"{s}.h5" for s in LISTEN_SPLITS if (root / f"{s}.h5").is_file()}
+
+
 def evaluate_profile(run_root, data_root, *, models=("sspl", "sspl_wo_pcm"), splits=None, batch_size: int = 100,
                      device="auto", seed: int = 0, controls=("shuffled", "silent"), protocol=("fixed", "median"),
-                     amp: str = "none", progress: bool = True) -> tuple[dict, dict]:
+                     amp: str = "none", progress: bool = True, baselines=BASELINES) -> tuple[dict, dict]:
     """Every trained model of a profile's run folder, its audio controls and the baselines on the test splits.
 
     models: names of run folders under `run_root` (missing runs are skipped with a message). splits: short
-    names of `find_test_splits(data_root)` (default: all). Returns (results {model: {split: evaluate result}},
-    test sets {split: TestSet}); the audio controls of a model are named `<model>_<mode>_audio`."""
+    names of `find_test_splits(data_root)` and `find_listen_splits` (swap, extended; default: all). Returns
+    (results {model: {split: evaluate result}}, test sets {split: TestSet}); the audio controls of a model are
+    named `<model>_<mode>_audio`. `baselines`: of `BASELINES`; "feature_norm" uses the first loaded model's
+    visual encoder (skipped when no run is loaded)."""
     run_root, dev = resolve(run_root), choose_device(device)
-    files = find_test_splits(data_root)
+    files = find_test_splits(data_root) | find_listen_splits(data_root)
     if not files:
         raise FileNotFoundError(f"{resolve(data_root)}: no test split (test.h5 or test_<name>.h5); prepare the data "
                                 "first (notebooks/01_data_preparation.ipynb)")
-    data = {s: load_test_set(files[s]) for s in (splits or files)}
+    data = {s: load_eval_split(files[s]) for s in (splits or files)}
     loaded = {}
     for name in models:
         try:
@@ -247,9 +319,13 @@ def evaluate_profile(run_root, data_root, *, models=("sspl", "sspl_wo_pcm"), spl
                 results.setdefault(key, {})[s] = evaluate_model(m, None, data=d, batch_size=batch_size, device=dev,
                                                                 protocol=protocol, audio=a, seed=seed, amp=amp)
         size = results[next(iter(loaded))][s]["heatmaps"].shape[-1] if loaded else 14  # the models' grid
-        for b in BASELINES:
-            results.setdefault(b, {})[s] = evaluate_baseline(b, data=d, size=size, protocol=protocol, seed=seed)
+        first_model = next(iter(loaded.values()), None)
+        for b in baselines:
+            if b == "feature_norm" and first_model is None:
+                continue
+            results.setdefault(b, {})[s] = evaluate_baseline(b, data=d, size=size, protocol=protocol, seed=seed,
+                                                             model=first_model, batch_size=batch_size, device=dev)
         if progress:
             print(f"[evaluate] {s}: {d.n} samples, {len(results)} models scored")
-    first = [m for m in models if m in results] + list(BASELINES)
+    first = [m for m in models if m in results] + [b for b in baselines if b in results]
     return {k: results[k] for k in first + [k for k in results if k not in first]}, data

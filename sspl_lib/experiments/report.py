@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 def results_json(results: dict, protocols=("fixed", "median")) -> dict:
     """{model: {split: evaluate result}} -> {model: {split: {"ciou","auc","n"}}} (fixed protocol), plus
-    `ciou_<protocol>`/`auc_<protocol>` keys for the other protocols."""
+    `ciou_<protocol>`/`auc_<protocol>` keys for the other protocols; `follow_rate` on the swap split and
+    `ap`, `max_f1` (+ `ap_<protocol>`, `max_f1_<protocol>`) on the extended one (n = its visible clips)."""
     out = {}
     for model, per_split in results.items():
         out[model] = {}
@@ -31,6 +32,12 @@ def results_json(results: dict, protocols=("fixed", "median")) -> dict:
             for p in protocols:
                 if p != "fixed" and p in s:
                     rec[f"ciou_{p}"], rec[f"auc_{p}"] = float(s[p]["ciou"]), float(s[p]["auc"])
+            if "follow_rate" in r:
+                rec["follow_rate"] = float(r["follow_rate"])
+            for p, e in r.get("extended", {}).items():
+                if p == "fixed" or p in protocols:
+                    tag = "" if p == "fixed" else f"_{p}"
+                    rec[f"ap{tag}"], rec[f"max_f1{tag}"] = float(e["ap"]), float(e["max_f1"])
             out[model][split] = rec
     return out
 
@@ -57,7 +64,8 @@ def results_table(results: dict, protocols=("fixed", "median"), digits: int = 3)
 def best_worst(res: dict, k: int = 6, protocol: str = "fixed") -> tuple[np.ndarray, np.ndarray]:
     """Positions (into the result's arrays) of the k best and k worst samples by cIoU (stable order)."""
     c = res["cious"][protocol]
-    order = np.argsort(-c, kind="stable")
+    scored = np.flatnonzero(np.isfinite(c))  # the extended split's clips without a visible source are NaN
+    order = scored[np.argsort(-c[scored], kind="stable")]
     return order[:k], order[::-1][:k]
 
 
@@ -71,6 +79,65 @@ def case_figure(res: dict, data: TestSet, k: int = 6, protocol: str = "fixed", t
     titles = [f"best {c[i]:.2f}" for i in best] + [f"worst {c[i]:.2f}" for i in worst]
     boxes = data.boxes[pos] if data.boxes is not None else None
     return case_grid(data.frames[pos], res["heatmaps"][pos].numpy(), boxes, titles, ncols=k, suptitle=title)
+
+
+def swap_figure(results: dict, data: TestSet, scene: int | None = None, *, models=None, protocol: str = "fixed",
+                class_names: list[str] | None = None, title: str = ""):
+    """The swap test as pictures: one scene of the swap split, one column per object's sound, one row per model;
+    each panel is the model's map heard with that sound, the heard object's box green, the others grey, with its
+    cIoU and whether the map follows the sound (sspl_lib.av_metrics.follows).
+
+    results: {model: evaluate result on the swap split} or evaluate_profile's {model: {split: result}} (its
+    "swap" entries); data: the swap TestSet the results were computed on (evaluate_profile's data["swap"]);
+    scene: a scene id (default: the first scene with the most objects); models: names (default: all);
+    class_names: default the benchmark's meta.json next to the split file."""
+    import matplotlib.pyplot as plt
+
+    from ..viz import draw_boxes, overlay
+
+    if "scene" not in data.rows:
+        raise ValueError(f"{data.path}: not a swap split (no `scene` field); pass evaluate_profile's data['swap']")
+    res = {m: (r if "heatmaps" in r else r["swap"]) for m, r in results.items() if "heatmaps" in r or "swap" in r}
+    names = list(models) if models is not None else list(res)
+    missing = [m for m in names if m not in res]
+    if missing:
+        raise ValueError(f"no swap result for {missing} (have {list(res)})")
+    sc, obj = data.rows["scene"], data.rows["object"]
+    if scene is None:
+        ids, counts = np.unique(sc, return_counts=True)
+        scene = int(ids[np.argmax(counts)])
+    pos = np.flatnonzero(sc == scene)
+    if len(pos) == 0:
+        raise ValueError(f"scene {scene} not in {data.path} (scenes {int(sc.min())}..{int(sc.max())})")
+    pos = pos[np.argsort(obj[pos], kind="stable")]
+    if class_names is None:
+        from ..data.overview import class_list
+
+        class_names = [c["name"] for c in class_list(data.path.parent)] if (data.path.parent / "meta.json").is_file() else []
+
+    def label(k: int) -> str:
+        return class_names[k] if 0 <= k < len(class_names) else f"class {k}"
+
+    fig, axes = plt.subplots(len(names), len(pos), figsize=(2.6 * len(pos), 2.8 * len(names)), squeeze=False)
+    all_boxes = data.rows["all_boxes"][pos[0]]
+    for i, m in enumerate(names):
+        r = res[m]
+        for j, p in enumerate(pos):
+            img = overlay(data.frames[p], r["heatmaps"][p].numpy())
+            img = draw_boxes(draw_boxes(img, all_boxes[np.isfinite(all_boxes).all(1)], color=(200, 200, 200), width=1),
+                             data.boxes[p], color=(0, 255, 0), width=2)
+            ax = axes[i, j]
+            ax.imshow(img)
+            ax.set_xticks([]), ax.set_yticks([])
+            ok = bool(r["follows"][p]) if "follows" in r else None
+            ax.set_title((f"sound of {label(int(data.rows['label'][p]))}\n" if i == 0 else "") +
+                         f"cIoU {r['cious'][protocol][p]:.2f}" + ("" if ok is None else (" · follows" if ok else " · does not")),
+                         fontsize=9)
+            if j == 0:
+                ax.set_ylabel(m, fontsize=9)
+    fig.suptitle(title or f"swap test, scene {scene}: the same frame heard with each object's sound")
+    fig.tight_layout()
+    return fig
 
 
 # ----------------------------------------------------------------------------- ablation questions

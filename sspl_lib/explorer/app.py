@@ -9,6 +9,9 @@ Per sample: the frame with each selected model's heatmap overlay, the gt box and
 heatmap), the log-mel spectrogram and a player of the sound. The sound can be swapped for another
 sample's clip (the counterfactual heatmap), PCM models can be inspected cycle by cycle, samples can be
 sorted by cIoU (worst first) to find failure modes. The centre prior is a pseudo-model to compare with.
+On the swap split (one row per object's sound of a scene) a "sound of" selector chooses which object of the
+shown scene is heard (the gt box follows it), and a row below shows the first model's maps for every sound of
+the scene side by side (`swap_bytes`, `swap_follows`, `swap_heatmaps`; `choose_sound(k)` from scripts).
 
 Forward passes are cached per (model, split, frame sample, audio sample). State for tests and scripts:
 `image_bytes`, `spectrogram_bytes`, `audio_bytes`, `current_ciou`, `cious`, `current_heatmap`,
@@ -26,6 +29,7 @@ from collections import OrderedDict
 import numpy as np
 import ipywidgets as W
 
+from ..av_metrics import box_means, follows
 from ..experiments.runs import is_run
 from ..metrics import ciou, ciou_batch
 from ..paths import REPO_ROOT, resolve
@@ -78,12 +82,14 @@ class Explorer:
         self._spec_cache: OrderedDict = OrderedDict()
         self._split_maps: dict = {}
         self.last_update_ms = float("nan")
-        self.image_bytes = self.spectrogram_bytes = self.audio_bytes = b""
+        self.image_bytes = self.spectrogram_bytes = self.audio_bytes = self.swap_bytes = b""
+        self.swap_follows: list[bool] = []
+        self.swap_heatmaps: list[np.ndarray] = []
         self.cious: dict[str, float] = {}
         self.ui = ExplorerUI(splits=self.splits, split=split or next(iter(self.splits)),
                              cycles={n: m.cycles for n, m in self.models.items()}, primary=self.primary,
                              on_split=self._load_split, on_order=self._on_order, on_view=self.refresh,
-                             on_other_clip=self.pick_other_clip)
+                             on_other_clip=self.pick_other_clip, on_scene_sound=self.choose_sound)
         self._load_split(self.ui.split.value)
 
     # ------------------------------------------------------------------ data
@@ -101,6 +107,7 @@ class Explorer:
             self.ui.audio_source.options = [("this sample's own clip", OWN_CLIP)] + \
                 [(f"{i}: {self.data.describe(i)}", i) for i in range(n)]
             self.ui.audio_source.value = OWN_CLIP
+            self.ui.show_swap(self.data.scene is not None)
             self._reorder()
         self.refresh()
 
@@ -174,6 +181,16 @@ class Explorer:
             self.ui.audio_source.value = int(rng.choice(pool))
         return self.ui.audio_source.value
 
+    def choose_sound(self, k: int) -> int:
+        """Hear object k of the shown scene (swap split): its row's clip; returns that row's index."""
+        rows = self.data.scene_rows(self.current_index)
+        objects = [int(self.data.object[r]) for r in rows] if self.data.object is not None else [0]
+        if k not in objects:
+            raise ValueError(f"object {k} not in this scene (objects {objects} of {self.data.name})")
+        row = rows[objects.index(k)]
+        self.ui.audio_source.value = OWN_CLIP if row == self.current_index else row
+        return row
+
     # ------------------------------------------------------------------ view
     @property
     def current_index(self) -> int:
@@ -198,8 +215,9 @@ class Explorer:
         i, a = self.current_index, self.current_audio_index
         d, protocol, thr = self.data, self.ui.protocol.value, float(self.ui.threshold.value)
         frame = R.frame_at(d.frame(i))
-        gt = d.gt(i)
-        box = d.boxes[i] if d.boxes is not None else None
+        src = a if d.same_scene(i, a) else i  # swap split: the heard object's box is the gt
+        gt = d.gt(src)
+        box = d.boxes[src] if d.boxes is not None else None
         others = d.all_boxes[i] if d.all_boxes is not None else None
         columns, self.cious = [], {}
         for k, name in enumerate(self.selected):
@@ -221,6 +239,8 @@ class Explorer:
         self.current_gt = gt
         self.image_bytes = R.png_bytes(R.compose(columns))
         self.ui.image.value = self.image_bytes
+        if d.scene is not None:
+            self._swap_view(i, a, frame)
         if a != getattr(self, "_shown_audio", None) or d.name != getattr(self, "_shown_split", None):
             self.spectrogram_bytes = self._spectrogram(a)
             self.ui.spectrogram.value = self.spectrogram_bytes
@@ -230,10 +250,34 @@ class Explorer:
         self.last_update_ms = (time.perf_counter() - t0) * 1e3
         self._update_text()
 
+    def _swap_view(self, i: int, a: int, frame: np.ndarray) -> None:
+        """The "sound of" selector and the first model's maps for each sound of sample i's scene."""
+        rows, name = self.data.scene_rows(i), self.selected[0]
+        with self.ui.quiet():
+            self.ui.scene_sound.options = [(self.data.label_name(r), int(self.data.object[r])) for r in rows]
+            self.ui.scene_sound.value = int(self.data.object[a]) if self.data.same_scene(i, a) else None
+        m = self.models[name]
+        self.swap_heatmaps = [self.maps(name, i, r)[min(self.ui.cycle.value, m.cycles) if m.has_pcm else -1]
+                              for r in rows]
+        boxes = self.data.all_boxes[i]
+        means = box_means(np.stack(self.swap_heatmaps), np.repeat(boxes[None], len(rows), 0))
+        self.swap_follows = [bool(v) for v in follows(means, [self.data.object[r] for r in rows])]
+        cols = R.swap_columns(frame, self.swap_heatmaps, [self.data.boxes[r] for r in rows], boxes,
+                              [self.data.label_name(r) for r in rows], self.swap_follows, protocol=self.ui.protocol.value,
+                              threshold=float(self.ui.threshold.value), cmap=self.ui.colormap.value,
+                              alpha=float(self.ui.opacity.value))
+        self.swap_bytes = R.png_bytes(R.compose(cols))
+        self.ui.swap_image.value = self.swap_bytes
+        verdict = "follows every sound" if all(self.swap_follows) else "does not follow every sound"
+        self.ui.swap_title.value = (f"<b>swap test</b> &mdash; {name} on this scene, once with each object's sound: "
+                                    f"{verdict} (mean inside the heard object's box above every other box)")
+
     def _update_text(self) -> None:
         d, i, a = self.data, self.current_index, self.current_audio_index
         rank = {"none": "file order", "worst": "sorted by cIoU, worst first", "best": "sorted by cIoU, best first"}
         sound = "its own sound" if a == i else f"<b>the sound of {d.describe(a)}</b> (counterfactual)"
+        if a != i and d.same_scene(i, a):
+            sound = f"<b>the sound of its {d.label_name(a)}</b> (another object of this scene; its box is the gt)"
         self.ui.sample_id.value = (f"<b>{d.ids[i]}</b> &mdash; {d.label_name(i)} &middot; sample {i} of {len(d)} in "
                                 f"<code>{d.name}</code> ({rank[self.ui.sort.value]}, position {self.ui.sample.value}) "
                                 f"&middot; heard with {sound}")

@@ -128,6 +128,19 @@ def compose(columns: list[dict], *, gap: int = 10, header: int = 40, footer: int
     return np.asarray(canvas)
 
 
+def swap_columns(frame224: np.ndarray, maps, boxes, other_boxes, names, follows, *, protocol: str = "fixed",
+                 threshold: float = 0.5, cmap: str = "jet", alpha: float = 0.5) -> list[dict]:
+    """One column per sound of a swap scene, for `compose`: the map heard with object k's sound over the frame,
+    object k's box (green) among the others (grey), titled by its class and whether the map follows it."""
+    cols = []
+    for hm, box, name, ok in zip(maps, boxes, names, follows):
+        mask = protocol_mask(normalized(hm), protocol, threshold)
+        cols.append({"title": f"sound of {name}", "subtitle": "follows the sound" if ok else "does not follow",
+                     "panels": [overlay_panel(frame224, hm, mask, box=box, other_boxes=other_boxes, cmap=cmap,
+                                              alpha=alpha)]})
+    return cols
+
+
 # ----------------------------------------------------------------------------- bytes
 def png_bytes(img: np.ndarray) -> bytes:
     from PIL import Image

@@ -100,7 +100,7 @@ def default_compare(run_dir) -> list[tuple[str, Path]]:
 
 
 # ----------------------------------------------------------------------------- data
-SPLIT_ORDER = ("test_single", "test_multi", "val", "train")
+SPLIT_ORDER = ("test_single", "test_multi", "swap", "extended", "val", "train")
 
 
 def find_splits(data_root) -> dict[str, Path]:
@@ -138,6 +138,10 @@ class SplitData:
         self.labels = self.labels[self.rows]
         self.boxes = read_field(self.f, "boxes")[self.rows] if "boxes" in self.f else None
         self.all_boxes = read_field(self.f, "all_boxes")[self.rows] if "all_boxes" in self.f else None
+        self.all_labels = read_field(self.f, "all_labels")[self.rows].astype(int) if "all_labels" in self.f else None
+        # the swap split: rows of one scene share the frame, `object` = the sounding one's index in all_boxes
+        self.scene = read_field(self.f, "scene")[self.rows] if "scene" in self.f else None
+        self.object = read_field(self.f, "object")[self.rows].astype(int) if "object" in self.f else None
         self.has_gt = "gt" in self.f or self.boxes is not None
         self.class_names = class_names or []
 
@@ -176,6 +180,19 @@ class SplitData:
 
     def describe(self, i: int) -> str:
         return f"{self.ids[i]} ({self.label_name(i)})"
+
+    def class_name(self, k: int) -> str:
+        return self.class_names[k] if 0 <= k < len(self.class_names) else f"class {k}"
+
+    def scene_rows(self, i: int) -> list[int]:
+        """Local indices of the rows of sample i's scene, by object (swap split; [i] elsewhere)."""
+        if self.scene is None or self.object is None:
+            return [int(i)]
+        rows = np.flatnonzero(self.scene == self.scene[i])
+        return [int(r) for r in rows[np.argsort(self.object[rows], kind="stable")]]
+
+    def same_scene(self, i: int, j: int) -> bool:
+        return self.scene is not None and self.scene[i] == self.scene[j]
 
     def close(self) -> None:
         self.f.close()

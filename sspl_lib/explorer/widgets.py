@@ -17,13 +17,15 @@ COLORMAPS = ("jet", "turbo", "inferno", "viridis", "magma", "gray")
 
 class ExplorerUI:
     """The widgets of the explorer. `cycles`: {model name: PCM cycles (0 = no PCM)} in selector order, the
-    primary model first. Callbacks: on_split(name), on_order(owner widget), on_view(), on_other_clip().
+    primary model first. Callbacks: on_split(name), on_order(owner widget), on_view(), on_other_clip(),
+    on_scene_sound(object index) (the swap split's "sound of" selector; shown by `show_swap`).
     While `busy` is set (a batch of programmatic changes), widget events call nothing."""
 
     def __init__(self, *, splits, split: str, cycles: dict[str, int], primary: str, on_split: Callable,
-                 on_order: Callable, on_view: Callable, on_other_clip: Callable):
+                 on_order: Callable, on_view: Callable, on_other_clip: Callable, on_scene_sound: Callable | None = None):
         self.cycles, self.primary = dict(cycles), primary
         self.on_split, self.on_order, self.on_view, self.on_other_clip = on_split, on_order, on_view, on_other_clip
+        self.on_scene_sound = on_scene_sound
         self.busy = False
         lay, st = W.Layout, {"description_width": "70px"}
         names = list(self.cycles)
@@ -58,6 +60,10 @@ class ExplorerUI:
                                    tooltip="a clip of another class: the heatmap this frame gets with that sound",
                                    layout=lay(width="200px"))
         self.own_clip = W.Button(description="own clip", layout=lay(width="100px"))
+        self.scene_sound = W.Dropdown(options=[], description="sound of", style={"description_width": "60px"},
+                                      tooltip="which object of this scene is heard", layout=lay(width="300px"))
+        self.swap_image = W.Image(format="png")
+        self.swap_title = W.HTML()
         self.player = W.Audio(value=b"", format="wav", autoplay=False, loop=False, controls=True)
         self.image = W.Image(format="png")
         self.spectrogram = W.Image(format="png")
@@ -68,6 +74,7 @@ class ExplorerUI:
                       (self.sample, self._on_view), (self.cycle, self._on_view), (self.colormap, self._on_view),
                       (self.opacity, self._on_view), (self.audio_source, self._on_view)):
             w.observe(fn, "value")
+        self.scene_sound.observe(self._on_scene_sound, "value")
         self.other_clip.on_click(lambda _: self.on_other_clip())
         self.own_clip.on_click(lambda _: setattr(self.audio_source, "value", OWN_CLIP))
         self._sync_cycle_slider()
@@ -75,11 +82,14 @@ class ExplorerUI:
                            self.protocol])
         controls = W.HBox([W.VBox([self.model_select]), W.VBox([protocol, self.threshold, self.cycle]),
                            W.VBox([self.colormap, self.opacity])])
-        sound = W.VBox([self.spectrogram, self.player, self.audio_source, W.HBox([self.other_clip, self.own_clip])])
+        sound = W.VBox([self.spectrogram, self.player, self.scene_sound, self.audio_source,
+                        W.HBox([self.other_clip, self.own_clip])])
+        self.swap_row = W.VBox([self.swap_title, self.swap_image])
         self.widget = W.VBox([self.header, W.HBox([self.split, self.sort, self.play, self.sample]), self.sample_id,
-                              controls, W.HBox([self.image, sound]), self.info])
+                              controls, W.HBox([self.image, sound]), self.swap_row, self.info])
+        self.show_swap(False)
         for w, cls in ((self.widget, "sspl-explorer"), (self.image, "sspl-view"), (self.sample, "sspl-sample"),
-                       (self.spectrogram, "sspl-spectrogram"), (self.info, "sspl-info")):
+                       (self.spectrogram, "sspl-spectrogram"), (self.info, "sspl-info"), (self.swap_image, "sspl-swap")):
             w.add_class(cls)  # stable hooks for the browser test
 
     def _repr_mimebundle_(self, **kwargs):
@@ -90,6 +100,11 @@ class ExplorerUI:
         """Selected model names in the selector's order."""
         chosen = set(self.model_select.value)
         return [n for n in self.model_select.options if n in chosen]
+
+    def show_swap(self, on: bool) -> None:
+        """Show (swap split) or hide the "sound of" selector and the row of maps, one per object's sound."""
+        for w in (self.scene_sound, self.swap_row):
+            w.layout.display = None if on else "none"
 
     @contextmanager
     def quiet(self):
@@ -131,6 +146,10 @@ class ExplorerUI:
             return
         self._sync_cycle_slider()
         self.on_order(self.model_select)
+
+    def _on_scene_sound(self, change) -> None:
+        if not self.busy and change["new"] is not None and self.on_scene_sound is not None:
+            self.on_scene_sound(change["new"])
 
     def _on_view(self, change) -> None:
         if not self.busy:
