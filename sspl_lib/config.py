@@ -90,6 +90,8 @@ class SSPLConfig:
     n_val: int = 500
     n_test: int = 500
     n_labeled: int = 2000
+    n_swap: int = 0  # swap split: multi-object scenes, each heard once per visible object (0 = none)
+    n_extended: int = 0  # extended split: visible, off-screen and silent sound sources (SLAVC's protocol; 0 = none)
     frame_size: int = 128
     n_classes: int = 8
     # --- optimisation (the official defaults for SSPL w/ PCM) ----------------------------------------------

@@ -33,7 +33,7 @@ NEEDS = {"train": ("frames", "spects"), "val": ("frames", "spects", "gt"), "test
 def benchmark_settings(cfg: SSPLConfig) -> dict:
     """The keywords of `generate_benchmark` that the config sets."""
     out = dict(seed=cfg.data_seed, n_train=cfg.n_train, n_val=cfg.n_val, n_test=cfg.n_test, n_labeled=cfg.n_labeled,
-               frame_size=cfg.frame_size, n_classes=cfg.n_classes)
+               frame_size=cfg.frame_size, n_classes=cfg.n_classes, n_swap=cfg.n_swap, n_extended=cfg.n_extended)
     if cfg.assets:  # the classes are the asset folder's (n_classes is the drawn benchmark's)
         out.update(assets=str(resolve(cfg.assets)), n_classes=None)
     return out
