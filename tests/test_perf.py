@@ -141,8 +141,8 @@ def test_breakdown_runs_end_to_end():
     lines = p.stdout.splitlines()
     assert lines[0].startswith("# quick config, batch 2, amp none") and "CPU: " in lines[0]
     rows = {line.split(" ms  ", 1)[1]: float(line.split(" ms  ", 1)[0]) for line in lines[1:] if " ms  " in line}
-    assert list(rows)[:6] == ["visual encoder, both views (frozen, no autograd)", "audio encoder (forward + backward)",
-                              "PCM, both views (forward + backward)",
+    assert list(rows)[:6] == ["visual encoder, both views (frozen, no autograd)",
+                              "audio encoder (forward + backward)", "PCM, both views (forward + backward)",
                               "attention + SimSiam head + loss (forward + backward)", "AdamW step", "full training step"]
     assert all(0 < v < float("inf") for v in rows.values()), rows
     assert len(rows) == 7 and list(rows)[6].startswith("sum of the parts; full step = ")
