@@ -1,7 +1,7 @@
 """Regenerate tests/data/official_reference.npz: numbers computed by the official SSPL code (zjsong/SSPL),
 imported at run time from a path outside this repository (never copied here). Only numbers are written.
 
-    git --git-dir=/work/.mirror/zjsong+SSPL/repo archive HEAD | tar -x -C /tmp/official_src
+    git clone https://github.com/zjsong/SSPL /tmp/official_src  # made from commit d1af4c7a (2024-07-08)
     python -m pip install --no-deps --target /tmp/offpkgs opencv-python-headless pandas pytz tzdata
     python -m benchmarks.make_official_reference --official-src /tmp/official_src --official-pkgs /tmp/offpkgs \
         [--out tests/data/official_reference.npz] [--threads 2] [--check]
@@ -30,6 +30,7 @@ CPU (`.cuda()` a no-op; single process: no SyncBatchNorm / DDP wrappers). The of
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import tempfile
 import types
@@ -38,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.official_side import cuda_noop, official_root, stub_missing, vgg16_without_download
+from benchmarks.official_side import cuda_noop, official_root, vgg16_without_download
 from sspl_lib.paths import resolve
 from tests.official_weights import (OFFICIAL_FILES, make_inputs, make_state_dict, manifest_of, manifests_to_json,
                                     prepare_cases, waveform_cases)
@@ -127,7 +128,11 @@ def _audio(off: types.SimpleNamespace) -> dict:
 
 def make_reference(src) -> dict:
     """All entries of the reference file (numpy arrays), computed by the official code at `src`."""
-    stub_missing(("cv2", "pandas"))  # imported at module level, not used by what runs here
+    missing = [name for name in ("cv2", "pandas", "resampy", "sklearn") if importlib.util.find_spec(name) is None]
+    if missing:  # imported at module level by the official code
+        raise SystemExit(f"the official code imports {missing}: install them into a folder outside the venv "
+                         "(pip install --no-deps --target DIR opencv-python-headless pandas pytz tzdata) and pass "
+                         "--official-pkgs DIR")
     inputs = make_inputs(INPUT_SEED)
     f1, f2, spects = inputs
     ref = {"weight_seed": np.array(WEIGHT_SEED), "input_seed": np.array(INPUT_SEED), "cycles": np.array(CYCLES),

@@ -21,7 +21,7 @@ run; 2.6 min on 2 cores under load average 5.6, ~1 min of CPU) checks loss and h
 1 thread the float32 inputs of ``make_inputs`` round differently, by ulps, and p/z move by up to 7.9e-6).
 
 Regenerating the npz (needs the official code, outside the repository; ~70 s):
-    git --git-dir=/work/.mirror/zjsong+SSPL/repo archive HEAD | tar -x -C /tmp/official_src
+    git clone https://github.com/zjsong/SSPL /tmp/official_src  # made from commit d1af4c7a (2024-07-08)
     python -m pip install --no-deps --target /tmp/offpkgs opencv-python-headless pandas pytz tzdata
     python -m benchmarks.make_official_reference --official-src /tmp/official_src --official-pkgs /tmp/offpkgs --check
 benchmarks/make_official_reference.py (committed) builds the official modules, loads the seeded state
