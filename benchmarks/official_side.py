@@ -18,23 +18,66 @@ import torch
 from sspl_lib.model import SSPL
 
 
+STUBS = ("cv2", "pandas", "resampy")  # imported by official modules; used only by parts not run here
+
+
+def official_root(src, variant: str = "sspl_w_pcm") -> Path:
+    """The folder of one official variant (`sspl_w_pcm` or `sspl_wo_pcm`): `src` is the repository root or
+    that folder itself."""
+    root = Path(src)
+    root = root / variant if (root / variant).is_dir() else root
+    if not (root / "main.py").is_file() or not (root / "models" / "simsiam_head.py").is_file():
+        raise FileNotFoundError(f"{src}: not the official SSPL source (no {variant}/main.py and "
+                                f"{variant}/models/simsiam_head.py)")
+    return root
+
+
+def stub_missing(names) -> list[str]:
+    """Empty stand-in modules for those of `names` that cannot be imported; returns the stubbed names."""
+    stubbed = []
+    for name in names:
+        try:
+            __import__(name)
+        except ImportError:
+            sys.modules[name] = types.ModuleType(name)
+            stubbed.append(name)
+    return stubbed
+
+
+@contextlib.contextmanager
+def vgg16_without_download():
+    """torchvision's `vgg16(pretrained=...)` (the official call) -> random weights, nothing downloaded."""
+    import torchvision
+
+    orig = torchvision.models.vgg16
+    torchvision.models.vgg16 = lambda pretrained=False, **kw: orig(weights=None)
+    try:
+        yield
+    finally:
+        torchvision.models.vgg16 = orig
+
+
+@contextlib.contextmanager
+def cuda_noop(dev: torch.device):
+    """The official forward calls `.cuda()`: on CPU make it a no-op (only while the official code runs)."""
+    if dev.type == "cuda":
+        yield
+        return
+    orig = torch.Tensor.cuda
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    try:
+        yield
+    finally:
+        torch.Tensor.cuda = orig
+
+
 class Official:
     """The official sspl_w_pcm modules, built with random weights copied from one of our models."""
 
-    STUBS = ("cv2", "pandas", "resampy")  # imported by official modules; used only by parts not run here
-
     def __init__(self, src: str, dev: torch.device, *, model: bool = True):
-        root = Path(src)
-        root = root / "sspl_w_pcm" if (root / "sspl_w_pcm").is_dir() else root
-        if not (root / "models" / "pc_net.py").is_file():
-            raise FileNotFoundError(f"{src}: not the official SSPL source (no sspl_w_pcm/models/pc_net.py)")
-        self.dev, self.stubbed = dev, []
-        for name in self.STUBS:
-            try:
-                __import__(name)
-            except ImportError:
-                sys.modules[name] = types.ModuleType(name)
-                self.stubbed.append(name)
+        root = official_root(src)
+        self.dev = dev
+        self.stubbed = stub_missing(STUBS)
         self.has_cv2 = "cv2" not in self.stubbed
         if str(root) not in sys.path:
             sys.path.insert(0, str(root))
@@ -44,11 +87,7 @@ class Official:
 
             self.M, self.VideoDataset = M, VideoDataset
             return
-        import torchvision
-
-        orig = torchvision.models.vgg16
-        torchvision.models.vgg16 = lambda pretrained=False, **kw: orig(weights=None)  # no downloads
-        try:
+        with vgg16_without_download():
             import main as M  # the official training script (its main() is not run)
             from models.criterions import SimSiamLoss
             from models.frame_net import VGG16
@@ -58,8 +97,6 @@ class Official:
             from dataset.videodataset import VideoDataset
 
             frame = VGG16(train_from_scratch=False, fine_tune=False)
-        finally:
-            torchvision.models.vgg16 = orig
         sound = VGGish(None, out_dim=512, pretrained=False)
         for p in list(sound.features.parameters()) + list(sound.embeddings.parameters()):
             p.requires_grad = False  # as the official ModelBuilder.build_sound does
@@ -71,18 +108,8 @@ class Official:
         self.wrapper = M.NetWrapper(*self.nets.values(), SimSiamLoss(), self.args).to(dev)
         self.opt = M.create_optimizer(self.nets["sound"], self.nets["pcm"], self.nets["head"], self.args)
 
-    @contextlib.contextmanager
     def cuda_noop(self):
-        """The official forward calls `.cuda()`: on CPU make it a no-op (only while the official code runs)."""
-        if self.dev.type == "cuda":
-            yield
-            return
-        orig = torch.Tensor.cuda
-        torch.Tensor.cuda = lambda self, *a, **k: self
-        try:
-            yield
-        finally:
-            torch.Tensor.cuda = orig
+        return cuda_noop(self.dev)
 
     def load_from(self, ours: SSPL) -> None:
         """Copy our model's weights into the official modules (strict: every key must map), by the key

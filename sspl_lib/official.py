@@ -123,9 +123,11 @@ def official_config(*, use_pcm: bool = True, cycles: int = 4) -> SSPLConfig:
 
 
 def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], *,
-                     ignore_prefixes: tuple[str, ...] = (), sources: Mapping[str, str] | None = None) -> None:
-    """Raise `OfficialCheckpointError` listing missing / unexpected / mis-shaped keys (by file)."""
-    sources = dict(sources or {})
+                     ignore_prefixes: tuple[str, ...] = (), sources: Mapping[str, str] | None = None,
+                     origins: Mapping[str, str] | None = None) -> None:
+    """Raise `OfficialCheckpointError` listing missing / unexpected / mis-shaped keys (by file); `origins`
+    ({our key: official key}) names the official key of a mis-shaped tensor too."""
+    sources, origins = dict(sources or {}), dict(origins or {})
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith(ignore_prefixes)}
     prefix_part = {"visual.": "frame", "audio.": "sound", "pcm.": "pcm", "head.": "ssl_head"}
 
@@ -145,7 +147,9 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
             for f, ks in by_file.items():
                 problems.append(f"{label} in {f}: {ks[:10]}" + (" ..." if len(ks) > 10 else ""))
     for k in shapes[:10]:
-        problems.append(f"shape mismatch in {where(k)}: {k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}")
+        official = f" (official key {origins[k]})" if k in origins else ""
+        problems.append(f"shape mismatch in {where(k)}: {k}{official} is {tuple(state[k].shape)} there, the model "
+                        f"expects {tuple(expected[k].shape)}")
     if problems:
         raise OfficialCheckpointError("official checkpoint does not match the model:\n  " + "\n  ".join(problems))
 
@@ -153,13 +157,20 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
 def _load(path, part: str, device) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"official {part} checkpoint not found: {path} (expected e.g. {FILES[part]})")
+        raise FileNotFoundError(f"official {part} checkpoint not found: {path} (expected the file the official "
+                                f"training saves as {FILES[part]})")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
-        raise OfficialCheckpointError(f"{path}: not a readable PyTorch state dict ({e})") from e
+        raise OfficialCheckpointError(f"{path}: the official {part} checkpoint is not a readable PyTorch file "
+                                      f"(truncated or not saved by torch.save?): {e}") from e
     if not isinstance(state, Mapping):
-        raise OfficialCheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
+        raise OfficialCheckpointError(f"{path}: the official {part} checkpoint should hold a state dict "
+                                      f"(tensor name -> tensor, as {FILES[part]}), got a {type(state).__name__}")
+    bad = [k for k, v in state.items() if not torch.is_tensor(v)]
+    if bad:
+        raise OfficialCheckpointError(f"{path}: the official {part} checkpoint should map names to tensors; "
+                                      f"not tensors: {bad[:10]}" + (" ..." if len(bad) > 10 else ""))
     return state
 
 
@@ -183,8 +194,10 @@ def load_official(frame, sound, pcm=None, ssl_head=None, *, cycles: int | None =
     with torch.device("meta"):  # no random initialization of ~90M parameters that are overwritten anyway
         model = SSPL(cfg)
     state = convert_official_state_dicts(**states, sources=sources)
+    origins = {ours: key for part, st in states.items() if st is not None
+               for key, ours in official_key_map(part, _strip_module(st), sources[part]).items()}
     ignore = () if states["ssl_head"] is not None else ("head.",)
-    check_state_dict(model, state, ignore_prefixes=ignore, sources=sources)
+    check_state_dict(model, state, ignore_prefixes=ignore, sources=sources, origins=origins)
     if states["ssl_head"] is None:  # the head keeps a fresh (random) initialization
         model.head = SimSiamHead(in_dim=cfg.out_dim, dim=cfg.proj_dim, hidden=cfg.pred_hidden)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}

@@ -20,7 +20,7 @@ VGG16 conv5_3 + PCM + SimSiam:
 * PCM rates: ``a0.i`` ~ 1 + 0.1 N, ``b0.i`` ~ 0.5 + 0.1 N.
 
 The seeded *inputs* (frames, spectrogram examples and waveforms) used by the
-reference harness also live here so the test and the harness share them.
+reference generator (benchmarks/make_official_reference.py) live here so that it and the tests share them.
 """
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def write_official_checkpoints(folder, manifests: Mapping[str, Manifest], seed: 
 
 
 # ----------------------------------------------------------------------------
-# seeded inputs shared by the harness and the tests
+# seeded inputs shared by the reference generator and the tests
 # ----------------------------------------------------------------------------
 def make_inputs(seed: int, batch: int = 4, size: int = 224):
     """Seeded float32 inputs: frames view 1, view 2 (B,3,S,S) and spects (B,3,1,96,64).

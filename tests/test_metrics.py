@@ -158,7 +158,7 @@ def test_constant_map_is_nan_safe():
 @pytest.mark.parametrize("protocol", ["fixed", "median"])
 @pytest.mark.parametrize("shape", [(14, 14), (7, 7), (20, 20)])
 def test_scalar_and_batch_match_reference(protocol, shape):
-    rng = np.random.default_rng(hash((protocol, shape)) % 2**32)
+    rng = np.random.default_rng([("fixed", "median").index(protocol), *shape])  # fixed integers: replayable
     n = 24
     hm = rng.normal(size=(n, *shape))
     gt = random_gt(rng, n, consensus=shape != (7, 7))
@@ -284,9 +284,11 @@ def test_center_prior_on_vggss():
     res = {p: M.summarize(torch.cat(c)) for p, c in cious.items()}
     for protocol, r in res.items():
         print(f"VGG-SS 4692 centre prior ({protocol}): {r}")
-    for r in res.values():
-        assert 0.05 < r["ciou"] < 0.6 and 0.05 < r["auc"] < 0.6 and r["n"] == 4692
-    assert res["fixed"] != res["median"]
+    # deterministic: 739 resp. 1595 of the 4692 maps reach cIoU >= 0.5 (README: 0.16 / 0.33, 0.34 / 0.37)
+    assert res["fixed"] == {"ciou": pytest.approx(739 / 4692, abs=1e-6), "auc": pytest.approx(0.3314898, abs=1e-6),
+                            "n": 4692}
+    assert res["median"] == {"ciou": pytest.approx(1595 / 4692, abs=1e-6), "auc": pytest.approx(0.3739876, abs=1e-6),
+                             "n": 4692}
 
 
 # ----------------------------------------------------------------------------- fused kernel vs torch path

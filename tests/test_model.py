@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sspl_lib.config import SSPLConfig
-from sspl_lib.head import simsiam_loss
+from sspl_lib.head import negative_cosine, simsiam_loss
 from sspl_lib.model import SSPL, attention
 
 B = 6
@@ -108,12 +108,49 @@ def test_without_pcm_heatmap_is_cosine_of_encoder_map():
         assert torch.allclose(m.heatmap(f, s), expected, atol=1e-5)
 
 
+def _grad_parts(model) -> tuple[set, set]:
+    """Top-level parts (visual, audio.backbone, audio.mlp, pcm, head) with and without a nonzero gradient."""
+    def part(name):
+        return ".".join(name.split(".")[:2]) if name.startswith("audio.") else name.split(".")[0]
+
+    with_grad, without = set(), set()
+    for name, p in model.named_parameters():
+        (with_grad if p.grad is not None and p.grad.abs().sum() > 0 else without).add(part(name))
+    return with_grad, without - with_grad
+
+
 @pytest.mark.parametrize("size,grid", [(96, 12), (128, 16), (64, 8)])
 def test_pcm_on_other_grids(size, grid):
     torch.manual_seed(0)
-    out = SSPL(SSPLConfig(img_size=size))(*inputs(size=size, b=4))  # frames must match cfg.img_size
+    m = SSPL(SSPLConfig(img_size=size))  # frames must match cfg.img_size
+    out = m(*inputs(size=size, b=4))
     assert out["heatmap"].shape == (4, grid, grid)
     out["loss"].backward()
+    with_grad, without = _grad_parts(m)
+    assert with_grad == {"audio.mlp", "pcm", "head"} and without == {"visual", "audio.backbone"}
+    assert all(p.grad is None for p in [*m.visual.parameters(), *m.audio.backbone.parameters()])
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+
+
+def test_stop_gradient_inside_the_model(model):
+    """The gradient reaching z through the model's loss is exactly the one through the predictor (p = h(z)):
+    nothing flows back through z as a target."""
+    caught = {}
+    hook = model.head.register_forward_hook(lambda mod, i, out: caught.update(zip(("p1", "p2", "z1", "z2"), out)))
+    model.train()
+    try:
+        out = model(*inputs(seed=10))
+    finally:
+        hook.remove()
+    assert not out["z1"].requires_grad and not out["z2"].requires_grad
+    p1, p2, z1, z2 = (caught[k] for k in ("p1", "p2", "z1", "z2"))
+    g_z1, g_z2, g_p1, g_p2 = torch.autograd.grad(out["loss"], [z1, z2, p1, p2], retain_graph=True)
+    via_p1, via_p2 = torch.autograd.grad([p1, p2], [z1, z2], grad_outputs=[g_p1, g_p2], retain_graph=True)
+    assert torch.allclose(g_z1, via_p1, atol=1e-9) and torch.allclose(g_z2, via_p2, atol=1e-9)
+    # without the stop-gradient the target path adds a gradient of this size: the check above can fail
+    no_sg = 0.5 * (negative_cosine(p1, z2) + negative_cosine(p2, z1))
+    g_nosg = torch.autograd.grad(no_sg, z1, retain_graph=True)[0]
+    assert (g_nosg - via_p1).abs().max() > 100 * (g_z1 - via_p1).abs().max() + 1e-6
 
 
 def test_audio_is_batched_not_looped(model):

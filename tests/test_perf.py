@@ -50,7 +50,7 @@ def test_bf16_heatmaps_within_tolerance(seed):
         h32 = model.heatmap(frames, spects)
         with perf.autocast("cpu", "bf16"):
             h16 = model.heatmap(frames, spects)
-    assert h16.dtype == torch.bfloat16 or h16.dtype == torch.float32
+    assert h32.dtype == torch.float32 and h16.dtype == torch.bfloat16  # the cosine map is computed in bf16
     diff = (h16.float() - h32).abs().max().item()
     assert 0 < diff <= BF16_HEATMAP_TOL  # > 0: bf16 really ran
 
@@ -115,6 +115,7 @@ def test_maybe_compile_failure_at_first_call_falls_back():
     assert run.state_dict().keys() == model.state_dict().keys()
 
 
+# The two benchmark scripts as smoke runs (tiny sizes): their output's structure, never their speed.
 def test_benchmark_runs_end_to_end(tmp_path):
     out = tmp_path / "r.json"
     cmd = [sys.executable, "-m", "benchmarks.throughput", "--config", "quick", "--steps", "1", "--batch", "2",
@@ -126,8 +127,10 @@ def test_benchmark_runs_end_to_end(tmp_path):
     import json
 
     r = json.loads(out.read_text())
-    assert r["train"]["ours"] > 0 and r["eval"]["ours"] > 0 and r["metric"]["ours"] > 0 and r["data"]["ours"] > 0
-    assert r["peak_mem_mib"] > 0
+    assert {"train", "eval", "metric", "data", "peak_mem_mib"} <= set(r)
+    for row in ("train", "eval", "metric", "data"):  # a number was measured (finite, positive), whatever its size
+        assert "official" not in r[row] and 0 < r[row]["ours"] < float("inf"), (row, r[row])
+    assert 0 < r["peak_mem_mib"] < float("inf")
 
 
 def test_breakdown_runs_end_to_end():
@@ -138,10 +141,11 @@ def test_breakdown_runs_end_to_end():
     lines = p.stdout.splitlines()
     assert lines[0].startswith("# quick config, batch 2, amp none") and "CPU: " in lines[0]
     rows = {line.split(" ms  ", 1)[1]: float(line.split(" ms  ", 1)[0]) for line in lines[1:] if " ms  " in line}
-    for name in ("visual encoder, both views (frozen, no autograd)", "audio encoder (forward + backward)",
-                 "PCM, both views (forward + backward)", "full training step"):
-        assert rows[name] > 0, name
-    assert rows["full training step"] > rows["PCM, both views (forward + backward)"]
+    assert list(rows)[:6] == ["visual encoder, both views (frozen, no autograd)",
+                              "audio encoder (forward + backward)", "PCM, both views (forward + backward)",
+                              "attention + SimSiam head + loss (forward + backward)", "AdamW step", "full training step"]
+    assert all(0 < v < float("inf") for v in rows.values()), rows
+    assert len(rows) == 7 and list(rows)[6].startswith("sum of the parts; full step = ")
 
 
 def test_pcm_groups_equal_separate_calls():
