@@ -92,3 +92,25 @@ def test_runs_notebook_with_the_profile_injected(tmp_path):
     nb = nbformat.read(nbdir / "01_data_preparation.ipynb", as_version=4)
     assert "papermill" not in nb.metadata and nb.cells[-1].outputs[0]["text"].strip() == "2"
     assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+
+
+def test_papermill_f_profile_file_runs_a_notebook_on_that_profile(tmp_path):
+    """`papermill NB OUT -f params/<profile>.yaml` (the documented command): the profile file's two keys are the
+    notebook's `profile` and `config` parameters, injected without an unknown-parameter warning."""
+    import subprocess
+    import sys
+
+    from sspl_lib.config import load_profile
+    from sspl_lib.paths import PARAMS_DIR
+
+    _kernel()
+    out = tmp_path / "seen.json"
+    nb = _notebook(tmp_path / "a.ipynb", out)
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(nb), str(tmp_path / "o.ipynb"), "-f",
+                           str(PARAMS_DIR / "paper_vggsound144k.yaml"), "-p", "epochs", "3", "-k", "sspl"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "unknown parameter" not in proc.stderr.lower()
+    seen = json.loads(out.read_text())
+    assert seen["profile"] == "paper_vggsound144k" and seen["epochs"] == 3
+    assert load_profile(seen["profile"], **seen["config"]) == load_profile("paper_vggsound144k")
