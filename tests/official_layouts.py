@@ -81,11 +81,16 @@ def _media(data: Path, ids, rng) -> dict:
     return boxes
 
 
+def _dataset(root: Path, folder: str, n10k: int, n144k_part: int, seed: int):
+    """The dataset folder with its unlabeled training sets written, and the generator of its labeled part."""
+    base = Path(root) / folder
+    _unlabeled(base, n10k, n144k_part, seed)
+    return base, np.random.default_rng(seed + 100)
+
+
 def write_flickr(root: Path, *, n10k: int = 8, n144k_part: int = 1, n_test: int = 4, n_val: int = 4,
                  seed: int = 0) -> Path:
-    base = Path(root) / "SoundNet_Flickr"
-    _unlabeled(base, n10k, n144k_part, seed)
-    rng = np.random.default_rng(seed + 100)
+    base, rng = _dataset(root, "SoundNet_Flickr", n10k, n144k_part, seed)
     ids = [str(1000 + k) for k in range(n_test + n_val)]
     lab = base / "5k_labeled"
     boxes = _media(lab / "Data", ids, rng)
@@ -100,9 +105,7 @@ def write_flickr(root: Path, *, n10k: int = 8, n144k_part: int = 1, n_test: int 
 
 def write_vggsound(root: Path, *, n10k: int = 8, n144k_part: int = 1, n_test: int = 4, n_val: int = 4,
                    seed: int = 1) -> Path:
-    base = Path(root) / "VGG-Sound"
-    _unlabeled(base, n10k, n144k_part, seed)
-    rng = np.random.default_rng(seed + 100)
+    base, rng = _dataset(root, "VGG-Sound", n10k, n144k_part, seed)
     test_ids = [f"vid{k:03d}_{30 * k:06d}" for k in range(n_test)]
     val_ids = [f"val{k:03d}_{10 * k:06d}" for k in range(n_val)]
     data = base / "5k_labeled" / "Data"

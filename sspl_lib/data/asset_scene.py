@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .assets import LoadedAssets
-from .synth_scene import draw_blob
+from .synth_scene import draw_blob, occlude_edge
 
 # Per object box area (fraction of the frame), by number of objects: about 5-40% overall.
 AREA_RANGE = {1: (0.08, 0.40), 2: (0.06, 0.24), 3: (0.05, 0.15)}
@@ -109,11 +109,7 @@ def compose_scene(rng: np.random.Generator, size: int, assets: LoadedAssets, lab
         img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - alpha) + objs[i][..., :3] * alpha
         masks[i, y0:y1, x0:x1] = alpha[..., 0]
     if rng.random() < occlusion_p:  # a blob over one edge of the sounding object
-        x0, y0, x1, y1 = boxes[0]
-        side = rng.integers(4)
-        px = [x0, x1, rng.uniform(x0, x1), rng.uniform(x0, x1)][side]
-        py = [rng.uniform(y0, y1), rng.uniform(y0, y1), y0, y1][side]
-        draw_blob(img, rng, px, py, 0.25 * min(x1 - x0, y1 - y0))
+        occlude_edge(img, rng, boxes[0], 0.25)
     img = img * rng.uniform(0.9, 1.1) + rng.normal(0, 0.01, img.shape)
     frame = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
     return frame, (np.stack(boxes) / size).astype(np.float32), masks

@@ -197,6 +197,15 @@ def _overlap(a, b) -> float:
     return iw * ih / min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
 
 
+def occlude_edge(img: np.ndarray, rng: np.random.Generator, box, frac: float) -> None:
+    """A blob over one (random) edge of `box` (x0, y0, x1, y1 in pixels), `frac` of its shorter side wide."""
+    x0, y0, x1, y1 = box
+    side = rng.integers(4)
+    px = [x0, x1, rng.uniform(x0, x1), rng.uniform(x0, x1)][side]
+    py = [rng.uniform(y0, y1), rng.uniform(y0, y1), y0, y1][side]
+    draw_blob(img, rng, px, py, frac * min(x1 - x0, y1 - y0))
+
+
 def render_scene(rng: np.random.Generator, size: int, classes: list[VisualClass], labels, *,
                  area_range=(0.07, 0.35), n_distractors=(1, 4), occlusion_p=0.3) -> tuple[np.ndarray, np.ndarray]:
     """Render objects of classes `labels` (the first one is the 'sounding' one).
@@ -212,11 +221,7 @@ def render_scene(rng: np.random.Generator, size: int, classes: list[VisualClass]
     for i in order:
         boxes[i] = draw_object(img, rng, classes[labels[i]], places[i])
     if rng.random() < occlusion_p:  # a blob covering an edge of the sounding object
-        x0, y0, x1, y1 = boxes[0]
-        side = rng.integers(4)
-        px = [x0, x1, rng.uniform(x0, x1), rng.uniform(x0, x1)][side]
-        py = [rng.uniform(y0, y1), rng.uniform(y0, y1), y0, y1][side]
-        draw_blob(img, rng, px, py, 0.22 * min(x1 - x0, y1 - y0))
+        occlude_edge(img, rng, boxes[0], 0.22)
     yy, xx = np.mgrid[0:size, 0:size] / size
     light = rng.uniform(0.75, 1.2) * (1 + rng.uniform(-0.2, 0.2) * (xx - 0.5) + rng.uniform(-0.2, 0.2) * (yy - 0.5))
     img = img * light[..., None] + rng.normal(0, 0.015, img.shape)
