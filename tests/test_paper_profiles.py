@@ -46,17 +46,17 @@ def test_paper_profile_through_the_notebooks(profile, sources, tmp_path):
               "vgg16_weights": str(sources / "weights" / "vgg16-397923af.pth"),
               "vggish_weights": str(sources / "weights" / "vggish-10086976.pth")}
     runs = tmp_path / "runs"
+    trained = ("sspl", "sspl_wo_pcm", "ezvsl") if profile == "paper_flickr10k" else ("sspl",)
     res = pipeline.run_pipeline(profile, kernel=kernel, notebooks=("01_data_preparation", "02_train", "03_evaluate",
                                                                     "05_explore"),
                                 extra={"config": config, "runs_dir": str(runs), "figures_dir": str(tmp_path / "fig"),
-                                       "live": False, "train_wo_pcm": profile == "paper_flickr10k"},  # (CI time)
+                                       "live": False, "methods": list(trained)},  # fewer runs for the 144k ones (CI time)
                                 runs_dir=runs, out_dir=tmp_path / "executed")
     assert list(res["executed"]) == ["01_data_preparation", "02_train", "03_evaluate", "05_explore"]
     cfg = load_profile(profile, **config)
     # 01: the packed splits, with gt maps for val and test
     assert sorted(p.name for p in (tmp_path / "packed").glob("*.h5")) == ["test.h5", "train.h5", "val.h5"]
     # 02: two epochs, finite validation scores read from the val split's gt maps, best.pt = best val epoch
-    trained = ("sspl", "sspl_wo_pcm") if profile == "paper_flickr10k" else ("sspl",)
     for run in trained:
         hist = read_history(runs / profile / run)
         assert [h["epoch"] for h in hist] == [1, 2]

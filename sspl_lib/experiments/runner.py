@@ -61,6 +61,16 @@ class Budget:
         return cls(**{**dict(n_val=0, label="full"), **kw})
 
 
+# ----------------------------------------------------------------------------- methods under identical conditions
+# Each method is the profile's configuration with these fields changed (same data, encoders, budget, selection).
+METHODS = {
+    "sspl": Variant("sspl", {}, audio=AUDIO_CONTROLS),
+    "sspl_wo_pcm": Variant("sspl_wo_pcm", {"use_pcm": False}, audio=AUDIO_CONTROLS),
+    "ezvsl": Variant("ezvsl", {"objective": "ezvsl", "use_pcm": False}, audio=AUDIO_CONTROLS),
+    "sacl": Variant("sacl", {"objective": "sacl", "use_pcm": False}, audio=AUDIO_CONTROLS),
+}
+
+
 # ----------------------------------------------------------------------------- the paper's ablation questions
 QUESTIONS = ("pcm", "cycles", "streams", "scratch", "objective", "protocol", "audio")
 # question -> (config fields its variants may change, the record field that names the compared setting)
