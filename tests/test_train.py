@@ -176,7 +176,9 @@ def test_early_stopping_and_resume_after_it(tiny, tmp_path):
     assert len(longer) == 4 and longer[-1]["stopped"]
 
 
-@pytest.mark.parametrize("switch", [{"objective": "contrastive", "use_pcm": False}, {"views": 1},
+@pytest.mark.parametrize("switch", [{"objective": "contrastive", "use_pcm": False},
+                                    {"objective": "ezvsl", "use_pcm": False}, {"objective": "sacl", "use_pcm": False},
+                                    {"views": 1},
                                     {"from_scratch": True}, {"fine_tune": True}])
 def test_switches_train_what_they_say(tiny, tmp_path, switch):
     """Every training switch runs through fit, and the visual encoder trains exactly when it should."""
@@ -193,6 +195,12 @@ def test_switches_train_what_they_say(tiny, tmp_path, switch):
     moved = any(not torch.equal(before[k], after[k]) for k in visual)
     assert moved == bool(switch.get("from_scratch") or switch.get("fine_tune")), switch
     assert not torch.equal(before["audio.mlp.0.weight"], after["audio.mlp.0.weight"])
+    head = [k for k in after if k.startswith("head.") and after[k].is_floating_point()]
+    assert any(not torch.equal(before[k], after[k]) for k in head) == (cfg.objective == "simsiam"), switch
+    if cfg.objective in ("ezvsl", "sacl"):  # the 1x1 visual projection trains; SSPL has none
+        assert not torch.equal(before["visual_proj.weight"], after["visual_proj.weight"])
+    else:
+        assert "visual_proj.weight" not in after
 
 
 def test_ddp_gloo_matches_single_process(tiny, tmp_path):
