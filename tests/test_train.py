@@ -253,3 +253,15 @@ def test_rank_slices_of_the_global_batch(tiny):
     assert torch.equal(torch.cat([r.indices(0) for r in ranks], dim=1), whole)
     with pytest.raises(ValueError, match="not divisible"):
         TrainStream(path, batch_size=15, seed=5, info=ranks[0].info)
+
+
+def test_cosine_schedule_checkpoints_load_safely(tiny, tmp_path):
+    """A cosine schedule with warmup: the lr follows warmup then the cosine, and the checkpoints stay loadable
+    with weights_only=True (a numpy lr factor once made them unreadable)."""
+    cfg = tiny.replace(epochs=2, lr_schedule="cosine", warmup_epochs=1.0, use_pcm=False)
+    hist = T.fit(cfg, tmp_path / "run", progress=False)
+    assert hist[0]["lr"] == pytest.approx(cfg.lr_sound)  # end of the warmup epoch (3 steps): full lr
+    assert hist[1]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine to 0 at the last step
+    state = runs.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert all(type(g["lr"]) is float for g in state["optimizer"]["param_groups"])
+    assert runs.load_run(tmp_path / "run", "best").heatmap(torch.zeros(1, 3, 48, 48), torch.zeros(1, 3, 96, 64)).shape == (1, 6, 6)

@@ -82,7 +82,9 @@ def make_scheduler(opt, cfg: SSPLConfig, steps_per_epoch: int):
         if step < warm:
             return (step + 1) / warm
         if cfg.lr_schedule == "cosine":
-            return 0.5 * (1 + np.cos(np.pi * min(1.0, (step - warm) / max(1, total - warm))))
+            # a Python float: a numpy scalar would reach the optimizer state and make checkpoints unreadable
+            # with torch.load(weights_only=True)
+            return float(0.5 * (1 + np.cos(np.pi * min(1.0, (step - warm) / max(1, total - warm)))))
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
