@@ -29,7 +29,9 @@ from .paths import PARAMS_DIR
 
 AMP_MODES = ("auto", "bf16", "none")
 LR_SCHEDULES = ("constant", "cosine")
-OBJECTIVES = ("simsiam", "contrastive")  # training objectives (sspl_lib.contrastive.objective_loss)
+# training objectives (sspl_lib.objectives.objective_loss): SSPL, the InfoNCE ablation baseline, EZ-VSL, SACL
+OBJECTIVES = ("simsiam", "contrastive", "ezvsl", "sacl")
+PROJECTED_OBJECTIVES = ("ezvsl", "sacl")  # objectives with a trainable 1x1 visual projection (SSPL.visual_proj)
 VISUAL_ENCODERS = ("vgg16", "small")
 AUDIO_ENCODERS = ("vggish", "small")
 DATASETS = ("synthetic", "flickr", "vggsound")
@@ -67,7 +69,11 @@ class SSPLConfig:
     pcm_a0_init: float = 1.0  # initial error rate a0 of the PCM (official 1.0); small = start near the encoder map
     proj_dim: int = 512  # SimSiam projector (paper: 2048)
     pred_hidden: int = 128  # SimSiam predictor bottleneck (paper: 512)
-    objective: str = "simsiam"  # "simsiam" (SSPL) | "contrastive" (EZ-VSL-style InfoNCE baseline)
+    objective: str = "simsiam"  # "simsiam" (SSPL) | "contrastive" (InfoNCE baseline) | "ezvsl" | "sacl"
+    ezvsl_tau: float = 0.03  # EZ-VSL's temperature (official 0.03)
+    sacl_tau: float = 0.005  # SACL's temperature `tempD` (official 0.005)
+    sacl_ratio_neg: float = 0.75  # SACL: fraction of the batch kept as negatives, the least similar clips
+    sacl_ratio_retain: float = 0.5  # SACL: fraction of locations below the positive-region threshold
     views: int = 2  # 2 = the paper's three streams; 1 = two streams (one frame view)
     pretrained: bool = True  # load pretrained backbone weights
     vgg16_weights: str | None = None  # path; default: torch hub cache
@@ -246,6 +252,16 @@ def _value_errors(cfg: SSPLConfig) -> list[str]:
             errors.append(f"{name}={getattr(cfg, name)!r}: expected >= {lo}")
     if cfg.views not in (1, 2):
         errors.append(f"views={cfg.views!r}: expected 1 (one frame view) or 2 (the paper's two views)")
+    for name in ("ezvsl_tau", "sacl_tau"):
+        if getattr(cfg, name) <= 0:
+            errors.append(f"{name}={getattr(cfg, name)!r}: expected a temperature > 0")
+    if not 0 <= cfg.sacl_ratio_neg <= 1:
+        errors.append(f"sacl_ratio_neg={cfg.sacl_ratio_neg!r}: expected a fraction in [0, 1]")
+    if not 0 <= cfg.sacl_ratio_retain < 1:
+        errors.append(f"sacl_ratio_retain={cfg.sacl_ratio_retain!r}: expected a fraction in [0, 1)")
+    if cfg.objective != "simsiam" and cfg.use_pcm:
+        errors.append(f"objective={cfg.objective!r} with use_pcm=true: the {cfg.objective} objective compares each "
+                      "frame with every clip of the batch and has no PCM; set use_pcm=false")
     if not 0 <= cfg.beta1 < 1:
         errors.append(f"beta1={cfg.beta1!r}: expected a value in [0, 1)")
     if not cfg.seeds or min(cfg.seeds) < 0 or len(set(cfg.seeds)) != len(cfg.seeds):

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import einsum, rearrange
 
-from .config import SSPLConfig
+from .config import PROJECTED_OBJECTIVES, SSPLConfig
 from .encoders import AudioEncoder, build_audio_backbone, build_visual, freeze
 from .head import SimSiamHead, simsiam_loss
 from .pcm import PCM
@@ -104,6 +104,14 @@ class SSPL(nn.Module):
                                         weights=cfg.vggish_weights, pretrained=cfg.pretrained)
         self.audio = AudioEncoder(backbone, out_dim=cfg.out_dim, hidden=cfg.audio_hidden)
         vis_dim = getattr(self.visual, "dim", cfg.visual_dim)
+        # a trainable 1x1 projection of the frozen visual map, for the objectives that have one (EZ-VSL's
+        # `img_proj`, kaiming fan-out init as there); None for SSPL (its computation is unchanged)
+        self.visual_proj = None
+        if cfg.objective in PROJECTED_OBJECTIVES:
+            self.visual_proj = nn.Conv2d(vis_dim, cfg.out_dim, kernel_size=1)
+            nn.init.kaiming_normal_(self.visual_proj.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(self.visual_proj.bias)
+            vis_dim = cfg.out_dim
         if cfg.use_pcm:
             self.pcm = PCM(dim=vis_dim, audio_dim=backbone.dim, out_dim=cfg.out_dim, cycles=cfg.pcm_cycles,
                            a0_init=cfg.pcm_a0_init)
@@ -132,6 +140,10 @@ class SSPL(nn.Module):
         with torch.no_grad():
             v = self.visual(torch.cat(frames))  # (V*B, C, h, w)
         return list(v.chunk(len(frames)))
+
+    def project(self, v: torch.Tensor) -> torch.Tensor:
+        """The visual map after the objective's 1x1 projection (B,out_dim,h,w); v itself without one."""
+        return v if self.visual_proj is None else self.visual_proj(v)
 
     def refine(self, v: torch.Tensor, e: torch.Tensor, *, return_cycles: bool = False, groups: int = 1):
         """PCM; `groups` views stacked along the batch are refined together, each with its own batch-norm
@@ -162,14 +174,14 @@ class SSPL(nn.Module):
         check_inputs(self.cfg.img_size, spects, frames=frames)
         e, a = self.encode_audio(spects)
         (v,) = self.encode_frames(frames)
-        return attention(self.refine(v, e), a)[1]
+        return attention(self.refine(self.project(v), e), a)[1]
 
     def heatmap_cycles(self, frames: torch.Tensor, spects: torch.Tensor) -> torch.Tensor:
         """Heatmaps after the PCM initialization and after each cycle: (B, cycles+1, h, w) (inputs as `heatmap`)."""
         check_inputs(self.cfg.img_size, spects, frames=frames)
         e, a = self.encode_audio(spects)
         (v,) = self.encode_frames(frames)
-        maps = [attention(m, a)[1] for m in self.refine(v, e, return_cycles=True)]
+        maps = [attention(m, a)[1] for m in self.refine(self.project(v), e, return_cycles=True)]
         return torch.stack(maps, dim=1)
 
 

@@ -176,7 +176,9 @@ def test_early_stopping_and_resume_after_it(tiny, tmp_path):
     assert len(longer) == 4 and longer[-1]["stopped"]
 
 
-@pytest.mark.parametrize("switch", [{"objective": "contrastive", "use_pcm": False}, {"views": 1},
+@pytest.mark.parametrize("switch", [{"objective": "contrastive", "use_pcm": False},
+                                    {"objective": "ezvsl", "use_pcm": False}, {"objective": "sacl", "use_pcm": False},
+                                    {"views": 1},
                                     {"from_scratch": True}, {"fine_tune": True}])
 def test_switches_train_what_they_say(tiny, tmp_path, switch):
     """Every training switch runs through fit, and the visual encoder trains exactly when it should."""
@@ -193,6 +195,12 @@ def test_switches_train_what_they_say(tiny, tmp_path, switch):
     moved = any(not torch.equal(before[k], after[k]) for k in visual)
     assert moved == bool(switch.get("from_scratch") or switch.get("fine_tune")), switch
     assert not torch.equal(before["audio.mlp.0.weight"], after["audio.mlp.0.weight"])
+    head = [k for k in after if k.startswith("head.") and after[k].is_floating_point()]
+    assert any(not torch.equal(before[k], after[k]) for k in head) == (cfg.objective == "simsiam"), switch
+    if cfg.objective in ("ezvsl", "sacl"):  # the 1x1 visual projection trains; SSPL has none
+        assert not torch.equal(before["visual_proj.weight"], after["visual_proj.weight"])
+    else:
+        assert "visual_proj.weight" not in after
 
 
 def test_ddp_gloo_matches_single_process(tiny, tmp_path):
@@ -245,3 +253,15 @@ def test_rank_slices_of_the_global_batch(tiny):
     assert torch.equal(torch.cat([r.indices(0) for r in ranks], dim=1), whole)
     with pytest.raises(ValueError, match="not divisible"):
         TrainStream(path, batch_size=15, seed=5, info=ranks[0].info)
+
+
+def test_cosine_schedule_checkpoints_load_safely(tiny, tmp_path):
+    """A cosine schedule with warmup: the lr follows warmup then the cosine, and the checkpoints stay loadable
+    with weights_only=True (a numpy lr factor once made them unreadable)."""
+    cfg = tiny.replace(epochs=2, lr_schedule="cosine", warmup_epochs=1.0, use_pcm=False)
+    hist = T.fit(cfg, tmp_path / "run", progress=False)
+    assert hist[0]["lr"] == pytest.approx(cfg.lr_sound)  # end of the warmup epoch (3 steps): full lr
+    assert hist[1]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine to 0 at the last step
+    state = runs.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert all(type(g["lr"]) is float for g in state["optimizer"]["param_groups"])
+    assert runs.load_run(tmp_path / "run", "best").heatmap(torch.zeros(1, 3, 48, 48), torch.zeros(1, 3, 96, 64)).shape == (1, 6, 6)

@@ -95,7 +95,7 @@ ERRORS = [
     ("yaml-lr_schedule-cosin", yaml_profile("lr_schedule: cosin\n"), ConfigError,
      r"lr_schedule='cosin': expected one of \['constant', 'cosine'\] \(did you mean 'cosine'\?\)"),
     ("yaml-objective", yaml_profile("objective: byol\n"), ConfigError,
-     r"objective='byol': expected one of \['simsiam', 'contrastive'\]"),
+     r"objective='byol': expected one of \['simsiam', 'contrastive', 'ezvsl', 'sacl'\]"),
     ("yaml-encoder", yaml_profile("visual_encoder: resnet\n"), ConfigError,
      r"visual_encoder='resnet': expected one of \['vgg16', 'small'\]"),
     ("yaml-dataset", yaml_profile("dataset: vggss\n"), ConfigError, r"dataset='vggss': expected one of"),

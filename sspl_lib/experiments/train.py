@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from .. import distributed as D
 from .. import perf
 from ..config import SSPLConfig, changed_fields, load_profile, parse_overrides
-from ..contrastive import objective_loss
+from ..objectives import objective_loss
 from ..data.stream import TrainStream, seeded_generator, split_path, train_views
 from ..data.testset import TestSet, load_test_set
 from ..data.transforms import AugmentConfig
@@ -49,7 +49,8 @@ def validate(model: SSPL, data: TestSet, cfg: SSPLConfig, device, *, batch_size:
         if len(fr) > 1:
             with perf.autocast(device, cfg.amp):
                 v1, v2 = train_views(fr, aug, g, views=2, batch=len(fr), offset=0, device=device)
-                loss += float(model(v1, v2, torch.from_numpy(data.spects[s:s + batch_size]).to(device))["loss"]) * len(fr)
+                sp = torch.from_numpy(data.spects[s:s + batch_size]).to(device)
+                loss += float(objective_loss(model, cfg, v1, v2, sp)["loss"]) * len(fr)
     hm, _ = compute_heatmaps(model, data, batch_size=batch_size, device=device, amp=cfg.amp)
     cious = score_heatmaps(hm, data, ("fixed",))["cious"]["fixed"]
     model.train(was)
@@ -59,13 +60,15 @@ def validate(model: SSPL, data: TestSet, cfg: SSPLConfig, device, *, batch_size:
 # ----------------------------------------------------------------------------- optimisation
 def make_optimizer(model: SSPL, cfg: SSPLConfig) -> torch.optim.AdamW:
     """The official AdamW groups: audio MLP (lr_sound), PCM convs+BNs (lr_pcm), PCM rates (lr_pcm, no decay),
-    SimSiam head (lr_head); a trainable visual encoder (fine-tune / scratch) joins at lr_pcm."""
+    SimSiam head (lr_head); the objective's visual projection (lr_pcm); a trainable visual encoder (fine-tune / scratch) joins at lr_pcm."""
     groups = [{"params": list(model.audio.mlp.parameters()), "lr": cfg.lr_sound}]
     if model.pcm is not None:
         rates = {id(p) for p in model.pcm.rate_parameters()}
         groups.append({"params": [p for p in model.pcm.parameters() if id(p) not in rates], "lr": cfg.lr_pcm})
         groups.append({"params": model.pcm.rate_parameters(), "lr": cfg.lr_pcm, "weight_decay": 0.0})
     groups.append({"params": list(model.head.parameters()), "lr": cfg.lr_head})
+    if model.visual_proj is not None:  # EZ-VSL / SACL: the 1x1 visual projection trains at the visual lr
+        groups.append({"params": list(model.visual_proj.parameters()), "lr": cfg.lr_pcm})
     if model.visual_trainable:
         groups.append({"params": list(model.visual.parameters()), "lr": cfg.lr_pcm})
     return torch.optim.AdamW(groups, betas=(cfg.beta1, 0.999), weight_decay=cfg.weight_decay)
@@ -79,7 +82,9 @@ def make_scheduler(opt, cfg: SSPLConfig, steps_per_epoch: int):
         if step < warm:
             return (step + 1) / warm
         if cfg.lr_schedule == "cosine":
-            return 0.5 * (1 + np.cos(np.pi * min(1.0, (step - warm) / max(1, total - warm))))
+            # a Python float: a numpy scalar would reach the optimizer state and make checkpoints unreadable
+            # with torch.load(weights_only=True)
+            return float(0.5 * (1 + np.cos(np.pi * min(1.0, (step - warm) / max(1, total - warm)))))
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
@@ -196,7 +201,7 @@ def fit(cfg: SSPLConfig, run_dir, *, resume: bool = False, allow_longer: bool = 
                 sp = spects.to(dev, non_blocking=True)
                 if cfg.objective == "simsiam":
                     loss = opt_model(v1, v2, sp)["loss"]
-                else:  # the contrastive baseline (sspl_lib.contrastive), single process
+                else:  # contrastive / ezvsl / sacl (sspl_lib.objectives), single process
                     loss = objective_loss(model, cfg, v1, v2, sp)["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,0 +1,210 @@
+"""sspl_lib.objectives: each loss against a hand-computed case, what each objective trains, the test-time map."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sspl_lib.config import ConfigError, SSPLConfig
+from sspl_lib.model import build_model
+from sspl_lib.objectives import (FALSE_NEGATIVE_LOGIT, TAU, contrastive_loss, ezvsl_mil_loss, info_nce,
+                                 objective_loss, positive_region, sacl_contrast, sacl_logits, similarity_matrix,
+                                 true_negative_mask)
+
+
+def _ce(row: np.ndarray, k: int) -> float:
+    """-log softmax(row)[k], by hand."""
+    m = row.max()
+    return -(row[k] - m - math.log(np.exp(row - m).sum()))
+
+
+def _unit(x):
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+# two images with two locations each (D=2, h=1, w=2), two audio features
+V2 = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]],  # image 0: locations (1,0) and (0,1)
+                   [[[1.0, 1.0]], [[-1.0, 0.0]]]])  # image 1: locations (1,-1) and (1,0)
+LOCS2 = [np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[1.0, -1.0], [1.0, 0.0]])]
+A2 = torch.tensor([[0.6, 0.8], [1.0, 0.0]])
+
+
+def _max_cos(locs, a):
+    an = _unit(a)
+    return np.array([[max(_unit(l) @ an[j] for l in locs[i]) for j in range(len(an))] for i in range(len(locs))])
+
+
+# ----------------------------------------------------------------------------- contrastive (ablation baseline)
+def test_info_nce_by_hand_2x2():
+    sim, maps = similarity_matrix(V2, A2)
+    S = _max_cos(LOCS2, A2.numpy())
+    np.testing.assert_allclose(sim.numpy(), S, rtol=1e-6)
+    assert maps.shape == (2, 1, 2)
+    ref = 0.5 * (np.mean([_ce(S[i] / TAU, i) for i in range(2)]) + np.mean([_ce(S[:, j] / TAU, j) for j in range(2)]))
+    assert info_nce(sim).item() == pytest.approx(ref, rel=1e-5)
+
+
+def test_info_nce_lower_when_positives_align():
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(6, 8, 3, 3, generator=g)
+    aligned = v[:, :, 1, 1].clone()  # each clip matches a location of its own frame
+    assert info_nce(similarity_matrix(v, aligned)[0]) < info_nce(similarity_matrix(v, aligned.roll(1, 0))[0])
+    assert info_nce(similarity_matrix(v, aligned)[0]) < 0.1
+
+
+# ----------------------------------------------------------------------------- EZ-VSL
+def test_ezvsl_loss_by_hand_3_clips():
+    """S_ij = max_hw <v_i, a_j> / tau, loss = CE(S) + CE(S^T) (summed, as published), 3 clips, tau 0.5."""
+    v = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]], [[0.0, 0.0]]],  # image 0: locations (2,0,0), (0,1,0)
+                      [[[0.0, 1.0]], [[3.0, 0.0]], [[0.0, 1.0]]],  # image 1: (0,3,0), (1,0,1)
+                      [[[1.0, 0.0]], [[1.0, 0.0]], [[1.0, 2.0]]]])  # image 2: (1,1,1), (0,0,2)
+    locs = [np.array([[2, 0, 0], [0, 1, 0]]), np.array([[0, 3, 0], [1, 0, 1]]), np.array([[1, 1, 1], [0, 0, 2]])]
+    a = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 5.0]])
+    tau = 0.5
+    S = _max_cos(locs, a.numpy()) / tau
+    # hand values: row 0 = (1, 1, 0); row 1 = (1/sqrt2, 1, 1/sqrt2); row 2 = (1/sqrt3, 1/sqrt3, 1)
+    np.testing.assert_allclose(S * tau, [[1, 1, 0], [2 ** -0.5, 1, 2 ** -0.5], [3 ** -0.5, 3 ** -0.5, 1]], atol=1e-12)
+    ref = np.mean([_ce(S[i], i) for i in range(3)]) + np.mean([_ce(S[:, j], j) for j in range(3)])
+    loss, sim = ezvsl_mil_loss(v, a, tau)
+    assert loss.item() == pytest.approx(ref, rel=1e-5)
+    np.testing.assert_allclose(sim.numpy(), S * tau, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- SACL
+def test_true_negative_mask_by_hand():
+    """3 clips: 0 and 1 alike (cos 0.8), 2 apart. ratio_neg 1/3 -> each anchor keeps itself and its least similar
+    clip; clip 0's false negative is clip 1, and the reverse."""
+    e = torch.tensor([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.0, 0.0, 1.0]])
+    keep = true_negative_mask(e, 1 / 3 + 1e-9)
+    assert keep.tolist() == [[True, False, True], [False, True, True], [True, False, True]]
+    # cos(e2, e0) = cos(e2, e1) = 0: argsort puts the first index first (stable on this tie)
+    assert true_negative_mask(e, 0.0).tolist() == torch.eye(3, dtype=torch.bool).tolist()
+    assert true_negative_mask(e, 1.0).all()
+
+
+def test_positive_region_by_hand():
+    s = torch.tensor([[[0.1, 0.5, 0.9, 0.3]]])  # normalized: 0, 0.5, 1, 0.25 -> sorted 0, .25, .5, 1
+    assert positive_region(s, 0.5).tolist() == [[[0.0, 0.0, 1.0, 0.0]]]  # threshold = rank 2 = 0.5, strict >
+    assert positive_region(s, 0.25).tolist() == [[[0.0, 1.0, 1.0, 0.0]]]  # threshold = rank 1 = 0.25
+    assert positive_region(s, 0.0).tolist() == [[[0.0, 1.0, 1.0, 1.0]]]
+
+
+def test_sacl_loss_by_hand_2_clips():
+    """Two clips, one view: the positive region, masked max-similarities, a removed false negative, CE / tau."""
+    v = torch.tensor([[[[1.0, 0.0, 2.0]], [[0.0, 1.0, 0.0]]],  # image 0: (1,0), (0,1), (2,0)
+                      [[[0.0, 1.0, 1.0]], [[1.0, 0.0, -1.0]]]])  # image 1: (0,1), (1,0), (1,-1)
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    tau = 0.1
+    # own cosine maps: image 0 vs a0 = (1, 0, 1); image 1 vs a1 = (1, 0, -1/sqrt2). ratio_retain 0: the threshold
+    # is the minimum of the normalized map, so the region is every location above it
+    s0 = np.array([1.0, 0.0, 1.0])
+    s1 = np.array([1.0, 0.0, -(2 ** -0.5)])
+    m0 = (_norm01(s0) > np.sort(_norm01(s0))[0]).astype(float)
+    m1 = (_norm01(s1) > np.sort(_norm01(s1))[0]).astype(float)
+    np.testing.assert_array_equal(m0, [1, 0, 1])
+    np.testing.assert_array_equal(m1, [1, 1, 0])
+    own = torch.stack([torch.einsum("dhw,d->hw", torch.nn.functional.normalize(v[i], dim=0),
+                                    torch.nn.functional.normalize(a[i], dim=0)) for i in range(2)])
+    np.testing.assert_array_equal(positive_region(own, 0.0).numpy(), np.stack([m0, m1])[:, None])
+    locs = [np.array([[1, 0], [0, 1], [2, 0]]), np.array([[0, 1], [1, 0], [1, -1]])]
+    masks = [m0, m1]
+    an = _unit(a.numpy())
+    S = np.array([[max(masks[i][k] * (_unit(locs[i][k]) @ an[j]) for k in range(3)) for j in range(2)]
+                  for i in range(2)])
+    np.testing.assert_allclose(S, [[1, 0], [1, 1]], atol=1e-12)
+    got = sacl_logits(v, torch.tensor(np.stack([m0, m1])[:, None], dtype=torch.float32), a)
+    np.testing.assert_allclose(got.numpy(), S, atol=1e-6)
+    # all negatives kept
+    e = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    loss, keep = sacl_contrast([v], a, e, tau=tau, ratio_neg=1.0, ratio_retain=0.0)
+    assert keep.all()
+    assert loss.item() == pytest.approx(_ce(S[0] / tau, 0) / 2 + _ce(S[1] / tau, 1) / 2, rel=1e-5)
+    # ratio_neg 0: every other clip is a false negative -> logit -10 / tau; two views add up
+    loss0, keep0 = sacl_contrast([v, v], a, e, tau=tau, ratio_neg=0.0, ratio_retain=0.0)
+    F = FALSE_NEGATIVE_LOGIT
+    one = 0.5 * (_ce(np.array([S[0, 0], F]) / tau, 0) + _ce(np.array([F, S[1, 1]]) / tau, 1))
+    assert loss0.item() == pytest.approx(2 * one, rel=1e-5)
+    assert not keep0[0, 1] and not keep0[1, 0]
+
+
+def _norm01(x):
+    return (x - x.min()) / (x.max() - x.min() + 1e-10)
+
+
+# ----------------------------------------------------------------------------- models: what trains, the map
+def _cfg(objective: str, **kw) -> SSPLConfig:
+    out = 8 if objective == "contrastive" else 16  # no projection: the visual map's own 8 channels
+    return SSPLConfig(img_size=32, pretrained=False, use_pcm=objective == "simsiam", encoder_width=8, visual_dim=8,
+                      out_dim=out, audio_hidden=16, proj_dim=16, pred_hidden=8, objective=objective, **kw)
+
+
+def _grads(objective: str) -> dict[str, bool]:
+    torch.manual_seed(0)
+    cfg = _cfg(objective)
+    model = build_model(cfg).train()
+    x1, x2, sp = torch.randn(6, 3, 32, 32), torch.randn(6, 3, 32, 32), torch.randn(6, 2, 96, 64)
+    objective_loss(model, cfg, x1, x2, sp)["loss"].backward()
+    parts = {"visual": model.visual, "audio.backbone": model.audio.backbone, "audio.mlp": model.audio.mlp,
+             "head": model.head, "visual_proj": model.visual_proj, "pcm": model.pcm}
+    return {k: m is not None and any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+            for k, m in parts.items()}
+
+
+@pytest.mark.parametrize("objective, trained", [
+    ("simsiam", {"audio.mlp", "head", "pcm"}),
+    ("contrastive", {"audio.mlp"}),
+    ("ezvsl", {"audio.mlp", "visual_proj"}),
+    ("sacl", {"audio.mlp", "visual_proj"}),
+])
+def test_gradients_reach_exactly_the_trained_parts(objective, trained):
+    got = _grads(objective)
+    assert {k for k, v in got.items() if v} == trained, got
+
+
+@pytest.mark.parametrize("objective", ["ezvsl", "sacl"])
+def test_projection_objectives_map_is_the_projected_cosine_map(objective):
+    torch.manual_seed(1)
+    model = build_model(_cfg(objective)).eval()
+    x, sp = torch.randn(3, 3, 32, 32), torch.randn(3, 2, 96, 64)
+    v = model.visual_proj(model.visual(x))
+    assert v.shape[1] == 16 and model.pcm is None
+    _, a = model.encode_audio(sp)
+    _, maps = similarity_matrix(v, a)
+    torch.testing.assert_close(model.heatmap(x, sp), maps)
+    assert build_model(_cfg("simsiam")).visual_proj is None  # SSPL builds no projection
+
+
+def test_contrastive_training_decreases_loss():
+    torch.manual_seed(0)
+    cfg = SSPLConfig(img_size=32, pretrained=False, use_pcm=False, encoder_width=8, objective="contrastive")
+    model = build_model(cfg).train()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    x = torch.randn(8, 3, 32, 32)
+    sp = torch.randn(8, 3, 96, 64)
+    first = objective_loss(model, cfg, x, x, sp)["loss"].item()
+    for _ in range(15):
+        loss = objective_loss(model, cfg, x, x, sp)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first
+    out = contrastive_loss(model.eval(), x, None, sp)
+    torch.testing.assert_close(out["heatmap"], model.heatmap(x, sp))  # the localization map is the cosine map
+    with pytest.raises(ValueError, match="use_pcm=False"):
+        contrastive_loss(build_model(cfg.replace(use_pcm=True, objective="simsiam")), x, x, sp)
+
+
+def test_config_refuses_pcm_and_bad_values_for_the_new_objectives():
+    with pytest.raises(ConfigError, match=r"objective='ezvsl' with use_pcm=true.*set use_pcm=false"):
+        SSPLConfig(objective="ezvsl", use_pcm=True)
+    with pytest.raises(ConfigError, match=r"sacl_tau=0.0: expected a temperature > 0"):
+        SSPLConfig(objective="sacl", use_pcm=False, sacl_tau=0)
+    with pytest.raises(ConfigError, match=r"sacl_ratio_neg=1.5: expected a fraction in \[0, 1\]"):
+        SSPLConfig(objective="sacl", use_pcm=False, sacl_ratio_neg=1.5)
+    with pytest.raises(ConfigError, match=r"sacl_ratio_retain=1.0: expected a fraction in \[0, 1\)"):
+        SSPLConfig(objective="sacl", use_pcm=False, sacl_ratio_retain=1.0)
+    assert SSPLConfig().objective == "simsiam" and SSPLConfig().ezvsl_tau == 0.03
