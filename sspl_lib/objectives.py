@@ -35,6 +35,10 @@ Deviations from the published code (all forced by the framework's "identical con
 - Both: the batch's views come from the framework's augmentation (`data.stream.train_views`); EZ-VSL uses the
   first view only.
 
+Observed (quick profile, issue 12): SACL inherits a dead state from the official masking: masked-out locations
+count as similarity 0, so when every location of a frame's map is negative (seed 1 after its first epoch) all
+logits are 0, the max picks a masked zero, no gradient flows and the loss stays at 2 ln(B_kept) for good.
+
 Hook for `train.fit`: per step `out = objective_loss(model, cfg, frames1, frames2, spects)`, backprop `out["loss"]`.
 """
 

@@ -30,7 +30,7 @@ def test_quick_profile_holds_the_benchmark_and_study_seeds():
     assert (cfg.data_seed, cfg.n_train, cfg.n_val, cfg.n_test, cfg.n_labeled, cfg.frame_size, cfg.n_classes) == \
         (0, 3000, 500, 500, 2000, 128, 8)
     assert cfg.seeds == (1234, 1, 2) and cfg.seed == 1234 and cfg.assets is None
-    assert cfg.lr_pcm == 1e-3 and cfg.warmup_epochs == 0.25 and cfg.threads == 2
+    assert cfg.lr_pcm == 1e-3 and cfg.warmup_epochs == 1.0 and cfg.lr_schedule == "cosine" and cfg.threads == 2
 
 
 def test_missing_profile_lists_the_available_ones():
