@@ -28,3 +28,14 @@ def weights_dir() -> Path:
     import torch.hub
 
     return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def shown(path, *, name_outside: bool = False) -> str:
+    """A path as shown to a person (messages, figures, notebook outputs): relative to the repository root when
+    inside it, never this machine's absolute path to the repository; outside it the absolute path, or only
+    the last name with `name_outside` (a display that must not show machine paths at all)."""
+    p = resolve(path)
+    try:
+        return str(p.relative_to(REPO_ROOT))
+    except ValueError:
+        return p.name if name_outside else str(p)

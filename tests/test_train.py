@@ -228,6 +228,15 @@ def test_ddp_gloo_matches_single_process(tiny, tmp_path):
     la = runs.read_history(single)[0]["train_loss"]
     lb = runs.read_history(tmp_path / "ddp")[0]["train_loss"]
     assert la == pytest.approx(lb, abs=1e-4)
+    # the same through the disk path (a DataLoader with 2 persistent workers per rank, one HDF5 handle each)
+    cfg.replace(workers=2).save(tmp_path / "cfg_disk.json")
+    env["SSPL_IN_MEMORY_BYTES"] = "-1"
+    torchrun(tmp_path / "cfg_disk.json", tmp_path / "ddp_disk")
+    env.pop("SSPL_IN_MEMORY_BYTES")
+    a, b = _params(single), _params(tmp_path / "ddp_disk")
+    for k in a:
+        if a[k].is_floating_point():
+            torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4, msg=k)
     # DDP resume: one more epoch from the DDP run's last.pt == two epochs in one process
     cfg.replace(epochs=2).save(tmp_path / "cfg2.json")
     torchrun(tmp_path / "cfg2.json", tmp_path / "ddp", "--resume", "--allow-longer")

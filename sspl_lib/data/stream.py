@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ from ..paths import resolve
 from .h5 import AVDataset, load_split, open_h5
 from .transforms import AugmentConfig, crop_flip, crop_flip_params, normalize, resize_uint8, to_chw
 
-IN_MEMORY_BYTES = 6 * 2**30  # splits smaller than this are read into memory once
+# splits smaller than this are read into memory once; larger ones stream from disk through a DataLoader
+# (SSPL_IN_MEMORY_BYTES=-1 forces the disk path, e.g. to test it in a torchrun process)
+IN_MEMORY_BYTES = int(os.environ.get("SSPL_IN_MEMORY_BYTES", 6 * 2**30))
 
 
 # ----------------------------------------------------------------------------- data

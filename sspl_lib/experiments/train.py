@@ -29,7 +29,7 @@ from ..data.testset import TestSet, load_test_set
 from ..data.transforms import AugmentConfig
 from ..metrics import summarize
 from ..model import SSPL, build_model
-from ..paths import resolve
+from ..paths import resolve, shown
 from . import runs
 from .progress import plot_history
 from .evaluate import compute_heatmaps, score_heatmaps
@@ -178,8 +178,8 @@ def fit(cfg: SSPLConfig, run_dir, *, resume: bool = False, allow_longer: bool = 
         history, best, start = list(state["history"]), state["best"], state["epoch"] + 1
         for h in history:
             h.pop("stopped", None)  # a resumed early stop with more patience goes on
-    elif resume and info.is_main:
-        print(f"resume: no {run_dir / 'checkpoints' / 'last.pt'}, starting from scratch")
+    elif resume and info.is_main and (run_dir / "config.json").is_file():  # a run that finished no epoch
+        print(f"resume: no {shown(run_dir / 'checkpoints' / 'last.pt')}, starting from scratch")
     if info.is_main:
         cfg.save(run_dir / "config.json")
     board = _board(run_dir) if info.is_main else None

@@ -32,7 +32,7 @@ import ipywidgets as W
 from ..av_metrics import box_means, follows
 from ..experiments.runs import is_run
 from ..metrics import ciou, ciou_batch
-from ..paths import REPO_ROOT, resolve
+from ..paths import resolve, shown
 from . import render as R
 from .sources import CENTRE_PRIOR, CentrePrior, RunModel, SplitData, class_names, default_compare, find_splits
 from .widgets import OWN_CLIP, ExplorerUI
@@ -287,7 +287,7 @@ class Explorer:
                            f"&middot; forward-pass cache {self.cache_hits} hits / {self.cache_misses} misses</small>")
         run = self.models[self.primary]
         self.ui.header.value = (f"<h3 style='margin:2px 0'>SSPL explorer &mdash; {run.run_dir.name}</h3>"
-                                f"<small>{shown_path(run.checkpoint)} &middot; data {shown_path(self.data_root)}</small>")
+                                f"<small>{shown(run.checkpoint, name_outside=True)} &middot; data {shown(self.data_root, name_outside=True)}</small>")
 
     def _repr_mimebundle_(self, **kwargs):
         return self.ui.widget._repr_mimebundle_(**kwargs)
@@ -299,18 +299,12 @@ class Explorer:
         self.ui.close()
 
 
-def shown_path(path) -> str:
-    """A path as shown to a person: relative to the repository root when inside it (no machine paths)."""
-    p = resolve(path)
-    try:
-        return str(p.relative_to(REPO_ROOT))
-    except ValueError:
-        return p.name
+
 
 
 def open_explorer(run_dir="runs/quick/sspl", **kwargs):
     """The explorer of `run_dir`, or (when the run does not exist yet) an HTML note saying how to make it."""
     if not is_run(run_dir):
-        return W.HTML(f"<b>No trained run at <code>{shown_path(run_dir)}</code>.</b> Train it first: "
+        return W.HTML(f"<b>No trained run at <code>{shown(run_dir)}</code>.</b> Train it first: "
                       "<code>make reproduce</code> (or notebooks/02_train.ipynb), then rerun this notebook.")
     return Explorer(run_dir, **kwargs)
