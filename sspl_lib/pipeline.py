@@ -4,7 +4,9 @@
     python -m sspl_lib.pipeline --notebooks-in-place          # re-execute notebooks/*.ipynb themselves
 
 Parameters: every notebook declares `profile` and reads all its settings from `params/<profile>.yaml`
-(sspl_lib.config.load_profile); the pipeline injects `profile` only. Outputs go to `runs/<profile>/`.
+(sspl_lib.config.load_profile); the pipeline injects `profile` (and, for a profile other than quick,
+`figures_dir = runs/<profile>/figures`: figures/ keeps the quick profile's figures that the README shows).
+Outputs go to `runs/<profile>/`.
 In-place runs inject nothing: the committed notebooks keep their own (quick-profile) defaults, and the
 per-run papermill metadata and the widget state are stripped so that only the outputs change. Works from
 any CWD (notebooks run with CWD = notebooks/); kernel `sspl` (installed by `make setup`).
@@ -93,6 +95,8 @@ def run_pipeline(profile: str = "quick", *, notebooks=NOTEBOOKS, in_place: bool 
     except (FileNotFoundError, ValueError) as e:
         raise PipelineError(str(e)) from e
     out_dir = out_dir or runs_dir / profile / "notebooks"
+    if profile != "quick" and not in_place:  # figures/ holds the quick profile's figures (the README shows them)
+        extra = {"figures_dir": str(runs_dir / profile / "figures"), **(extra or {})}
     FIGURES_DIR.mkdir(parents=True, exist_ok=True)
     executed, skipped = {}, []
     for name in notebooks:

@@ -33,6 +33,24 @@ def _notebook(path, out_file):
     return path
 
 
+def test_other_profiles_keep_their_figures_in_their_run_folder(tmp_path):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "quick"\nfigures_dir = "figures"')
+    params.metadata["tags"] = ["parameters"]
+    out = tmp_path / "fig.txt"
+    nb.cells = [params, nbformat.v4.new_code_cell(f"open({str(out)!r}, 'w').write(figures_dir)")]
+    nb.metadata["kernelspec"] = {"name": "sspl", "display_name": "Python (sspl)", "language": "python"}
+    nbformat.write(nb, nbdir / "01_data_preparation.ipynb")
+    kw = dict(kernel=_kernel(), notebook_dir=nbdir, notebooks=("01_data_preparation",), require_results=False,
+              runs_dir=tmp_path / "runs", out_dir=tmp_path / "executed")
+    pipeline.run_pipeline("assets_demo", **kw)
+    assert out.read_text() == str(tmp_path / "runs" / "assets_demo" / "figures")
+    pipeline.run_pipeline("quick", **kw)
+    assert out.read_text() == "figures"
+
+
 def test_profile_parameters_are_those_the_notebook_declares(tmp_path):
     nb = _notebook(tmp_path / "a.ipynb", tmp_path / "o.json")
     assert pipeline.profile_parameters(nb, "paper_flickr10k") == {"profile": "paper_flickr10k"}
