@@ -158,9 +158,12 @@ def test_corrupt_checkpoints_are_named(tiny, tmp_path):
 
 def test_resume_without_last_pt_starts_afresh(tiny, tmp_path, capsys):
     run = tmp_path / "run"
-    hist = T.fit(tiny.replace(epochs=1), run, resume=True, progress=False)
-    assert "no " in capsys.readouterr().out and len(hist) == 1
+    hist = T.fit(tiny.replace(epochs=1), run, resume=True, progress=False)  # a new folder: nothing to say
+    assert "starting from scratch" not in capsys.readouterr().out and len(hist) == 1
     _same_params(_params(run), _params(run, "best"))
+    (run / "checkpoints" / "last.pt").unlink()  # a run that finished no epoch: said, then trained afresh
+    again = T.fit(tiny.replace(epochs=1), run, resume=True, progress=False)
+    assert "last.pt, starting from scratch" in capsys.readouterr().out and len(again) == 1
 
 
 def test_early_stopping_and_resume_after_it(tiny, tmp_path):

@@ -53,6 +53,16 @@ def run_alone(fn: Callable, a, on_death: Callable, ctx=None):
     return on_death(a, how)
 
 
+def _abandon(ex: ProcessPoolExecutor) -> None:
+    """Drop a broken pool without waiting on it: a worker killed while holding one of the pool's queue locks can
+    leave a waiting shutdown blocked for ever (seen once under heavy load); its futures are already settled."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    ex.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+
+
 def isolated_map(fn: Callable, args: Iterable, *, workers: int, on_death: Callable) -> Iterator:
     """`fn(a)` for each `a` of `args`, in order, in `workers` processes (see module doc)."""
     ctx = mp.get_context("fork")
@@ -86,7 +96,7 @@ def isolated_map(fn: Callable, args: Iterable, *, workers: int, on_death: Callab
             try:
                 r = result(a, fut)
             except BrokenProcessPool:  # redo what was in flight: each item alone, then a fresh pool
-                ex.shutdown(wait=True, cancel_futures=True)
+                _abandon(ex)
                 for b, f in [(a, fut), *pending]:
                     try:
                         r = result(b, f)
