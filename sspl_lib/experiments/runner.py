@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -143,8 +144,6 @@ def encoders_checkpoint(base: SSPLConfig, root: Path, progress: bool = False) ->
 # ----------------------------------------------------------------------------- runs
 def clear_stale(run_dir: Path, cfg: SSPLConfig) -> bool:
     """Remove a run folder trained with another configuration (so it is not resumed or reused); True if removed."""
-    import json
-
     saved = run_dir / "config.json"
     if saved.is_file() and json.loads(saved.read_text()) != json.loads(json.dumps(cfg.to_dict())):
         print(f"[runner] {run_dir}: trained with another configuration, retraining")
@@ -164,8 +163,6 @@ def run_config(base: SSPLConfig, budget: Budget, overrides: dict, seed: int, dat
 
 def evaluate_run(run_dir: Path, test_root: Path, budget: Budget, *, audio_modes=("matched",), device="cpu") -> dict:
     """{split: {audio: {protocol: {"ciou","auc","n"}}}} of a run's best checkpoint, cached in eval.json."""
-    import json
-
     from ..data.testset import load_test_set
 
     cache = run_dir / "eval.json"
