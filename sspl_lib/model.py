@@ -30,6 +30,21 @@ def attention(m: torch.Tensor, a: torch.Tensor):
     return einsum(m, att, "b d h w, b h w -> b d"), sim, att
 
 
+def minmax(x: torch.Tensor) -> torch.Tensor:
+    """Per-map min-max normalization of maps (B,h,w) to [0, 1] (a constant map becomes 0)."""
+    flat = rearrange(x, "b h w -> b (h w)")
+    lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
+    return ((flat - lo) / (hi - lo).clamp_min(1e-10)).view_as(x)
+
+
+def object_guided(av: torch.Tensor, v: torch.Tensor, alpha: float) -> torch.Tensor:
+    """EZ-VSL's object-guided localization (OGL, test time): alpha * minmax(av) + (1 - alpha) * minmax(obj), with
+    obj = mean |v| over channels of the frozen visual map v (B,C,h,w), av (B,h,w) the audio-visual map. The
+    official code combines the two after upsampling to 224 px; here at the map grid (upsampling is linear)."""
+    obj = v.abs().mean(dim=1)  # (B,h,w)
+    return alpha * minmax(av) + (1 - alpha) * minmax(obj)
+
+
 # ----------------------------------------------------------------------------- input checks
 MEL_SHAPE = (96, 64)  # frames x mel bands of one VGGish example (sspl_lib.audio.vggish_examples)
 
@@ -170,11 +185,13 @@ class SSPL(nn.Module):
 
     def heatmap(self, frames: torch.Tensor, spects: torch.Tensor) -> torch.Tensor:
         """Localization heatmaps (B,h,w): raw cosine similarity (the official `orig_sim_map`) of frames
-        (B,3,S,S) float, S = cfg.img_size, and spects (B,N,96,64)."""
+        (B,3,S,S) float, S = cfg.img_size, and spects (B,N,96,64); with `cfg.ogl_alpha` > 0, EZ-VSL's
+        object-guided map (`object_guided`) instead."""
         check_inputs(self.cfg.img_size, spects, frames=frames)
         e, a = self.encode_audio(spects)
         (v,) = self.encode_frames(frames)
-        return attention(self.refine(self.project(v), e), a)[1]
+        sim = attention(self.refine(self.project(v), e), a)[1]
+        return object_guided(sim, v, self.cfg.ogl_alpha) if self.cfg.ogl_alpha else sim
 
     def heatmap_cycles(self, frames: torch.Tensor, spects: torch.Tensor) -> torch.Tensor:
         """Heatmaps after the PCM initialization and after each cycle: (B, cycles+1, h, w) (inputs as `heatmap`)."""
