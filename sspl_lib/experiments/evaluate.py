@@ -17,6 +17,7 @@ protocol) and "extended" {protocol: {"ap", "max_f1", "n_clips", "n_visible"}} (s
 
 from __future__ import annotations
 
+import hashlib
 import time
 import warnings
 from pathlib import Path
@@ -89,12 +90,82 @@ def score_heatmaps(heatmaps: torch.Tensor, data: TestSet, protocol=("fixed", "me
             "curves": {p: metrics.success_curve(c) for p, c in scored.items()}, **extra}
 
 
+def _audio_batch(data: TestSet, idx: np.ndarray, audio: str, perm: np.ndarray | None, silent: torch.Tensor):
+    """The spects (B,N,96,64) heard with the frames `idx` under an audio mode."""
+    if audio == "matched":
+        return torch.from_numpy(data.spects[idx])
+    if audio == "shuffled":
+        return torch.from_numpy(data.spects[perm[idx]])
+    return silent.expand(len(idx), *silent.shape)
+
+
+def state_fingerprint(module: torch.nn.Module) -> str:
+    """sha1 of a module's state_dict (names, dtypes, shapes and bytes of every weight and buffer): two modules of
+    one architecture with the same fingerprint compute the same function in eval mode."""
+    h = hashlib.sha1()
+    for k, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{k}:{t.dtype}:{t.numel()};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class SharedFeatures:
+    """The encoder outputs of one test split, computed once and shared by every model whose encoder has the same
+    weights (`state_fingerprint`): the visual maps of the frames, and the audio backbone's embeddings of the clips
+    of each audio mode. They are computed in the batches `compute_heatmaps` uses, with the same inputs, so that
+    `compute_heatmaps(..., shared=...)` gives bit-identical heatmaps (`SSPL.heatmap_from`). All the quick
+    profile's methods load one frozen encoders.pt: their visual and audio encoders run once per split, not once
+    per model and audio mode."""
+
+    def __init__(self, data: TestSet, *, batch_size: int = 64, device="cpu", amp: str = "none"):
+        self.data, self.batch_size, self.device, self.amp = data, int(batch_size), torch.device(device), amp
+        self._visual: dict = {}  # (fingerprint, img_size) -> [maps (B,C,h,w) per batch]
+        self._audio: dict = {}  # (fingerprint, audio mode, seed) -> [embeddings (B,N,128) per batch]
+        self.computed = {"visual": 0, "audio": 0}  # how many encoder passes over the split were run
+
+    def batches(self):
+        n = self.data.n
+        return [np.arange(s, min(s + self.batch_size, n)) for s in range(0, n, self.batch_size)]
+
+    def check(self, data: TestSet, batch_size: int, device, amp: str) -> None:
+        got = (data, int(batch_size), torch.device(device), amp)
+        if got != (self.data, self.batch_size, self.device, self.amp):
+            raise ValueError(f"shared features of {self.data.path} (batch_size={self.batch_size}, device={self.device},"
+                             f" amp={self.amp!r}) used for {data.path} (batch_size={batch_size}, device={device}, "
+                             f"amp={amp!r}); expected the same split and settings")
+
+    @torch.inference_mode()
+    def visual(self, model) -> list[torch.Tensor]:
+        key = (state_fingerprint(model.visual), model.cfg.img_size)
+        if key not in self._visual:
+            with perf.autocast(self.device, self.amp):
+                self._visual[key] = [model.encode_frames(eval_frame(torch.from_numpy(self.data.frames[idx])
+                                                                    .to(self.device), model.cfg.img_size))[0]
+                                     for idx in self.batches()]
+            self.computed["visual"] += 1
+        return self._visual[key]
+
+    @torch.inference_mode()
+    def audio(self, model, audio: str, perm: np.ndarray | None, seed: int) -> list[torch.Tensor]:
+        key = (state_fingerprint(model.audio.backbone), audio, seed if audio == "shuffled" else None)
+        if key not in self._audio:
+            silent = silent_spect()
+            with perf.autocast(self.device, self.amp):
+                self._audio[key] = [model.audio.embed(_audio_batch(self.data, idx, audio, perm, silent).to(self.device))
+                                    for idx in self.batches()]
+            self.computed["audio"] += 1
+        return self._audio[key]
+
+
 @torch.inference_mode()
 def compute_heatmaps(model, data: TestSet, *, batch_size: int = 64, device="cpu", audio: str = "matched",
-                     seed: int = 0, amp: str = "none") -> tuple[torch.Tensor, np.ndarray | None]:
+                     seed: int = 0, amp: str = "none",
+                     shared: SharedFeatures | None = None) -> tuple[torch.Tensor, np.ndarray | None]:
     """Heatmaps (N,h,w) float32 on the CPU for the whole split, batched; returns (heatmaps, audio permutation).
     `amp`: "none" (float32, the reported numbers), "bf16" or "auto" (`perf.autocast`; 2-3x faster on CPU,
-    heatmaps within ~2e-2 of float32, the same cIoU on the quick benchmark: benchmarks/README.md)."""
+    heatmaps within ~2e-2 of float32, the same cIoU on the quick benchmark: benchmarks/README.md).
+    `shared`: the split's `SharedFeatures` (same batch_size, device, amp): encoder outputs reused across models."""
     if audio not in AUDIO_MODES:
         raise ValueError(f"audio must be one of {AUDIO_MODES}, got {audio!r}")
     device = torch.device(device)
@@ -105,24 +176,25 @@ def compute_heatmaps(model, data: TestSet, *, batch_size: int = 64, device="cpu"
     perm = derangement(data.n, seed) if audio == "shuffled" else None
     silent = silent_spect()
     out = []
-    for s in range(0, data.n, batch_size):
-        idx = np.arange(s, min(s + batch_size, data.n))
-        frames = eval_frame(torch.from_numpy(data.frames[idx]).to(device), img)
-        if audio == "matched":
-            sp = torch.from_numpy(data.spects[idx])
-        elif audio == "shuffled":
-            sp = torch.from_numpy(data.spects[perm[idx]])
-        else:
-            sp = silent.expand(len(idx), *silent.shape)
+    if shared is not None:  # the encoders' outputs of this split, computed once for every model that shares them
+        shared.check(data, batch_size, device, amp)
+        pairs = zip(shared.visual(model), shared.audio(model, audio, perm, seed))
         with perf.autocast(device, amp):
-            out.append(model.heatmap(frames, sp.to(device)).float().cpu())
+            out = [model.heatmap_from(v, emb).float().cpu() for v, emb in pairs]
+    else:
+        for s in range(0, data.n, batch_size):
+            idx = np.arange(s, min(s + batch_size, data.n))
+            frames = eval_frame(torch.from_numpy(data.frames[idx]).to(device), img)
+            sp = _audio_batch(data, idx, audio, perm, silent)
+            with perf.autocast(device, amp):
+                out.append(model.heatmap(frames, sp.to(device)).float().cpu())
     model.train(was)
     return (torch.cat(out) if out else torch.zeros(0, 1, 1)), perm
 
 
 def evaluate_model(model, split_path, *, batch_size: int = 64, device="cpu", protocol=("fixed", "median"),
                    audio: str = "matched", seed: int = 0, gt="auto", limit: int = 0, data: TestSet | None = None,
-                   amp: str = "none") -> dict:
+                   amp: str = "none", shared: SharedFeatures | None = None) -> dict:
     """Evaluate `model` (an `SSPL`) on a test split (path or a loaded `TestSet` via `data=`).
 
     Returns {"split", "audio", "n", "ids", "index", "heatmaps" (N,h,w) tensor, "perm" (shuffled audio),
@@ -133,7 +205,8 @@ def evaluate_model(model, split_path, *, batch_size: int = 64, device="cpu", pro
                                 audio=audio, seed=seed, limit=limit, amp=amp)
     t0 = time.perf_counter()
     data = data if data is not None else load_eval_split(split_path, gt=gt, limit=limit)
-    hm, perm = compute_heatmaps(model, data, batch_size=batch_size, device=device, audio=audio, seed=seed, amp=amp)
+    hm, perm = compute_heatmaps(model, data, batch_size=batch_size, device=device, audio=audio, seed=seed, amp=amp,
+                                shared=shared)
     res = score_heatmaps(hm, data, protocol)
     return {"split": data.name, "audio": audio, "n": data.n, "ids": data.ids, "index": data.index,
             "heatmaps": hm, "perm": perm, **res, "seconds": time.perf_counter() - t0}
@@ -293,43 +366,66 @@ def find_listen_splits(data_root) -> dict[str, Path]:
     return {s: root / f"{s}.h5" for s in LISTEN_SPLITS if (root / f"{s}.h5").is_file()}
 
 
+def load_models(run_root, models, eval_overrides: dict | None = None, device="cpu") -> dict[str, dict[int, object]]:
+    """{name: {seed: model}}: `models` names run folders under `run_root` (the seed read from the run), or maps
+    names to {seed: run folder}. Missing runs are skipped with a message; `eval_overrides` {name: {field: value}}
+    replaces config fields of that name's loaded models (test-time settings, e.g. {"ogl_alpha": 0.4})."""
+    runs = dict(models) if isinstance(models, dict) else {m: {None: resolve(run_root) / m} for m in models}
+    loaded: dict = {}
+    for name, per_seed in runs.items():
+        for seed, run_dir in per_seed.items():
+            try:
+                m = load_run(run_dir, device=device)
+            except FileNotFoundError as e:
+                print(f"[evaluate] {name}" + ("" if seed is None else f" seed {seed}") + f": skipped ({e})")
+                continue
+            if (eval_overrides or {}).get(name):
+                m.cfg = m.cfg.replace(**eval_overrides[name])
+            loaded.setdefault(name, {})[int(m.cfg.seed if seed is None else seed)] = m
+    return loaded
+
+
 def evaluate_profile(run_root, data_root, *, models=("sspl", "sspl_wo_pcm"), splits=None, batch_size: int = 100,
                      device="auto", seed: int = 0, controls=("shuffled", "silent"), protocol=("fixed", "median"),
-                     amp: str = "none", progress: bool = True, baselines=BASELINES) -> tuple[dict, dict]:
+                     amp: str = "none", progress: bool = True, baselines=BASELINES, eval_overrides: dict | None = None,
+                     share_features: bool = True) -> tuple[dict, dict]:
     """Every trained model of a profile's run folder, its audio controls and the baselines on the test splits.
 
-    models: names of run folders under `run_root` (missing runs are skipped with a message). splits: short
-    names of `find_test_splits(data_root)` and `find_listen_splits` (swap, extended; default: all). Returns
-    (results {model: {split: evaluate result}}, test sets {split: TestSet}); the audio controls of a model are
+    models: names of run folders under `run_root`, or {name: {seed: run folder}} (a method's runs over seeds,
+    `experiments.study.seed_runs`); missing runs are skipped with a message. splits: short names of
+    `find_test_splits(data_root)` and `find_listen_splits` (swap, extended; default: all). eval_overrides:
+    {name: {config field: value}} set on that name's loaded models (a derived entry such as ezvsl_ogl).
+    Returns (results {model: {split: evaluate result}}, test sets {split: TestSet}): a model's result is that of
+    its first seed's run, with "per_seed" {seed: evaluate result} of every run; the audio controls of a model are
     named `<model>_<mode>_audio`. `baselines`: of `BASELINES`; "feature_norm" uses the first loaded model's
-    visual encoder (skipped when no run is loaded)."""
-    run_root, dev = resolve(run_root), choose_device(device)
+    visual encoder (skipped when no run is loaded). share_features: compute each split's encoder outputs once for
+    the models whose encoders have the same weights (`SharedFeatures`; the same numbers, less time)."""
+    dev = choose_device(device)
     files = find_test_splits(data_root) | find_listen_splits(data_root)
     if not files:
         raise FileNotFoundError(f"{resolve(data_root)}: no test split (test.h5 or test_<name>.h5); prepare the data "
                                 "first (notebooks/01_data_preparation.ipynb)")
     data = {s: load_eval_split(files[s]) for s in (splits or files)}
-    loaded = {}
-    for name in models:
-        try:
-            loaded[name] = load_run(run_root / name, device=dev)
-        except FileNotFoundError as e:
-            print(f"[evaluate] {name}: skipped ({e})")
+    loaded = load_models(run_root, models, eval_overrides, dev)
+    first_model = next((m for per in loaded.values() for m in per.values()), None)
     results: dict = {}
     for s, d in data.items():
-        for name, m in loaded.items():
+        t0 = time.perf_counter()
+        shared = SharedFeatures(d, batch_size=batch_size, device=dev, amp=amp) if share_features else None
+        for name, per_seed in loaded.items():
             for a in ("matched", *controls):
                 key = name if a == "matched" else f"{name}_{a}_audio"
-                results.setdefault(key, {})[s] = evaluate_model(m, None, data=d, batch_size=batch_size, device=dev,
-                                                                protocol=protocol, audio=a, seed=seed, amp=amp)
-        size = results[next(iter(loaded))][s]["heatmaps"].shape[-1] if loaded else 14  # the models' grid
-        first_model = next(iter(loaded.values()), None)
+                runs = {k: evaluate_model(m, None, data=d, batch_size=batch_size, device=dev, protocol=protocol,
+                                          audio=a, seed=seed, amp=amp, shared=shared) for k, m in per_seed.items()}
+                results.setdefault(key, {})[s] = {**next(iter(runs.values())), "per_seed": runs}
+        size = next(iter(results.values()))[s]["heatmaps"].shape[-1] if loaded else 14  # the models' grid
         for b in baselines:
             if b == "feature_norm" and first_model is None:
                 continue
             results.setdefault(b, {})[s] = evaluate_baseline(b, data=d, size=size, protocol=protocol, seed=seed,
                                                              model=first_model, batch_size=batch_size, device=dev)
         if progress:
-            print(f"[evaluate] {s}: {d.n} samples, {len(results)} models scored")
-    first = [m for m in models if m in results] + [b for b in baselines if b in results]
+            print(f"[evaluate] {s}: {d.n} samples, {len(results)} entries scored ({time.perf_counter() - t0:.0f} s)")
+    names = list(models)
+    first = [m for m in names if m in results] + [b for b in baselines if b in results]
     return {k: results[k] for k in first + [k for k in results if k not in first]}, data

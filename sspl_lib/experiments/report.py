@@ -19,26 +19,59 @@ if TYPE_CHECKING:
     from ..data.testset import TestSet
 
 
+SEED_KEYS = ("ciou", "auc", "follow_rate", "ap", "max_f1")  # kept per seed, with a sample std over seeds
+
+
+def _record(r: dict, protocols) -> dict:
+    """One evaluate result -> {"ciou","auc","n", ...} (fixed protocol; other protocols suffixed)."""
+    s = r["summary"]
+    rec = {"ciou": float(s["fixed"]["ciou"]), "auc": float(s["fixed"]["auc"]), "n": int(s["fixed"]["n"])}
+    for p in protocols:
+        if p != "fixed" and p in s:
+            rec[f"ciou_{p}"], rec[f"auc_{p}"] = float(s[p]["ciou"]), float(s[p]["auc"])
+    if "follow_rate" in r:
+        rec["follow_rate"] = float(r["follow_rate"])
+    for p, e in r.get("extended", {}).items():
+        if p == "fixed" or p in protocols:
+            tag = "" if p == "fixed" else f"_{p}"
+            rec[f"ap{tag}"], rec[f"max_f1{tag}"] = float(e["ap"]), float(e["max_f1"])
+    return rec
+
+
+def _over_seeds(per_seed: dict) -> dict:
+    """{seed: record} -> one record: every score the mean over the seeds, `<key>_std` (sample std, ddof=1; 0.0
+    with one seed) for SEED_KEYS, `seeds` and `per_seed` {"<seed>": {SEED_KEYS it has}}."""
+    recs = list(per_seed.values())
+    out = {}
+    for k, v in recs[0].items():
+        vals = np.array([r[k] for r in recs], dtype=np.float64)
+        out[k] = int(v) if k == "n" else float(vals.mean())
+        if k in SEED_KEYS:
+            out[f"{k}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+    out["seeds"] = [int(s) for s in per_seed]
+    out["per_seed"] = {str(s): {k: r[k] for k in SEED_KEYS if k in r} for s, r in per_seed.items()}
+    return out
+
+
 def results_json(results: dict, protocols=("fixed", "median")) -> dict:
-    """{model: {split: evaluate result}} -> {model: {split: {"ciou","auc","n"}}} (fixed protocol), plus
+    """{model: {split: evaluate result}} -> {model: {split: {"ciou","auc","n", ...}}} (fixed protocol), plus
     `ciou_<protocol>`/`auc_<protocol>` keys for the other protocols; `follow_rate` on the swap split and
-    `ap`, `max_f1` (+ `ap_<protocol>`, `max_f1_<protocol>`) on the extended one (n = its visible clips)."""
+    `ap`, `max_f1` (+ `ap_<protocol>`, `max_f1_<protocol>`) on the extended one (n = its visible clips).
+
+    A trained model's result carries "per_seed" (evaluate_profile): its scores are then the mean over its seeds'
+    runs, with `ciou_std`, `auc_std` (and `follow_rate_std`, `ap_std`, `max_f1_std` where those exist; sample
+    std, 0.0 with one seed), `seeds` [int] and `per_seed` {"<seed>": {"ciou","auc", ...}}. A baseline
+    (deterministic) has `seeds` [], `per_seed` {} and stds 0.0."""
     out = {}
     for model, per_split in results.items():
         out[model] = {}
         for split, r in per_split.items():
-            s = r["summary"]
-            rec = {"ciou": float(s["fixed"]["ciou"]), "auc": float(s["fixed"]["auc"]), "n": int(s["fixed"]["n"])}
-            for p in protocols:
-                if p != "fixed" and p in s:
-                    rec[f"ciou_{p}"], rec[f"auc_{p}"] = float(s[p]["ciou"]), float(s[p]["auc"])
-            if "follow_rate" in r:
-                rec["follow_rate"] = float(r["follow_rate"])
-            for p, e in r.get("extended", {}).items():
-                if p == "fixed" or p in protocols:
-                    tag = "" if p == "fixed" else f"_{p}"
-                    rec[f"ap{tag}"], rec[f"max_f1{tag}"] = float(e["ap"]), float(e["max_f1"])
-            out[model][split] = rec
+            if "per_seed" in r:
+                out[model][split] = _over_seeds({s: _record(x, protocols) for s, x in r["per_seed"].items()})
+            else:
+                rec = _record(r, protocols)
+                out[model][split] = {**rec, **{f"{k}_std": 0.0 for k in SEED_KEYS if k in rec},
+                                     "seeds": [], "per_seed": {}}
     return out
 
 
@@ -47,16 +80,25 @@ def write_results(results: dict, path) -> Path:
 
 
 def results_table(results: dict, protocols=("fixed", "median"), digits: int = 3) -> str:
-    """A markdown table: one row per model, cIoU@0.5 and AUC per split and protocol."""
-    splits = list(dict.fromkeys(s for r in results.values() for s in r))
-    head = ["model"] + [f"{s} {m} ({p})" for s in splits for p in protocols for m in ("cIoU", "AUC")]
+    """A markdown table: one row per model, cIoU@0.5 and AUC per split and protocol; a model scored over several
+    seeds shows mean ± std (fixed protocol) and its seed count."""
+    rows = results_json(results, protocols)
+    splits = list(dict.fromkeys(s for r in rows.values() for s in r))
+    head = ["model", "seeds"] + [f"{s} {m} ({p})" for s in splits for p in protocols for m in ("cIoU", "AUC")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for model, per in results.items():
-        cells = [model]
+    for model, per in rows.items():
+        seeds = next(iter(per.values()))["seeds"] if per else []
+        cells = [model, str(len(seeds)) if seeds else ""]
         for s in splits:
             for p in protocols:
-                sm = per[s]["summary"].get(p) if s in per else None
-                cells += [f"{sm['ciou']:.{digits}f}", f"{sm['auc']:.{digits}f}"] if sm else ["", ""]
+                tag = "" if p == "fixed" else f"_{p}"
+                r = per.get(s)
+                if r is None or f"ciou{tag}" not in r:
+                    cells += ["", ""]
+                    continue
+                for m in ("ciou", "auc"):
+                    std = f" ± {r[f'{m}_std']:.{digits}f}" if len(r["seeds"]) > 1 and p == "fixed" else ""
+                    cells.append(f"{r[f'{m}{tag}']:.{digits}f}{std}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import SSPLConfig, load_profile
+from ..config import ConfigError, SSPLConfig, changed_fields, load_profile
 from ..distributed import choose_device
 from ..paths import RUNS_DIR, resolve
 from .evaluate import evaluate_model, find_test_splits
@@ -40,6 +40,8 @@ class Variant:
     name: str  # a label for tables and folders
     overrides: dict = field(default_factory=dict)  # config fields changed from the base
     audio: tuple = ("matched",)  # audio modes scored at test time
+    train_as: str | None = None  # a derived entry: scores that method's runs (trains nothing itself)
+    eval_overrides: dict = field(default_factory=dict)  # config fields replaced on the loaded model at test time
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,30 @@ METHODS = {
     "sspl_wo_pcm": Variant("sspl_wo_pcm", {"use_pcm": False}, audio=AUDIO_CONTROLS),
     "ezvsl": Variant("ezvsl", {"objective": "ezvsl", "use_pcm": False}, audio=AUDIO_CONTROLS),
     "sacl": Variant("sacl", {"objective": "sacl", "use_pcm": False}, audio=AUDIO_CONTROLS),
+    # EZ-VSL's published test-time map: the ezvsl runs with the object-guided prior (model.object_guided)
+    "ezvsl_ogl": Variant("ezvsl_ogl", {"objective": "ezvsl", "use_pcm": False}, audio=AUDIO_CONTROLS,
+                         train_as="ezvsl", eval_overrides={"ogl_alpha": 0.4}),
 }
+
+
+def study_seeds(cfg: SSPLConfig) -> list[int]:
+    """The seeds of a profile's study: its `seed` first, then its `seeds` (quick: 1234, 1, 2)."""
+    return [int(s) for s in dict.fromkeys([cfg.seed, *cfg.seeds])]
+
+
+def method_runs(root, method: str, cfg: SSPLConfig, n_seeds: int = 1) -> dict[int, Path]:
+    """{seed: run folder} of a method (`METHODS`) for the first `n_seeds` study seeds (0: all of them). The run of
+    `cfg.seed` is `<root>/<method>/` (the one the explorer and figures read); another seed k's is
+    `<root>/seeds/<method>/seed<k>/`. A derived method (`train_as`) names the runs of the method it scores."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r} (choose from {tuple(METHODS)})")
+    if n_seeds < 0:
+        raise ValueError(f"n_seeds={n_seeds}: expected 0 (every study seed) or a positive count")
+    name = METHODS[method].train_as or method
+    root = resolve(root)
+    seeds = study_seeds(cfg)
+    return {s: root / name if s == cfg.seed else root / "seeds" / name / f"seed{s}"
+            for s in (seeds[:n_seeds] if n_seeds else seeds)}
 
 
 # ----------------------------------------------------------------------------- the paper's ablation questions
@@ -143,10 +168,17 @@ def encoders_checkpoint(base: SSPLConfig, root: Path, progress: bool = False) ->
 
 # ----------------------------------------------------------------------------- runs
 def clear_stale(run_dir: Path, cfg: SSPLConfig) -> bool:
-    """Remove a run folder trained with another configuration (so it is not resumed or reused); True if removed."""
+    """Remove a run folder trained with another configuration (so it is not resumed or reused); True if removed.
+    Execution-only settings (`config.RUN_ONLY`: threads, workers, device, ...) do not make a run stale."""
     saved = run_dir / "config.json"
-    if saved.is_file() and json.loads(saved.read_text()) != json.loads(json.dumps(cfg.to_dict())):
-        print(f"[runner] {run_dir}: trained with another configuration, retraining")
+    if not saved.is_file():
+        return False
+    try:
+        diff = changed_fields(SSPLConfig.load(saved), cfg)
+    except (ConfigError, ValueError, TypeError) as e:  # a config.json this version cannot read
+        diff = [f"unreadable {saved.name}: {e}"]
+    if diff:
+        print(f"[runner] {run_dir}: trained with another configuration ({', '.join(diff)}), retraining")
         shutil.rmtree(run_dir)
         return True
     return False
