@@ -1,4 +1,5 @@
-# Quick start: `make reproduce` (main job on the embedded synthetic benchmark) and `make test`.
+# Quick start: `make reproduce` (main job on the embedded synthetic benchmark: data, training of every method x
+# seed, evaluation, explorer), `make ablation` (notebook 04) and `make test`.
 # Both set up everything they need first (a virtual environment in $(VENV), the pinned packages,
 # this package in editable mode and a Jupyter kernel named `sspl`).
 
@@ -11,7 +12,7 @@ PYTEST_ARGS ?=
 # a venv shared by several checkouts (SSPL_VENV): the editable install must point at this one
 HERE := $(shell pwd -P)
 
-.PHONY: setup test lint-imports reproduce lab benchmark clean-runs
+.PHONY: setup test lint-imports reproduce ablation lab benchmark clean-runs
 
 setup: $(STAMP)
 	@$(BIN)/python -I -c "import pathlib, sspl_lib, sys; sys.exit(pathlib.Path(sspl_lib.__file__).resolve().parents[1] != pathlib.Path('$(HERE)'))" \
@@ -34,6 +35,10 @@ test: setup lint-imports
 
 reproduce: setup $(if $(filter assets_demo,$(PROFILE)),data/assets_demo)
 	$(BIN)/python -m sspl_lib.pipeline --profile $(PROFILE)
+
+# the ablation questions (notebook 04, its reduced budget); reuses the profile's data and encoders
+ablation: setup
+	$(BIN)/python -m sspl_lib.pipeline --profile $(PROFILE) --notebooks 04_ablation
 
 # the demo asset folder of the assets_demo profile (drawn cut-outs, synthesized recordings, noise backgrounds)
 data/assets_demo: | setup

@@ -1,11 +1,15 @@
 """`make reproduce`: execute the notebooks in order with papermill, with a profile's parameters.
 
     python -m sspl_lib.pipeline --profile quick              # executed copies in runs/quick/notebooks/
+    python -m sspl_lib.pipeline --notebooks 04_ablation       # the ablation only (`make ablation`)
     python -m sspl_lib.pipeline --notebooks-in-place          # re-execute notebooks/*.ipynb themselves
 
+`make reproduce` runs REPRODUCE (01, 02, 03, 05); the ablation (04) is its own target, `make ablation`.
+
 Parameters: every notebook declares `profile` and reads all its settings from `params/<profile>.yaml`
-(sspl_lib.config.load_profile); the pipeline injects `profile` (and, for a profile other than quick,
-`figures_dir = runs/<profile>/figures`: figures/ keeps the quick profile's figures that the README shows).
+(sspl_lib.config.load_profile); the pipeline injects `profile`, `n_seeds = 0` (02 trains and 03 scores every
+seed of the profile's study; the notebooks' own default trains one) and, for a profile other than quick,
+`figures_dir = runs/<profile>/figures` (figures/ keeps the quick profile's figures that the README shows).
 Outputs go to `runs/<profile>/`.
 In-place runs inject nothing: the committed notebooks keep their own (quick-profile) defaults, and the
 per-run papermill metadata and the widget state are stripped so that only the outputs change. Works from
@@ -22,6 +26,8 @@ from pathlib import Path
 from .paths import FIGURES_DIR, REPO_ROOT, RUNS_DIR
 
 NOTEBOOKS = ("01_data_preparation", "02_train", "03_evaluate", "04_ablation", "05_explore")
+REPRODUCE = ("01_data_preparation", "02_train", "03_evaluate", "05_explore")  # make reproduce; 04: make ablation
+PIPELINE_PARAMETERS = {"n_seeds": 0}  # injected into the notebooks that declare them (not in-place runs)
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL = "sspl"
 
@@ -80,7 +86,7 @@ def run_notebook(src: Path, dst: Path, params: dict, *, kernel: str = KERNEL, cw
     return time.perf_counter() - t0
 
 
-def run_pipeline(profile: str = "quick", *, notebooks=NOTEBOOKS, in_place: bool = False, kernel: str = KERNEL,
+def run_pipeline(profile: str = "quick", *, notebooks=REPRODUCE, in_place: bool = False, kernel: str = KERNEL,
                  log_output: bool = False, notebook_dir: Path = NOTEBOOK_DIR, out_dir: Path | None = None,
                  require_results: bool = True, extra: dict | None = None, runs_dir: Path = RUNS_DIR) -> dict:
     """Run the notebooks in order; returns {"executed": {name: seconds}, "skipped": [...], "figures": [...],
@@ -95,8 +101,9 @@ def run_pipeline(profile: str = "quick", *, notebooks=NOTEBOOKS, in_place: bool 
     except (FileNotFoundError, ValueError) as e:
         raise PipelineError(str(e)) from e
     out_dir = out_dir or runs_dir / profile / "notebooks"
+    extra = {**PIPELINE_PARAMETERS, **(extra or {})}
     if profile != "quick" and not in_place:  # figures/ holds the quick profile's figures (the README shows them)
-        extra = {"figures_dir": str(runs_dir / profile / "figures"), **(extra or {})}
+        extra = {"figures_dir": str(runs_dir / profile / "figures"), **extra}
     FIGURES_DIR.mkdir(parents=True, exist_ok=True)
     executed, skipped = {}, []
     for name in notebooks:
@@ -135,12 +142,25 @@ def run_pipeline(profile: str = "quick", *, notebooks=NOTEBOOKS, in_place: bool 
             "results": str(results) if results.is_file() else None, "seconds": total}
 
 
+def select_notebooks(only=None) -> list[str]:
+    """The notebooks named (or prefixed, e.g. "04") by `only`, in pipeline order; REPRODUCE when none are given."""
+    if not only:
+        return list(REPRODUCE)
+    unknown = [o for o in only if not any(n.startswith(o) for n in NOTEBOOKS)]
+    if unknown:
+        raise ValueError(f"--notebooks {' '.join(unknown)}: no such notebook (expected names or prefixes of "
+                         f"{', '.join(NOTEBOOKS)})")
+    return [n for n in NOTEBOOKS if any(n.startswith(o) for o in only)]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Execute the sspl notebooks in order (papermill).")
     p.add_argument("--profile", default="quick", help="params/<profile>.yaml")
     p.add_argument("--notebooks-in-place", action="store_true",
                    help="re-execute notebooks/*.ipynb in place with their own defaults (to commit them with outputs)")
-    p.add_argument("--only", nargs="*", metavar="NAME", help=f"a subset of {', '.join(NOTEBOOKS)} (in pipeline order)")
+    p.add_argument("--notebooks", "--only", dest="only", nargs="*", metavar="NAME",
+                   help=f"notebooks to run, by name or prefix, of {', '.join(NOTEBOOKS)} (in this order; default: "
+                        f"{', '.join(REPRODUCE)})")
     p.add_argument("--kernel", default=KERNEL)
     p.add_argument("--log-output", action="store_true", help="stream the notebooks' outputs")
     a = p.parse_args(argv)
@@ -148,7 +168,10 @@ def main(argv=None) -> int:
         import logging
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-    names = NOTEBOOKS if not a.only else [n for n in NOTEBOOKS if any(n.startswith(o) for o in a.only)]
+    try:
+        names = select_notebooks(a.only)
+    except ValueError as e:
+        p.error(str(e))
     try:
         run_pipeline(a.profile, notebooks=names, in_place=a.notebooks_in_place, kernel=a.kernel,
                      log_output=a.log_output)

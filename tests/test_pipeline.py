@@ -132,3 +132,34 @@ def test_papermill_f_profile_file_runs_a_notebook_on_that_profile(tmp_path):
     seen = json.loads(out.read_text())
     assert seen["profile"] == "paper_vggsound144k" and seen["epochs"] == 3
     assert load_profile(seen["profile"], **seen["config"]) == load_profile("paper_vggsound144k")
+
+
+def test_reproduce_leaves_the_ablation_to_its_own_target():
+    assert pipeline.select_notebooks() == ["01_data_preparation", "02_train", "03_evaluate", "05_explore"]
+    assert pipeline.select_notebooks(["04_ablation"]) == ["04_ablation"]
+    assert pipeline.select_notebooks(["03", "01"]) == ["01_data_preparation", "03_evaluate"]
+    with pytest.raises(ValueError, match="--notebooks 07: no such notebook"):
+        pipeline.select_notebooks(["07"])
+    with pytest.raises(SystemExit):
+        pipeline.main(["--notebooks", "07"])
+
+
+def test_pipeline_runs_every_seed(tmp_path):
+    """A notebook declaring `n_seeds` (02, 03: one seed by default) gets n_seeds = 0 (all study seeds) from the
+    pipeline; an in-place run keeps the notebook's own default."""
+    kernel = _kernel()
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    out = tmp_path / "seen.txt"
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "quick"\nn_seeds = 1')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(f"open({str(out)!r}, 'w').write(str(n_seeds))")]
+    nb.metadata["kernelspec"] = {"name": "sspl", "display_name": "Python (sspl)", "language": "python"}
+    nbformat.write(nb, nbdir / "02_train.ipynb")
+    kw = dict(kernel=kernel, notebook_dir=nbdir, notebooks=("02_train",), require_results=False,
+              runs_dir=tmp_path / "runs")
+    pipeline.run_pipeline("quick", out_dir=tmp_path / "executed", **kw)
+    assert out.read_text() == "0"
+    pipeline.run_pipeline("quick", in_place=True, **kw)
+    assert out.read_text() == "1"
