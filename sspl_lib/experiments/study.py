@@ -85,8 +85,7 @@ def train_methods(cfg: SSPLConfig, root, methods, *, n_seeds: int = 1, jobs: int
     returns {method: {seed: history}}. jobs: runs trained at once, each in its own process (1: one after the
     other in this process, with `on_event` passed to `fit`, e.g. a LivePlot); runs start in the order of
     `methods`, then of the seeds (list the slowest methods first: the jobs then end together); threads: torch
-    threads per run
-    (default `job_threads(cfg, jobs)`). Small encoders without a checkpoint are pretrained first (cached).
+    threads per run (default `job_threads(cfg, jobs)`). Small encoders without a checkpoint are pretrained first (cached).
     Raises TrainingFailed at the end when a run failed (the others are trained)."""
     root = resolve(root)
     if needs_pretraining(cfg):
