@@ -221,6 +221,10 @@ def run_study(base: SSPLConfig, variants: list[Variant], seeds, root, budget: Bu
     """Train (or reuse) and score every variant x seed; returns the records (see the module docstring)."""
     from .train import fit
 
+    derived = [v.name for v in variants if v.train_as or v.eval_overrides]
+    if derived:
+        raise ValueError(f"variants {derived} are derived (train_as / eval_overrides): run_study trains and scores "
+                         "each variant's own runs; score derived entries with experiments.study.evaluate_methods")
     budget = budget or Budget()
     root = resolve(root)
     root.mkdir(parents=True, exist_ok=True)
