@@ -109,3 +109,11 @@ def test_seed_study_uses_the_profile_settings(bench, tmp_path):
     (row,) = [x for x in rows if x["split"] == "single" and x["audio"] == "matched"]
     assert row["ciou_mean"] == pytest.approx(np.mean([r["ciou"] for r in single]))
     assert row["seeds"] == 2
+
+
+def test_run_study_refuses_a_derived_variant(tmp_path):
+    from sspl_lib.experiments.runner import METHODS
+
+    with pytest.raises(ValueError, match=r"\['ezvsl_ogl'\] are derived"):
+        run_study(load_profile("quick"), [METHODS["ezvsl_ogl"]], (0,), tmp_path / "study")
+    assert not (tmp_path / "study").exists()
