@@ -113,6 +113,8 @@ def test_shared_encoder_outputs_give_bit_identical_heatmaps(trained, bench):
     assert shared.computed == {"visual": 2, "audio": 2 * 3}
     with pytest.raises(ValueError, match="batch_size=4"):
         evaluate_model(models[0], None, data=data, batch_size=5, shared=shared)
+    with pytest.raises(ValueError, match="test_single.h5"):
+        evaluate_model(models[0], None, data=load_eval_split(bench / "test_single.h5"), batch_size=4, shared=shared)
 
 
 def test_results_json_aggregates_seeds_and_scores_the_derived_entry(trained, bench, tmp_path):

@@ -54,8 +54,8 @@ class SharedFeatures:
         return [np.arange(s, min(s + self.batch_size, n)) for s in range(0, n, self.batch_size)]
 
     def check(self, data: TestSet, batch_size: int, device, amp: str) -> None:
-        got = (data, int(batch_size), torch.device(device), amp)
-        if got != (self.data, self.batch_size, self.device, self.amp):
+        same = (int(batch_size), torch.device(device), amp) == (self.batch_size, self.device, self.amp)
+        if data is not self.data or not same:  # the very TestSet object: its arrays are what was encoded
             raise ValueError(f"shared features of {self.data.path} (batch_size={self.batch_size}, device={self.device},"
                              f" amp={self.amp!r}) used for {data.path} (batch_size={batch_size}, device={device}, "
                              f"amp={amp!r}); expected the same split and settings")
