@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import SSPLConfig
+from ..distributed import choose_device
 from ..data.isolated_pool import isolated_map
 from ..paths import resolve, shown
 from .evaluate import evaluate_profile
@@ -85,9 +86,11 @@ def train_methods(cfg: SSPLConfig, root, methods, *, n_seeds: int = 1, jobs: int
     returns {method: {seed: history}}. jobs: runs trained at once, each in its own process (1: one after the
     other in this process, with `on_event` passed to `fit`, e.g. a LivePlot); runs start in the order of
     `methods`, then of the seeds (list the slowest methods first: the jobs then end together); threads: torch
-    threads per run (default `job_threads(cfg, jobs)`). Small encoders without a checkpoint are pretrained first (cached).
+    threads per run (default `job_threads(cfg, jobs)`). On a GPU the runs train one at a time. Small encoders without a checkpoint are pretrained first (cached).
     Raises TrainingFailed at the end when a run failed (the others are trained)."""
     root = resolve(root)
+    if jobs > 1 and choose_device(cfg.device).type != "cpu":  # a GPU: one run at a time uses it (and CUDA
+        jobs = 1  # cannot be used in a forked process once the parent has initialized it)
     if needs_pretraining(cfg):
         from .pretrain import pretrain
 
