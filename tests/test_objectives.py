@@ -208,3 +208,12 @@ def test_config_refuses_pcm_and_bad_values_for_the_new_objectives():
     with pytest.raises(ConfigError, match=r"sacl_ratio_retain=1.0: expected a fraction in \[0, 1\)"):
         SSPLConfig(objective="sacl", use_pcm=False, sacl_ratio_retain=1.0)
     assert SSPLConfig().objective == "simsiam" and SSPLConfig().ezvsl_tau == 0.03
+
+
+def test_config_refuses_bad_object_priors():
+    with pytest.raises(ConfigError, match=r"ogl_alpha=1.5: expected a weight in \[0, 1\]"):
+        SSPLConfig(ogl_alpha=1.5)
+    with pytest.raises(ConfigError, match=r"ogl_gamma=-1.0: expected an exponent >= 0"):
+        SSPLConfig(ogl_gamma=-1)
+    with pytest.raises(ConfigError, match=r"ogl_alpha=0.4 and ogl_gamma=3.0: choose one object prior"):
+        SSPLConfig(ogl_alpha=0.4, ogl_gamma=3)
