@@ -53,12 +53,16 @@ FALSE_NEGATIVE_LOGIT = -10.0  # SACL: the similarity given to removed negatives 
 
 
 # ----------------------------------------------------------------------------- shared pieces
-def similarity_matrix(v: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def similarity_matrix(v: torch.Tensor, a: torch.Tensor, region: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Visual maps v (B,D,h,w), audio features a (B,D) -> S (B_img, B_aud) = max_hw cos(v_i, a_j) and
-    the positive-pair cosine maps (B,h,w)."""
+    the positive-pair cosine maps (B,h,w). `region` (B,h,w) bool: the max of image i runs over its True
+    locations only (each image needs one)."""
     if v.shape[1] != a.shape[1]:
         raise ValueError(f"visual ({v.shape[1]}) and audio ({a.shape[1]}) feature sizes differ")
     maps = einsum(F.normalize(v, dim=1), F.normalize(a, dim=1), "i d h w, j d -> i j h w")
+    if region is not None:  # cosines lie in [-1, 1]: 4 below, a location outside the region never wins the max
+        maps = maps - 4.0 * (~region).to(maps.dtype)[:, None]
     sim = rearrange(maps, "i j h w -> i j (h w)").amax(-1)
     return sim, maps.diagonal(dim1=0, dim2=1).permute(2, 0, 1)
 
@@ -97,20 +101,36 @@ def contrastive_loss(model, frames1: torch.Tensor, frames2: torch.Tensor | None,
 
 
 # ----------------------------------------------------------------------------- EZ-VSL
-def ezvsl_mil_loss(v: torch.Tensor, a: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+def ezvsl_mil_loss(v: torch.Tensor, a: torch.Tensor, tau: float, region: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """EZ-VSL's max-pooled multiple-instance InfoNCE: v (B,D,h,w), a (B,D) (both normalized here) ->
-    loss CE(S, diag) + CE(S^T, diag) with S_ij = max_hw <v_i, a_j> / tau, and S (B_img, B_aud)."""
-    sim, _ = similarity_matrix(v, a)
+    loss CE(S, diag) + CE(S^T, diag) with S_ij = max_hw <v_i, a_j> / tau (over `region` when given), and S."""
+    sim, _ = similarity_matrix(v, a, region)
     logits = sim / tau
     target = torch.arange(sim.shape[0], device=sim.device)
     return F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target), sim
 
 
+def object_region(v: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Frozen visual maps v (B,C,h,w) -> (B,h,w) bool: where the object prior (mean |v| over channels, EZ-VSL's
+    saliency), min-max normalized per map, reaches `threshold` (the prior's maximum always does)."""
+    obj = v.detach().abs().mean(dim=1)  # (B,h,w)
+    flat = rearrange(obj, "b h w -> b (h w)")
+    lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
+    return ((flat - lo) >= threshold * (hi - lo)).view_as(obj)
+
+
 def ezvsl_loss(model, frames1: torch.Tensor, frames2: torch.Tensor | None, spects: torch.Tensor,
-               tau: float = 0.03) -> dict:
-    """EZ-VSL on an `SSPL` model built for it (no PCM, visual projection): one view (frames1)."""
-    _, v, a = _encode(model, frames1, spects, "ezvsl")
-    loss, sim = ezvsl_mil_loss(v, a, tau)
+               tau: float = 0.03, prior_region: float = 0.0) -> dict:
+    """EZ-VSL on an `SSPL` model built for it (no PCM, visual projection): one view (frames1). prior_region > 0:
+    the object-guided MIL (the max over the locations of `object_region(v, prior_region)` only)."""
+    if getattr(model, "pcm", None) is not None:
+        raise ValueError("objective 'ezvsl' compares the visual map with every clip of the batch: build the model "
+                         "with use_pcm=False (the PCM would need a pass per image-audio pair)")
+    _, a = model.encode_audio(spects)
+    (v,) = model.encode_frames(frames1)
+    region = object_region(v, prior_region) if prior_region > 0 else None
+    loss, sim = ezvsl_mil_loss(model.project(v), a, tau, region)
     return {"loss": loss, "sim": sim.detach()}
 
 
@@ -179,7 +199,7 @@ def objective_loss(model, cfg, frames1: torch.Tensor, frames2: torch.Tensor, spe
     if objective == "contrastive":
         return contrastive_loss(model, frames1, frames2, spects)
     if objective == "ezvsl":
-        return ezvsl_loss(model, frames1, frames2, spects, tau=cfg.ezvsl_tau)
+        return ezvsl_loss(model, frames1, frames2, spects, tau=cfg.ezvsl_tau, prior_region=cfg.ezvsl_prior_region)
     if objective == "sacl":
         return sacl_loss(model, frames1, frames2, spects, tau=cfg.sacl_tau, ratio_neg=cfg.sacl_ratio_neg,
                          ratio_retain=cfg.sacl_ratio_retain)
