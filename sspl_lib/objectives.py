@@ -10,6 +10,19 @@ v the visual map after the model's 1x1 projection where the objective has one (`
   `max_xmil_loss`, train.py, test.py): visual map -> 1x1 conv projection -> L2-normalized; audio -> L2-
   normalized; S_ij = max_hw <v_i[:, h, w], a_j> / tau, tau = 0.03; loss = CE(S, diag) + CE(S^T, diag) (the two
   directions summed, as published). Test map: the positive pair's <v_i, a_i> map (the object prior is off).
+- object-guided EZ-VSL (this framework's audio-aware method; `ezvsl_prior_region` > 0, with `ogl_gamma`): the same
+  loss, but image i's max runs only over `object_region(v_i)`, the locations where the frozen visual map's
+  saliency (mean |v| over channels, EZ-VSL's object prior, min-max normalized) reaches the threshold (0.5), so the
+  matching location is always an object and the only way to win the InfoNCE is to pick the *right* object. Test
+  map: `model.object_guided` with gamma: minmax(AV map) ** gamma * minmax(prior) (the audio picks the object, the
+  prior gives its extent). Why (quick profile, issue 12): plain EZ-VSL on frozen encoders either follows the sound
+  or locks onto the background depending on the seed (swap follow rate 1.0 for seeds 0 and 1, 0.29 / 0.10 / 0.07
+  for seeds 2 / 1234 / 3 on cached features), and even when it follows, its cosine map is wider than the object
+  (the 0.5-threshold mask covers the box plus 1.8x its area: multi cIoU@0.5 <= 0.22). With the region, every seed
+  tried follows (1.0); the gate gives the extent. Tried and rejected on the same probe: tau 0.1 (follow 0.6-0.7),
+  SACL's false-negative removal (no gain), a linear audio head, an identity-initialized or no projection, hard
+  negatives from the positive frame's background, SSPL's loss plus this contrastive term (lambda 1 and 0.1: follow
+  0.87 but single 0.22-0.24: the contrastive term takes the map over).
 - `sacl` (Song et al., "Enhancing Sound Source Localization via False Negative Elimination", TPAMI 2024;
   read: zjsong/SACL main.py `NetWrapper.forward`, `pixel_contrast`, `mask_pos_infonce`, arguments_train.py):
   per view k, the cosine map s_k = cos(v_k, a); its min-max normalized copy thresholded at the value of rank
