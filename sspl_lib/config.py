@@ -71,10 +71,12 @@ class SSPLConfig:
     pred_hidden: int = 128  # SimSiam predictor bottleneck (paper: 512)
     objective: str = "simsiam"  # "simsiam" (SSPL) | "contrastive" (InfoNCE baseline) | "ezvsl" | "sacl"
     ezvsl_tau: float = 0.03  # EZ-VSL's temperature (official 0.03)
+    ezvsl_prior_region: float = 0.0  # EZ-VSL's max only where the normalized object prior >= this (0 = everywhere)
     sacl_tau: float = 0.005  # SACL's temperature `tempD` (official 0.005)
     sacl_ratio_neg: float = 0.75  # SACL: fraction of the batch kept as negatives, the least similar clips
     sacl_ratio_retain: float = 0.5  # SACL: fraction of locations below the positive-region threshold
     ogl_alpha: float = 0.0  # test-time map = alpha * AV map + (1 - alpha) * object prior (EZ-VSL's OGL: 0.4); 0 = off
+    ogl_gamma: float = 0.0  # test-time map = AV map ** gamma * object prior (the object-gated map); 0 = off
     views: int = 2  # 2 = the paper's three streams; 1 = two streams (one frame view)
     pretrained: bool = True  # load pretrained backbone weights
     vgg16_weights: str | None = None  # path; default: torch hub cache
@@ -260,6 +262,13 @@ def _value_errors(cfg: SSPLConfig) -> list[str]:
         errors.append(f"sacl_ratio_neg={cfg.sacl_ratio_neg!r}: expected a fraction in [0, 1]")
     if not 0 <= cfg.ogl_alpha <= 1:
         errors.append(f"ogl_alpha={cfg.ogl_alpha!r}: expected a weight in [0, 1] (0 = no object prior)")
+    if not 0 <= cfg.ezvsl_prior_region <= 1:
+        errors.append(f"ezvsl_prior_region={cfg.ezvsl_prior_region!r}: expected a threshold in [0, 1] (0 = off)")
+    if cfg.ogl_gamma < 0:
+        errors.append(f"ogl_gamma={cfg.ogl_gamma!r}: expected an exponent >= 0 (0 = no object gate)")
+    if cfg.ogl_alpha and cfg.ogl_gamma:
+        errors.append(f"ogl_alpha={cfg.ogl_alpha!r} and ogl_gamma={cfg.ogl_gamma!r}: choose one object prior "
+                      "(the sum of EZ-VSL's OGL or the gate), set the other to 0")
     if not 0 <= cfg.sacl_ratio_retain < 1:
         errors.append(f"sacl_ratio_retain={cfg.sacl_ratio_retain!r}: expected a fraction in [0, 1)")
     if cfg.objective != "simsiam" and cfg.use_pcm:

@@ -37,12 +37,17 @@ def minmax(x: torch.Tensor) -> torch.Tensor:
     return ((flat - lo) / (hi - lo).clamp_min(1e-10)).view_as(x)
 
 
-def object_guided(av: torch.Tensor, v: torch.Tensor, alpha: float) -> torch.Tensor:
-    """EZ-VSL's object-guided localization (OGL, test time): alpha * minmax(av) + (1 - alpha) * minmax(obj), with
-    obj = mean |v| over channels of the frozen visual map v (B,C,h,w), av (B,h,w) the audio-visual map. The
-    official code combines the two after upsampling to 224 px; here at the map grid (upsampling is linear)."""
-    obj = v.abs().mean(dim=1)  # (B,h,w)
-    return alpha * minmax(av) + (1 - alpha) * minmax(obj)
+def object_guided(av: torch.Tensor, v: torch.Tensor, *, alpha: float = 0.0, gamma: float = 0.0) -> torch.Tensor:
+    """The audio-visual map av (B,h,w) combined with the object prior obj = mean |v| over channels of the frozen
+    visual map v (B,C,h,w) (EZ-VSL's saliency), both min-max normalized, at test time:
+    alpha > 0: alpha * av + (1 - alpha) * obj, EZ-VSL's object-guided localization (OGL; the official code
+    combines after upsampling to 224 px, here at the map grid: upsampling is linear);
+    gamma > 0: av ** gamma * obj, the object-gated map (a product of experts: the audio chooses the object, the
+    prior gives its extent; gamma weighs the audio's say)."""
+    obj = minmax(v.abs().mean(dim=1))  # (B,h,w)
+    if alpha:
+        return alpha * minmax(av) + (1 - alpha) * obj
+    return minmax(av) ** gamma * obj
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -185,13 +190,15 @@ class SSPL(nn.Module):
 
     def heatmap(self, frames: torch.Tensor, spects: torch.Tensor) -> torch.Tensor:
         """Localization heatmaps (B,h,w): raw cosine similarity (the official `orig_sim_map`) of frames
-        (B,3,S,S) float, S = cfg.img_size, and spects (B,N,96,64); with `cfg.ogl_alpha` > 0, EZ-VSL's
-        object-guided map (`object_guided`) instead."""
+        (B,3,S,S) float, S = cfg.img_size, and spects (B,N,96,64); with `cfg.ogl_alpha` or `cfg.ogl_gamma` > 0,
+        the map combined with the object prior (`object_guided`) instead."""
         check_inputs(self.cfg.img_size, spects, frames=frames)
         e, a = self.encode_audio(spects)
         (v,) = self.encode_frames(frames)
         sim = attention(self.refine(self.project(v), e), a)[1]
-        return object_guided(sim, v, self.cfg.ogl_alpha) if self.cfg.ogl_alpha else sim
+        if self.cfg.ogl_alpha or self.cfg.ogl_gamma:
+            return object_guided(sim, v, alpha=self.cfg.ogl_alpha, gamma=self.cfg.ogl_gamma)
+        return sim
 
     def heatmap_cycles(self, frames: torch.Tensor, spects: torch.Tensor) -> torch.Tensor:
         """Heatmaps after the PCM initialization and after each cycle: (B, cycles+1, h, w) (inputs as `heatmap`)."""

@@ -10,6 +10,19 @@ v the visual map after the model's 1x1 projection where the objective has one (`
   `max_xmil_loss`, train.py, test.py): visual map -> 1x1 conv projection -> L2-normalized; audio -> L2-
   normalized; S_ij = max_hw <v_i[:, h, w], a_j> / tau, tau = 0.03; loss = CE(S, diag) + CE(S^T, diag) (the two
   directions summed, as published). Test map: the positive pair's <v_i, a_i> map (the object prior is off).
+- object-guided EZ-VSL (this framework's audio-aware method; `ezvsl_prior_region` > 0, with `ogl_gamma`): the same
+  loss, but image i's max runs only over `object_region(v_i)`, the locations where the frozen visual map's
+  saliency (mean |v| over channels, EZ-VSL's object prior, min-max normalized) reaches the threshold (0.5), so the
+  matching location is always an object and the only way to win the InfoNCE is to pick the *right* object. Test
+  map: `model.object_guided` with gamma: minmax(AV map) ** gamma * minmax(prior) (the audio picks the object, the
+  prior gives its extent). Why (quick profile, issue 12): plain EZ-VSL on frozen encoders either follows the sound
+  or locks onto the background depending on the seed (swap follow rate 1.0 for seeds 0 and 1, 0.29 / 0.10 / 0.07
+  for seeds 2 / 1234 / 3 on cached features), and even when it follows, its cosine map is wider than the object
+  (the 0.5-threshold mask covers the box plus 1.8x its area: multi cIoU@0.5 <= 0.22). With the region, every seed
+  tried follows (1.0); the gate gives the extent. Tried and rejected on the same probe: tau 0.1 (follow 0.6-0.7),
+  SACL's false-negative removal (no gain), a linear audio head, an identity-initialized or no projection, hard
+  negatives from the positive frame's background, SSPL's loss plus this contrastive term (lambda 1 and 0.1: follow
+  0.87 but single 0.22-0.24: the contrastive term takes the map over).
 - `sacl` (Song et al., "Enhancing Sound Source Localization via False Negative Elimination", TPAMI 2024;
   read: zjsong/SACL main.py `NetWrapper.forward`, `pixel_contrast`, `mask_pos_infonce`, arguments_train.py):
   per view k, the cosine map s_k = cos(v_k, a); its min-max normalized copy thresholded at the value of rank
@@ -53,12 +66,16 @@ FALSE_NEGATIVE_LOGIT = -10.0  # SACL: the similarity given to removed negatives 
 
 
 # ----------------------------------------------------------------------------- shared pieces
-def similarity_matrix(v: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def similarity_matrix(v: torch.Tensor, a: torch.Tensor, region: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Visual maps v (B,D,h,w), audio features a (B,D) -> S (B_img, B_aud) = max_hw cos(v_i, a_j) and
-    the positive-pair cosine maps (B,h,w)."""
+    the positive-pair cosine maps (B,h,w). `region` (B,h,w) bool: the max of image i runs over its True
+    locations only (each image needs one)."""
     if v.shape[1] != a.shape[1]:
         raise ValueError(f"visual ({v.shape[1]}) and audio ({a.shape[1]}) feature sizes differ")
     maps = einsum(F.normalize(v, dim=1), F.normalize(a, dim=1), "i d h w, j d -> i j h w")
+    if region is not None:  # cosines lie in [-1, 1]: 4 below, a location outside the region never wins the max
+        maps = maps - 4.0 * (~region).to(maps.dtype)[:, None]
     sim = rearrange(maps, "i j h w -> i j (h w)").amax(-1)
     return sim, maps.diagonal(dim1=0, dim2=1).permute(2, 0, 1)
 
@@ -97,20 +114,36 @@ def contrastive_loss(model, frames1: torch.Tensor, frames2: torch.Tensor | None,
 
 
 # ----------------------------------------------------------------------------- EZ-VSL
-def ezvsl_mil_loss(v: torch.Tensor, a: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+def ezvsl_mil_loss(v: torch.Tensor, a: torch.Tensor, tau: float, region: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """EZ-VSL's max-pooled multiple-instance InfoNCE: v (B,D,h,w), a (B,D) (both normalized here) ->
-    loss CE(S, diag) + CE(S^T, diag) with S_ij = max_hw <v_i, a_j> / tau, and S (B_img, B_aud)."""
-    sim, _ = similarity_matrix(v, a)
+    loss CE(S, diag) + CE(S^T, diag) with S_ij = max_hw <v_i, a_j> / tau (over `region` when given), and S."""
+    sim, _ = similarity_matrix(v, a, region)
     logits = sim / tau
     target = torch.arange(sim.shape[0], device=sim.device)
     return F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target), sim
 
 
+def object_region(v: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Frozen visual maps v (B,C,h,w) -> (B,h,w) bool: where the object prior (mean |v| over channels, EZ-VSL's
+    saliency), min-max normalized per map, reaches `threshold` (the prior's maximum always does)."""
+    obj = v.detach().abs().mean(dim=1)  # (B,h,w)
+    flat = rearrange(obj, "b h w -> b (h w)")
+    lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
+    return ((flat - lo) >= threshold * (hi - lo)).view_as(obj)
+
+
 def ezvsl_loss(model, frames1: torch.Tensor, frames2: torch.Tensor | None, spects: torch.Tensor,
-               tau: float = 0.03) -> dict:
-    """EZ-VSL on an `SSPL` model built for it (no PCM, visual projection): one view (frames1)."""
-    _, v, a = _encode(model, frames1, spects, "ezvsl")
-    loss, sim = ezvsl_mil_loss(v, a, tau)
+               tau: float = 0.03, prior_region: float = 0.0) -> dict:
+    """EZ-VSL on an `SSPL` model built for it (no PCM, visual projection): one view (frames1). prior_region > 0:
+    the object-guided MIL (the max over the locations of `object_region(v, prior_region)` only)."""
+    if getattr(model, "pcm", None) is not None:
+        raise ValueError("objective 'ezvsl' compares the visual map with every clip of the batch: build the model "
+                         "with use_pcm=False (the PCM would need a pass per image-audio pair)")
+    _, a = model.encode_audio(spects)
+    (v,) = model.encode_frames(frames1)
+    region = object_region(v, prior_region) if prior_region > 0 else None
+    loss, sim = ezvsl_mil_loss(model.project(v), a, tau, region)
     return {"loss": loss, "sim": sim.detach()}
 
 
@@ -179,7 +212,7 @@ def objective_loss(model, cfg, frames1: torch.Tensor, frames2: torch.Tensor, spe
     if objective == "contrastive":
         return contrastive_loss(model, frames1, frames2, spects)
     if objective == "ezvsl":
-        return ezvsl_loss(model, frames1, frames2, spects, tau=cfg.ezvsl_tau)
+        return ezvsl_loss(model, frames1, frames2, spects, tau=cfg.ezvsl_tau, prior_region=cfg.ezvsl_prior_region)
     if objective == "sacl":
         return sacl_loss(model, frames1, frames2, spects, tau=cfg.sacl_tau, ratio_neg=cfg.sacl_ratio_neg,
                          ratio_retain=cfg.sacl_ratio_retain)

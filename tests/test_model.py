@@ -213,3 +213,30 @@ def test_pcm_error_rate_init():
             r1, r2 = m.pcm(v, m.encode_audio(s)[0]), m.pcm(v, m.encode_audio(s2)[0])
         moved[a0] = float((r1 - r2).abs().max())
     assert moved[0.0] == 0.0 and 0.0 < moved[0.1] < moved[1.0]
+
+
+def test_object_guided_maps_by_hand():
+    from sspl_lib.model import minmax, object_guided
+
+    av = torch.tensor([[[0.0, 1.0], [2.0, 4.0]]])  # normalized: 0, .25, .5, 1
+    v = torch.zeros(1, 2, 2, 2)
+    v[0, 0] = torch.tensor([[2.0, 4.0], [0.0, -2.0]])  # mean |v| over 2 channels: 1, 2, 0, 1 -> .5, 1, 0, .5
+    assert torch.equal(minmax(av), torch.tensor([[[0.0, 0.25], [0.5, 1.0]]]))
+    assert torch.allclose(object_guided(av, v, alpha=0.4), torch.tensor([[[0.3, 0.7], [0.2, 0.7]]]))
+    assert torch.allclose(object_guided(av, v, gamma=2.0), torch.tensor([[[0.0, 0.0625], [0.0, 0.5]]]))
+    assert torch.equal(minmax(torch.ones(1, 2, 2)), torch.zeros(1, 2, 2))  # a constant map: zeros, no NaN
+
+
+@pytest.mark.parametrize("field,value", [("ogl_alpha", 0.4), ("ogl_gamma", 3.0)])
+def test_heatmap_with_object_prior(field, value):
+    from sspl_lib.model import object_guided
+
+    torch.manual_seed(0)
+    plain = SSPL(SSPLConfig(use_pcm=False)).eval()
+    m = SSPL(SSPLConfig(use_pcm=False, **{field: value})).eval()
+    m.load_state_dict(plain.state_dict())
+    f, _, s = inputs(seed=3)
+    with torch.no_grad():
+        expected = object_guided(plain.heatmap(f, s), plain.visual(f), **{field.split("_")[1]: value})
+        assert torch.allclose(m.heatmap(f, s), expected, atol=1e-6)
+        assert not torch.allclose(m.heatmap(f, s), plain.heatmap(f, s), atol=1e-2)

@@ -11,7 +11,7 @@ import torch
 from sspl_lib.config import ConfigError, SSPLConfig
 from sspl_lib.model import build_model
 from sspl_lib.objectives import (FALSE_NEGATIVE_LOGIT, TAU, contrastive_loss, ezvsl_mil_loss, info_nce,
-                                 objective_loss, positive_region, sacl_contrast, sacl_logits, similarity_matrix,
+                                 object_region, objective_loss, positive_region, sacl_contrast, sacl_logits, similarity_matrix,
                                  true_negative_mask)
 
 
@@ -72,6 +72,26 @@ def test_ezvsl_loss_by_hand_3_clips():
     loss, sim = ezvsl_mil_loss(v, a, tau)
     assert loss.item() == pytest.approx(ref, rel=1e-5)
     np.testing.assert_allclose(sim.numpy(), S * tau, rtol=1e-6)
+    # object-guided MIL: image 0 keeps location 0, image 1 location 1, image 2 both -> the max runs over those only
+    region = torch.tensor([[[True, False]], [[False, True]], [[True, True]]])
+    kept = [locs[0][:1], locs[1][1:], locs[2]]
+    S_r = _max_cos(kept, a.numpy()) / tau
+    # row 0 = (1, 0, 0); row 1 = (1/sqrt2, 0, 1/sqrt2): the masked locations' cosines no longer count
+    np.testing.assert_allclose(S_r[:2] * tau, [[1, 0, 0], [2 ** -0.5, 0, 2 ** -0.5]], atol=1e-12)
+    ref_r = np.mean([_ce(S_r[i], i) for i in range(3)]) + np.mean([_ce(S_r[:, j], j) for j in range(3)])
+    loss_r, sim_r = ezvsl_mil_loss(v, a, tau, region)
+    assert loss_r.item() == pytest.approx(ref_r, rel=1e-5)
+    np.testing.assert_allclose(sim_r.numpy(), S_r * tau, rtol=1e-6)
+
+
+def test_object_region_by_hand():
+    """mean |v| over channels, min-max normalized per map, >= threshold."""
+    v = torch.zeros(2, 2, 1, 4)
+    v[0, 0, 0] = torch.tensor([0.0, 2.0, -4.0, 8.0])  # mean |v|: 0, 1, 2, 4 -> .0, .25, .5, 1
+    v[1, 1, 0] = torch.tensor([1.0, 1.0, 1.0, 3.0])  # .5, .5, .5, 1.5 -> 0, 0, 0, 1
+    assert object_region(v, 0.5).tolist() == [[[False, False, True, True]], [[False, False, False, True]]]
+    assert object_region(v, 0.25).tolist() == [[[False, True, True, True]], [[False, False, False, True]]]
+    assert object_region(v, 1.0)[:, 0].sum(-1).tolist() == [1, 1]  # the maximum always stays
 
 
 # ----------------------------------------------------------------------------- SACL
@@ -208,3 +228,31 @@ def test_config_refuses_pcm_and_bad_values_for_the_new_objectives():
     with pytest.raises(ConfigError, match=r"sacl_ratio_retain=1.0: expected a fraction in \[0, 1\)"):
         SSPLConfig(objective="sacl", use_pcm=False, sacl_ratio_retain=1.0)
     assert SSPLConfig().objective == "simsiam" and SSPLConfig().ezvsl_tau == 0.03
+
+
+def test_config_refuses_bad_object_priors():
+    with pytest.raises(ConfigError, match=r"ogl_alpha=1.5: expected a weight in \[0, 1\]"):
+        SSPLConfig(ogl_alpha=1.5)
+    with pytest.raises(ConfigError, match=r"ogl_gamma=-1.0: expected an exponent >= 0"):
+        SSPLConfig(ogl_gamma=-1)
+    with pytest.raises(ConfigError, match=r"ogl_alpha=0.4 and ogl_gamma=3.0: choose one object prior"):
+        SSPLConfig(ogl_alpha=0.4, ogl_gamma=3)
+
+
+def test_object_guided_ezvsl_restricts_the_max_to_the_frozen_prior_region():
+    torch.manual_seed(2)
+    cfg = _cfg("ezvsl", ezvsl_prior_region=0.5)
+    model = build_model(cfg).train()
+    x, sp = torch.randn(6, 3, 32, 32), torch.randn(6, 2, 96, 64)
+    got = objective_loss(model, cfg, x, x, sp)["loss"]
+    with torch.no_grad():
+        v = model.visual(x)
+    _, a = model.encode_audio(sp)
+    region = object_region(v, 0.5)
+    assert 0 < region.sum() < region.numel()  # a real restriction
+    want, _ = ezvsl_mil_loss(model.project(v), a, cfg.ezvsl_tau, region)
+    plain, _ = ezvsl_mil_loss(model.project(v), a, cfg.ezvsl_tau)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    assert got.item() != pytest.approx(plain.item(), rel=1e-3)
+    with pytest.raises(ConfigError, match=r"ezvsl_prior_region=2.0: expected a threshold in \[0, 1\]"):
+        SSPLConfig(ezvsl_prior_region=2)
