@@ -211,10 +211,12 @@ class SSPL(nn.Module):
     def heatmap_from(self, v: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """`heatmap` from the encoders' outputs: the visual map v = encode_frames(frames)[0] (B,C,h,w) and the
         backbone's per-example embeddings emb = audio.embed(spects) (B,N,128), e.g. computed once for several
-        models with the same frozen encoders (experiments.evaluate.SharedFeatures); the same result as heatmap."""
+        models with the same frozen encoders (experiments.features.SharedFeatures); the same result as heatmap."""
         e, a = F.normalize(emb.mean(dim=1), dim=1), self.audio.mlp(emb).mean(dim=1)  # = encode_audio(spects)
         sim = attention(self.refine(self.project(v), e), a)[1]
-        return object_guided(sim, v, self.cfg.ogl_alpha) if self.cfg.ogl_alpha else sim
+        if self.cfg.ogl_alpha or self.cfg.ogl_gamma:
+            return object_guided(sim, v, alpha=self.cfg.ogl_alpha, gamma=self.cfg.ogl_gamma)
+        return sim
 
 
 def build_model(cfg: SSPLConfig) -> SSPL:

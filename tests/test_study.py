@@ -102,9 +102,9 @@ def test_shared_encoder_outputs_give_bit_identical_heatmaps(trained, bench):
     data = load_eval_split(bench / "test_multi.h5")
     shared = SharedFeatures(data, batch_size=4, device="cpu")
     models = [load_run(root / "sspl"), load_run(root / "ezvsl"), load_run(root / "seeds" / "sspl" / "seed1")]
-    ogl = load_run(root / "ezvsl")
-    ogl.cfg = ogl.cfg.replace(ogl_alpha=0.4)
-    for m in [*models, ogl]:
+    ogl, gated = load_run(root / "ezvsl"), load_run(root / "ezvsl")
+    ogl.cfg, gated.cfg = ogl.cfg.replace(ogl_alpha=0.4), gated.cfg.replace(ogl_gamma=2.0)
+    for m in [*models, ogl, gated]:
         for audio in ("matched", "shuffled", "silent"):
             a = evaluate_model(m, None, data=data, batch_size=4, audio=audio, seed=3, shared=shared)
             b = evaluate_model(m, None, data=data, batch_size=4, audio=audio, seed=3)
