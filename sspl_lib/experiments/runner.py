@@ -263,7 +263,9 @@ def seed_study(profile: str = "quick", seeds=None, *, root=None, audio=("matched
                progress: bool = True, **overrides) -> list[dict]:
     """The profile trained with each of its seeds (`seeds` in the profile, or given) at its own settings."""
     base = load_profile(profile, **overrides)
-    root = resolve(root) if root is not None else RUNS_DIR / profile / "seeds"
+    # not runs/<profile>/seeds/: that folder holds the methods' runs of `method_runs` (another data_root spelling
+    # and budget: sharing it would make each retrain the other's runs)
+    root = resolve(root) if root is not None else RUNS_DIR / profile / "seed_study"
     return run_study(base, [Variant("sspl", {}, audio=tuple(audio))], seeds or base.seeds, root, Budget(),
                      device=device, progress=progress)
 
@@ -297,9 +299,9 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--profile", default="quick")
     p.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
     p.add_argument("--grid", choices=("reduced", "full"), default="reduced", help="ablation budget")
-    p.add_argument("--root", help="default runs/<profile>/<study>")
+    p.add_argument("--root", help="default runs/<profile>/seed_study or runs/<profile>/ablation")
     a = p.parse_args(argv)
-    root = resolve(a.root) if a.root else RUNS_DIR / a.profile / a.study
+    root = resolve(a.root) if a.root else RUNS_DIR / a.profile / {"seeds": "seed_study"}.get(a.study, a.study)
     if a.study == "seeds":
         records = seed_study(a.profile, a.seeds, root=root)
         by = ("variant", "split", "audio")
