@@ -73,3 +73,20 @@ def test_live_plot_and_history_table(run):
     assert len(ax1.lines) == 2 and len(ax2.lines) == 2  # step loss + val loss; val cIoU + val AUC
     table = history_table(hist).splitlines()
     assert len(table) == 4 and table[0].split()[:3] == ["epoch", "train", "val"]
+
+
+def test_listening_facts_read_the_follow_rate_and_the_shuffled_gap():
+    from sspl_lib.experiments.report import listening_facts
+
+    def res(ciou, follow=None):
+        r = {"multi": {"summary": {"fixed": {"ciou": ciou}}}}
+        if follow is not None:
+            r["swap"] = {"follow_rate": follow}
+        return r
+
+    results = {"ezvsl_og": res(0.8, follow=0.95), "ezvsl_og_shuffled_audio": res(0.3),
+               "sspl": res(0.1, follow=0.05), "sspl_shuffled_audio": res(0.09)}
+    assert listening_facts(results) == {
+        "ezvsl_og follows the sound (swap follow rate > 0.5)": True, "ezvsl_og: multi matched - shuffled > 0.2": True,
+        "sspl follows the sound (swap follow rate > 0.5)": False, "sspl: multi matched - shuffled > 0.2": False}
+    assert listening_facts({"sspl": res(0.1)}) == {}  # no swap split, no shuffled control: nothing claimed

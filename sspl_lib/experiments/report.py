@@ -294,3 +294,20 @@ def results_facts(results: dict) -> dict:
               for v in (p["ciou"], p["auc"])]
     return {"n": {m: {s: int(r["n"]) for s, r in per.items()} for m, per in results.items()},
             "scores_in_0_1": bool(all(0.0 <= v <= 1.0 for v in scores))}
+
+
+def listening_facts(results: dict, method: str = "ezvsl_og", *, follow: float = 0.5, gap: float = 0.2) -> dict:
+    """Does `method` listen, per the bands of the seed study (issue 12: ezvsl_og's follow rate 0.85-1.0 and multi
+    matched - shuffled 0.49-0.57 over seeds 1234/1/2; SSPL 0.05 and ~0)? Loose bands: facts that hold on any
+    machine, not decimals. Skipped splits / models are left out."""
+    out = {}
+    for m in (method, "sspl"):
+        per = results.get(m, {})
+        if "swap" in per:
+            out[f"{m} follows the sound (swap follow rate > {follow})"] = bool(per["swap"]["follow_rate"] > follow)
+        shuffled = results.get(f"{m}_shuffled_audio", {})
+        if "multi" in per and "multi" in shuffled:
+            d = per["multi"]["summary"]["fixed"]["ciou"] - shuffled["multi"]["summary"]["fixed"]["ciou"]
+            out[f"{m}: multi matched - shuffled > {gap}"] = bool(d > gap)
+    return out
+
