@@ -311,3 +311,41 @@ def listening_facts(results: dict, method: str = "ezvsl_og", *, follow: float = 
             out[f"{m}: multi matched - shuffled > {gap}"] = bool(d > gap)
     return out
 
+
+
+HEADLINE_MODELS = ("sspl", "sspl_wo_pcm", "ezvsl", "ezvsl_ogl", "sacl", "ezvsl_og", "feature_norm", "center_prior",
+                   "whole_image", "random")
+
+
+def _pm(vals: list[float], digits: int) -> str:
+    """'mean ± sample std' of per-seed values ('mean' alone for one value)."""
+    a = np.asarray(vals, dtype=np.float64)
+    return f"{a.mean():.{digits}f}" + (f" ± {a.std(ddof=1):.{digits}f}" if len(a) > 1 else "")
+
+
+def _seed_values(entry: dict, key: str) -> list[float]:
+    """Per-seed values of one results.json entry's score (its mean alone for a baseline)."""
+    return [v[key] for v in entry["per_seed"].values()] if entry.get("per_seed") else [entry[key]]
+
+
+def headline_table(rj: dict, models=HEADLINE_MODELS, digits: int = 3) -> str:
+    """The README's headline table from a results.json dict: per model, cIoU@0.5 on single and multi, multi
+    matched - shuffled (per seed, then mean ± std), swap cIoU, follow rate, extended AP / max-F1, seeds."""
+    head = ["model", "single", "multi", "multi: matched - shuffled", "swap cIoU", "follow rate", "extended AP",
+            "extended max-F1", "seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for m in [m for m in models if m in rj]:
+        per, cells = rj[m], [m]
+        for split, key in (("single", "ciou"), ("multi", "ciou")):
+            cells.append(_pm(_seed_values(per[split], key), digits) if split in per else "-")
+        shuffled = rj.get(f"{m}_shuffled_audio", {}).get("multi")
+        if shuffled and "multi" in per:
+            a, b = per["multi"]["per_seed"], shuffled["per_seed"]
+            cells.append(_pm([a[s]["ciou"] - b[s]["ciou"] for s in a if s in b], digits))
+        else:
+            cells.append("-")
+        for split, key in (("swap", "ciou"), ("swap", "follow_rate"), ("extended", "ap"), ("extended", "max_f1")):
+            cells.append(_pm(_seed_values(per[split], key), digits) if key in per.get(split, {}) else "-")
+        cells.append(str(len(next(iter(per.values())).get("seeds", []))))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
