@@ -10,7 +10,8 @@ import torch
 from sspl_lib.config import SSPLConfig, load_profile
 from sspl_lib.experiments import runs
 from sspl_lib.experiments.progress import LivePlot, history_table
-from sspl_lib.experiments.report import history_facts, report, results_facts
+from sspl_lib.experiments.report import history_facts, report
+from sspl_lib.experiments.results import results_facts
 from sspl_lib.experiments.runner import Budget
 from sspl_lib.experiments.train import fit
 
@@ -77,7 +78,7 @@ def test_live_plot_and_history_table(run):
 
 
 def test_listening_facts_read_the_follow_rate_and_the_shuffled_gap():
-    from sspl_lib.experiments.report import listening_facts
+    from sspl_lib.experiments.results import listening_facts
 
     def res(ciou, follow=None):
         r = {"multi": {"summary": {"fixed": {"ciou": ciou}}}}
@@ -94,7 +95,7 @@ def test_listening_facts_read_the_follow_rate_and_the_shuffled_gap():
 
 
 def test_headline_table_from_results_json_by_hand():
-    from sspl_lib.experiments.report import headline_table
+    from sspl_lib.experiments.results import headline_table
 
     def entry(per):  # per-seed values -> a results.json entry (means as write_results stores them)
         return {"ciou": float(np.mean([v["ciou"] for v in per.values()])), "per_seed": per, "seeds": [int(s) for s in per]}

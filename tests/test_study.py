@@ -14,7 +14,7 @@ from sspl_lib.config import SSPLConfig
 from sspl_lib.data.transforms import eval_frame
 from sspl_lib.experiments.evaluate import evaluate_model, load_eval_split
 from sspl_lib.experiments.features import SharedFeatures
-from sspl_lib.experiments.report import results_json, results_table, write_results
+from sspl_lib.experiments.results import results_json, results_table, write_results
 from sspl_lib.experiments.runner import METHODS, clear_stale, method_runs, study_seeds
 from sspl_lib.experiments.runs import load_run
 from sspl_lib.experiments.study import TrainingFailed, evaluate_methods, plan, train_methods

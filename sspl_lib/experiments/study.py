@@ -2,7 +2,7 @@
 
     histories = train_methods(cfg, root, ["sspl", "sspl_wo_pcm", "ezvsl", "sacl"], n_seeds=0, jobs=2)
     results, data = evaluate_methods(cfg, root, ["sspl", "ezvsl", "ezvsl_ogl"], n_seeds=0)
-    report.write_results(results, root / "results.json")  # each score the mean over seeds, with its std
+    write_results(results, root / "results.json")  # experiments.results: each score the mean over seeds, with its std
 
 Run folders: `runner.method_runs` (the run of `cfg.seed` is `<root>/<method>/`, the other seeds' under
 `<root>/seeds/<method>/seed<k>/`). A derived method (`Variant.train_as`, e.g. ezvsl_ogl) trains nothing and is
