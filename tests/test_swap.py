@@ -147,7 +147,8 @@ def test_extended_scores_of_known_maps(bench):
 
 
 def test_profile_scores_the_listen_splits(bench, tmp_path):
-    from sspl_lib.experiments.evaluate import evaluate_baseline, evaluate_profile, load_eval_split
+    from sspl_lib.experiments.evaluate import evaluate_baseline, load_eval_split
+    from sspl_lib.experiments.study import evaluate_profile
     from sspl_lib.experiments.results import results_json
     from sspl_lib.experiments.runs import load_run
     from sspl_lib.experiments.train import fit

@@ -1,13 +1,13 @@
 """Evaluation of trained models and baselines on whole test splits: cIoU under both protocols, AUC,
 success curves, audio controls (matched / shuffled / silent), per-sample arrays for figures.
 
-    model = load_run("runs/quick/sspl")
+    model = load_run("runs/quick/sspl")  # experiments.runs
     res = evaluate_model(model, "data/synthetic/quick/test_single.h5", batch_size=64, device="cpu")
     res["summary"]["fixed"]  # {"ciou": fraction >= 0.5, "auc": ..., "n": ...}
 
 Ground truth of a split (`gt=`): "auto" uses a stored `gt` dataset (packed real test sets), else the
 sounding object's `boxes` (synthetic; VGG-SS rules); or a folder of `<id>.xml` (Flickr consensus) or a
-VGG-SS JSON file. Samples without a sounding object (`label` < 0) are left out, except on the extended split.
+VGG-SS JSON file. A profile's methods over seeds, controls and baselines at once: `study.evaluate_profile`. Samples without a sounding object (`label` < 0) are left out, except on the extended split.
 
 The audio-dependence splits (sspl_lib.data.synthetic `n_swap` / `n_extended`) are scored by the same calls:
 on `swap.h5` a result adds "follow_rate" (+ "box_means", "follows", "n_scenes"), on `extended.h5` it keeps
@@ -27,14 +27,12 @@ import torch
 from .. import av_metrics, metrics, perf
 from ..audio import CLIP_SAMPLES, vggish_examples
 from ..baselines import center_prior, feature_norm, uniform_random, whole_image
-from ..distributed import choose_device
 from ..data.gt import gt_maps_for_split, load_id_list, load_vggss_annotations
 from ..data.h5 import open_h5
 from ..data.testset import GT_SIZE, TestSet, load_test_set
 from ..data.transforms import eval_frame
 from ..paths import SHARED_METADATA, resolve
 from .features import SharedFeatures, audio_batch
-from .runs import load_run
 
 AUDIO_MODES = ("matched", "shuffled", "silent")
 LISTEN_SPLITS = ("swap", "extended")  # the audio-dependence splits: <name>.h5 in a data root
@@ -296,68 +294,3 @@ def find_listen_splits(data_root) -> dict[str, Path]:
     """{"swap": file, "extended": file} of the audio-dependence splits a data root has (`swap.h5`, `extended.h5`)."""
     root = resolve(data_root)
     return {s: root / f"{s}.h5" for s in LISTEN_SPLITS if (root / f"{s}.h5").is_file()}
-
-
-def load_models(run_root, models, eval_overrides: dict | None = None, device="cpu") -> dict[str, dict[int, object]]:
-    """{name: {seed: model}}: `models` names run folders under `run_root` (the seed read from the run), or maps
-    names to {seed: run folder}. Missing runs are skipped with a message; `eval_overrides` {name: {field: value}}
-    replaces config fields of that name's loaded models (test-time settings, e.g. {"ogl_alpha": 0.4})."""
-    runs = dict(models) if isinstance(models, dict) else {m: {None: resolve(run_root) / m} for m in models}
-    loaded: dict = {}
-    for name, per_seed in runs.items():
-        for seed, run_dir in per_seed.items():
-            try:
-                m = load_run(run_dir, device=device)
-            except FileNotFoundError as e:
-                print(f"[evaluate] {name}" + ("" if seed is None else f" seed {seed}") + f": skipped ({e})")
-                continue
-            if (eval_overrides or {}).get(name):
-                m.cfg = m.cfg.replace(**eval_overrides[name])
-            loaded.setdefault(name, {})[int(m.cfg.seed if seed is None else seed)] = m
-    return loaded
-
-
-def evaluate_profile(run_root, data_root, *, models=("sspl", "sspl_wo_pcm"), splits=None, batch_size: int = 100,
-                     device="auto", seed: int = 0, controls=("shuffled", "silent"), protocol=("fixed", "median"),
-                     amp: str = "none", progress: bool = True, baselines=BASELINES, eval_overrides: dict | None = None,
-                     share_features: bool = True) -> tuple[dict, dict]:
-    """Every trained model of a profile's run folder, its audio controls and the baselines on the test splits.
-
-    models: names of run folders under `run_root`, or {name: {seed: run folder}} (a method's runs over seeds,
-    `experiments.study.seed_runs`); missing runs are skipped with a message. splits: short names of
-    `find_test_splits(data_root)` and `find_listen_splits` (swap, extended; default: all). eval_overrides:
-    {name: {config field: value}} set on that name's loaded models (a derived entry such as ezvsl_ogl).
-    Returns (results {model: {split: evaluate result}}, test sets {split: TestSet}): a model's result is that of
-    its first seed's run, with "per_seed" {seed: evaluate result} of every run; the audio controls of a model are
-    named `<model>_<mode>_audio`. `baselines`: of `BASELINES`; "feature_norm" uses the first loaded model's
-    visual encoder (skipped when no run is loaded). share_features: compute each split's encoder outputs once for
-    the models whose encoders have the same weights (`SharedFeatures`; the same numbers, less time)."""
-    dev = choose_device(device)
-    files = find_test_splits(data_root) | find_listen_splits(data_root)
-    if not files:
-        raise FileNotFoundError(f"{resolve(data_root)}: no test split (test.h5 or test_<name>.h5); prepare the data "
-                                "first (notebooks/01_data_preparation.ipynb)")
-    data = {s: load_eval_split(files[s]) for s in (splits or files)}
-    loaded = load_models(run_root, models, eval_overrides, dev)
-    first_model = next((m for per in loaded.values() for m in per.values()), None)
-    results: dict = {}
-    for s, d in data.items():
-        t0 = time.perf_counter()
-        shared = SharedFeatures(d, batch_size=batch_size, device=dev, amp=amp) if share_features else None
-        for name, per_seed in loaded.items():
-            for a in ("matched", *controls):
-                key = name if a == "matched" else f"{name}_{a}_audio"
-                runs = {k: evaluate_model(m, None, data=d, batch_size=batch_size, device=dev, protocol=protocol,
-                                          audio=a, seed=seed, amp=amp, shared=shared) for k, m in per_seed.items()}
-                results.setdefault(key, {})[s] = {**next(iter(runs.values())), "per_seed": runs}
-        size = next(iter(results.values()))[s]["heatmaps"].shape[-1] if loaded else 14  # the models' grid
-        for b in baselines:
-            if b == "feature_norm" and first_model is None:
-                continue
-            results.setdefault(b, {})[s] = evaluate_baseline(b, data=d, size=size, protocol=protocol, seed=seed,
-                                                             model=first_model, batch_size=batch_size, device=dev)
-        if progress:
-            print(f"[evaluate] {s}: {d.n} samples, {len(results)} entries scored ({time.perf_counter() - t0:.0f} s)")
-    names = list(models)
-    first = [m for m in names if m in results] + [b for b in baselines if b in results]
-    return {k: results[k] for k in first + [k for k in results if k not in first]}, data

@@ -2,7 +2,7 @@
 sample std and the per-seed values) -> the file, a per-split table, the README's headline table, and the facts
 that hold on any machine (what nbval checks).
 
-Reads evaluation results (`evaluate.evaluate_profile`, `study.evaluate_methods`) or a results.json dict;
+Reads evaluation results (`study.evaluate_profile`, `study.evaluate_methods`) or a results.json dict;
 never trains or evaluates.
 """
 
