@@ -57,3 +57,9 @@ def feature_norm(encoder, frames: torch.Tensor) -> torch.Tensor:
     finally:
         visual.train(was)
     return torch.linalg.vector_norm(v.float(), dim=1)  # (B,h,w)
+
+
+def object_prior(v: torch.Tensor) -> torch.Tensor:
+    """EZ-VSL's object prior of a visual map v (B,C,h,w): the mean |v| over channels (their `NormReducer` on a frozen
+    ResNet-18), (B,h,w). Used by the object-guided map (`model.object_guided`) and MIL (`objectives.object_region`)."""
+    return v.abs().mean(dim=1)

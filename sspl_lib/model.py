@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import einsum, rearrange
 
+from .baselines import object_prior
 from .config import PROJECTED_OBJECTIVES, SSPLConfig
 from .encoders import AudioEncoder, build_audio_backbone, build_visual, freeze
 from .head import SimSiamHead, simsiam_loss
@@ -44,7 +45,7 @@ def object_guided(av: torch.Tensor, v: torch.Tensor, *, alpha: float = 0.0, gamm
     combines after upsampling to 224 px, here at the map grid: upsampling is linear);
     gamma > 0: av ** gamma * obj, the object-gated map (a product of experts: the audio chooses the object, the
     prior gives its extent; gamma weighs the audio's say)."""
-    obj = minmax(v.abs().mean(dim=1))  # (B,h,w)
+    obj = minmax(object_prior(v))  # (B,h,w)
     if alpha:
         return alpha * minmax(av) + (1 - alpha) * obj
     return minmax(av) ** gamma * obj

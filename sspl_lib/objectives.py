@@ -61,6 +61,8 @@ import torch
 import torch.nn.functional as F
 from einops import einsum, rearrange
 
+from .baselines import object_prior
+
 TAU = 0.03  # the `contrastive` baseline's temperature
 FALSE_NEGATIVE_LOGIT = -10.0  # SACL: the similarity given to removed negatives (before / tau)
 
@@ -127,7 +129,7 @@ def ezvsl_mil_loss(v: torch.Tensor, a: torch.Tensor, tau: float, region: torch.T
 def object_region(v: torch.Tensor, threshold: float) -> torch.Tensor:
     """Frozen visual maps v (B,C,h,w) -> (B,h,w) bool: where the object prior (mean |v| over channels, EZ-VSL's
     saliency), min-max normalized per map, reaches `threshold` (the prior's maximum always does)."""
-    obj = v.detach().abs().mean(dim=1)  # (B,h,w)
+    obj = object_prior(v.detach())  # (B,h,w)
     flat = rearrange(obj, "b h w -> b (h w)")
     lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
     return ((flat - lo) >= threshold * (hi - lo)).view_as(obj)
