@@ -194,12 +194,8 @@ class SSPL(nn.Module):
         (B,3,S,S) float, S = cfg.img_size, and spects (B,N,96,64); with `cfg.ogl_alpha` or `cfg.ogl_gamma` > 0,
         the map combined with the object prior (`object_guided`) instead."""
         check_inputs(self.cfg.img_size, spects, frames=frames)
-        e, a = self.encode_audio(spects)
         (v,) = self.encode_frames(frames)
-        sim = attention(self.refine(self.project(v), e), a)[1]
-        if self.cfg.ogl_alpha or self.cfg.ogl_gamma:
-            return object_guided(sim, v, alpha=self.cfg.ogl_alpha, gamma=self.cfg.ogl_gamma)
-        return sim
+        return self.heatmap_from(v, self.audio.embed(spects))
 
     def heatmap_cycles(self, frames: torch.Tensor, spects: torch.Tensor) -> torch.Tensor:
         """Heatmaps after the PCM initialization and after each cycle: (B, cycles+1, h, w) (inputs as `heatmap`)."""
@@ -212,7 +208,7 @@ class SSPL(nn.Module):
     def heatmap_from(self, v: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """`heatmap` from the encoders' outputs: the visual map v = encode_frames(frames)[0] (B,C,h,w) and the
         backbone's per-example embeddings emb = audio.embed(spects) (B,N,128), e.g. computed once for several
-        models with the same frozen encoders (experiments.features.SharedFeatures); the same result as heatmap."""
+        models with the same frozen encoders (experiments.features.SharedFeatures); `heatmap` computes them here."""
         e, a = F.normalize(emb.mean(dim=1), dim=1), self.audio.mlp(emb).mean(dim=1)  # = encode_audio(spects)
         sim = attention(self.refine(self.project(v), e), a)[1]
         if self.cfg.ogl_alpha or self.cfg.ogl_gamma:

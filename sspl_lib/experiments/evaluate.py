@@ -7,7 +7,8 @@ success curves, audio controls (matched / shuffled / silent), per-sample arrays 
 
 Ground truth of a split (`gt=`): "auto" uses a stored `gt` dataset (packed real test sets), else the
 sounding object's `boxes` (synthetic; VGG-SS rules); or a folder of `<id>.xml` (Flickr consensus) or a
-VGG-SS JSON file. A profile's methods over seeds, controls and baselines at once: `study.evaluate_profile`. Samples without a sounding object (`label` < 0) are left out, except on the extended split.
+VGG-SS JSON file. Samples without a sounding object (`label` < 0) are left out, except on the extended split.
+A profile's methods over seeds, their audio controls and the baselines at once: `study.evaluate_profile`.
 
 The audio-dependence splits (sspl_lib.data.synthetic `n_swap` / `n_extended`) are scored by the same calls:
 on `swap.h5` a result adds "follow_rate" (+ "box_means", "follows", "n_scenes"), on `extended.h5` it keeps
