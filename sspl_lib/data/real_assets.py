@@ -236,7 +236,8 @@ def build_real_assets(out: str | os.PathLike, *, manifest: str | os.PathLike = M
     must pass `scan_assets`, else AssetError and `out` is left as it was."""
     from ..paths import resolve
 
-    out, cache, m = resolve(out), resolve(cache), load_manifest(manifest)
+    out, cache, manifest = resolve(out), resolve(cache), resolve(manifest)
+    m = load_manifest(manifest)
     out.parent.mkdir(parents=True, exist_ok=True)
     _refuse_foreign(out)  # before any download
     report = BuildReport(out=out)
@@ -250,7 +251,8 @@ def build_real_assets(out: str | os.PathLike, *, manifest: str | os.PathLike = M
         except AssetError as e:
             raise AssetError(str(e).replace(str(stage), str(out))) from e
         digest = hashlib.sha256(Path(manifest).read_bytes()).hexdigest()
-        (stage / MARKER).write_text(json.dumps({"written_by": __name__, "manifest_sha256": digest}) + "\n")
+        marker = {"written_by": "sspl_lib.data.real_assets", "manifest_sha256": digest}
+        (stage / MARKER).write_text(json.dumps(marker) + "\n")
         _replace(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
