@@ -167,6 +167,8 @@ def _write_files(stage: Path, manifest: dict, cache: Path, fetch: bool, report: 
     content: dict[str, dict[str, bytes]] = {}
     for key, src in manifest["sources"].items():
         wanted = {e.split(":", 1)[1] for e, _, _ in plan if e.split(":", 1)[0] == key}
+        if not wanted:
+            continue
         try:
             content[key] = read_members(fetch_archive(src, cache, fetch=fetch), wanted)
         except (SourceError, OSError, tarfile.TarError, zipfile.BadZipFile) as e:
