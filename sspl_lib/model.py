@@ -91,8 +91,7 @@ def check_inputs(img_size: int, spects, **frames) -> None:
 
 
 class SSPL(nn.Module):
-    """The shared streams; `method` (a `sspl_lib.methods.base.Method`) adds its modules, and gives the loss
-    (`forward`) and the test-time map (`heatmap`)."""
+    """The shared streams; `method` (`methods.base.Method`) adds its modules, gives the loss and the test-time map."""
 
     def __init__(self, cfg: SSPLConfig, method):
         super().__init__()
@@ -144,22 +143,20 @@ class SSPL(nn.Module):
         return list(v.chunk(len(frames)))
 
     def refine(self, v: torch.Tensor, e: torch.Tensor, *, return_cycles: bool = False, groups: int = 1):
-        """PCM; `groups` views stacked along the batch are refined together, each with its own batch-norm
-        statistics (as separate calls would)."""
+        """PCM; `groups` views stacked along the batch, each with its own batch-norm statistics (as separate calls)."""
         if self.pcm is None:
             return [v] if return_cycles else v
         return self.pcm(v, e, return_cycles=return_cycles, groups=groups)
 
     # --- the method's loss and map ---------------------------------------------------------
     def forward(self, frames1: torch.Tensor, frames2: torch.Tensor, spects: torch.Tensor) -> dict:
-        """Two views (B,3,S,S) float, S = cfg.img_size, and their clip's spects (B,N,96,64) -> the method's
-        training loss {"loss", ...}."""
+        """Two views (B,3,S,S) float, S = cfg.img_size, and their clips (B,N,96,64) -> the method's {"loss", ...}."""
         check_inputs(self.cfg.img_size, spects, frames1=frames1, frames2=frames2)
         return self.method.loss(self, frames1, frames2, spects)
 
     def heatmap(self, frames: torch.Tensor, spects: torch.Tensor, method=None) -> torch.Tensor:
-        """Localization heatmaps (B,h,w) of frames (B,3,S,S) float, S = cfg.img_size, and spects (B,N,96,64):
-        the test-time map of `method` (default: the model's own; e.g. EZ-VSL's with its OGL setting)."""
+        """Heatmaps (B,h,w) of frames (B,3,S,S) float and spects (B,N,96,64): the test-time map of `method` (default
+        the model's own; e.g. EZ-VSL with its OGL setting)."""
         check_inputs(self.cfg.img_size, spects, frames=frames)
         (v,) = self.encode_frames(frames)
         return (method or self.method).heatmap(self, v, self.audio.embed(spects))

@@ -299,3 +299,36 @@ def test_test_time_map_is_a_method_setting(method, setting):
         (v,) = model.encode_frames(x)
         assert torch.equal(got, other.heatmap(model, v, model.audio.embed(sp)))
     assert not torch.allclose(got, plain, atol=1e-2) and model.method == type(model.method)()
+
+
+def test_a_new_method_is_one_class_and_one_registry_line(monkeypatch):
+    """A toy method with a module of its own (a learnable temperature) trains and maps through SSPL and
+    make_optimizer without any change to them."""
+    from dataclasses import dataclass
+
+    from sspl_lib.experiments.train import make_optimizer
+    from sspl_lib.methods.base import Method
+
+    @dataclass(frozen=True)
+    class Toy(Method):
+        def add_modules(self, model):
+            model.log_tau = torch.nn.Parameter(torch.zeros(()))
+
+        def param_groups(self, model, cfg):
+            return [{"params": [model.log_tau], "lr": cfg.lr_head}]
+
+        def loss(self, model, frames1, frames2, spects):
+            _, a = model.encode_audio(spects)
+            (v,) = model.encode_frames(frames1)
+            sim, _ = similarity_matrix(v, a)
+            return {"loss": info_nce(sim, tau=float(TAU)) * model.log_tau.exp()}
+
+    monkeypatch.setitem(REGISTRY, "toy", Toy)
+    model = build_model(_cfg("contrastive").replace(method="toy")).train()
+    assert "log_tau" in model.state_dict() and isinstance(model.method, Toy)
+    opt = make_optimizer(model, model.cfg)
+    assert any(g["params"] == [model.log_tau] for g in opt.param_groups)
+    x, _, sp = _inputs()
+    model(x, x, sp)["loss"].backward()
+    opt.step()
+    assert model.log_tau.item() != 0.0 and model.eval().heatmap(x, sp).shape == (6, 4, 4)

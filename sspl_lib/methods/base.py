@@ -50,8 +50,7 @@ class Method:
 
 @dataclass(frozen=True)
 class Projected(Method):
-    """A method with a trainable 1x1 projection of the frozen visual map to out_dim (EZ-VSL's `img_proj`, with
-    its kaiming fan-out init), stored as `visual_proj` and trained at lr_visual."""
+    """With a trainable 1x1 projection `visual_proj` of the frozen map to out_dim (EZ-VSL's `img_proj`, its init)."""
 
     def add_modules(self, model) -> None:
         model.visual_proj = nn.Conv2d(model.map_channels, model.cfg.out_dim, kernel_size=1)

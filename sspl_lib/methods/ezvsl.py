@@ -1,6 +1,5 @@
-"""EZ-VSL (Mo & Morgado, ECCV 2022; stoneMo/EZ-VSL): max-pooled multiple-instance InfoNCE between the projected
-visual map and the audio; its published object-guided test-time map (OGL) as a setting; and `ezvsl_gated`, the
-object-guided variant of this framework (MIL over the object prior's region, a gated map). docs/methods.md."""
+"""EZ-VSL (Mo & Morgado, ECCV 2022): max-pooled MIL InfoNCE, its object-guided test-time map (OGL) as a setting;
+and `ezvsl_gated`: the MIL over the object prior's region, a gated map. docs/methods.md."""
 
 from __future__ import annotations
 

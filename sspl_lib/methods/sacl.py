@@ -1,6 +1,5 @@
-"""SACL (Song et al., TPAMI 2024; zjsong/SACL): per view, the visual anchor is the projected map masked to its
-own positive region; false negatives (clips whose frozen audio embedding is close) are removed from the
-InfoNCE; visual->audio only, the two views summed. docs/methods.md lists the deviations."""
+"""SACL (Song et al., TPAMI 2024): per view, InfoNCE of the projected map masked to its positive region against
+the clips, false negatives (close frozen audio embeddings) removed. docs/methods.md."""
 
 from __future__ import annotations
 
