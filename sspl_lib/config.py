@@ -33,7 +33,8 @@ VISUAL_ENCODERS = ("vgg16", "small")
 AUDIO_ENCODERS = ("vggish", "small")
 DATASETS = ("synthetic", "flickr", "vggsound")
 TRAIN_SUBSETS = ("10k", "144k")  # the official unlabeled training sets of a real dataset
-CHOICES = {"amp": AMP_MODES, "lr_schedule": LR_SCHEDULES, "visual_encoder": VISUAL_ENCODERS, "audio_encoder": AUDIO_ENCODERS, "dataset": DATASETS,
+CHOICES = {"amp": AMP_MODES, "lr_schedule": LR_SCHEDULES,
+           "visual_encoder": VISUAL_ENCODERS, "audio_encoder": AUDIO_ENCODERS, "dataset": DATASETS,
            "train_subset": TRAIN_SUBSETS}
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 # settings that do not change what a run computes: a resume may change them
@@ -67,7 +68,7 @@ class SSPLConfig:
     pred_hidden: int = 128  # SimSiam predictor bottleneck (paper: 512)
     method: str = "sspl"  # sspl | contrastive | ezvsl | ezvsl_gated | sacl (sspl_lib.methods.registry)
     ezvsl_tau: float = 0.03  # EZ-VSL's temperature (official 0.03)
-    ezvsl_ogl_alpha: float = 0.0  # EZ-VSL's test-time map alpha * AV map + (1 - alpha) * object prior (OGL: 0.4); 0 = off
+    ezvsl_ogl_alpha: float = 0.0  # EZ-VSL's test-time map alpha * AV map + (1 - alpha) * prior (OGL: 0.4); 0 = off
     ezvsl_gated_region: float = 0.0  # ezvsl_gated: the MIL max only where the normalized object prior >= this (0 = off)
     ezvsl_gated_gamma: float = 0.0  # ezvsl_gated: test-time map AV map ** gamma * object prior (0 = off)
     sacl_tau: float = 0.005  # SACL's temperature `tempD` (official 0.005)
