@@ -21,7 +21,8 @@ import torch
 
 from benchmarks.throughput import make_config
 from sspl_lib import perf
-from sspl_lib.model import SSPL, attention
+from sspl_lib.methods.registry import build_model
+from sspl_lib.model import attention
 from sspl_lib.head import simsiam_loss
 from sspl_lib.experiments.train import make_optimizer
 
@@ -65,7 +66,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     cfg = make_config(args.config)
     torch.manual_seed(0)
-    model = perf.to_channels_last(SSPL(cfg)).train()
+    model = perf.to_channels_last(build_model(cfg)).train()
     opt = make_optimizer(model, cfg)
     B, S = args.batch, cfg.img_size
     f1, f2 = (perf.channels_last_input(torch.randn(B, 3, S, S)) for _ in range(2))

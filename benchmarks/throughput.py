@@ -33,7 +33,7 @@ from benchmarks.official_side import Official, write_official_files
 from sspl_lib import perf
 from sspl_lib.config import SSPLConfig, load_profile
 from sspl_lib.metrics import ciou_batch, summarize
-from sspl_lib.model import SSPL
+from sspl_lib.methods.registry import build_model
 from sspl_lib.paths import PARAMS_DIR
 
 
@@ -193,7 +193,7 @@ def main(argv=None) -> dict:
           f"{dev}, amp {args.amp}, channels_last {args.channels_last}, compile {args.compile}, "
           f"{torch.get_num_threads()} threads; medians of {args.steps} interleaved repetitions", flush=True)
 
-    model = SSPL(cfg).to(dev)
+    model = build_model(cfg).to(dev)
     if args.channels_last:
         perf.to_channels_last(model)
     run = perf.maybe_compile(model, args.compile)

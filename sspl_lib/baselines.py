@@ -1,5 +1,5 @@
 """Model-free and visual-only heatmap generators, scored by ``sspl_lib.metrics`` as baselines: the centre
-prior, random maps, the whole image, and the frozen visual feature-norm map (EZ-VSL's object prior)."""
+prior, random maps, the whole image, and the L2 norm over channels of the frozen visual map (audio-free)."""
 
 from __future__ import annotations
 
@@ -40,16 +40,16 @@ def whole_image(n: int, size: int = 14) -> torch.Tensor:
 
 
 @torch.no_grad()
-def feature_norm(encoder, frames: torch.Tensor) -> torch.Tensor:
-    """EZ-VSL's object-guided prior: the L2 norm over channels of a frozen visual encoder's feature map.
+def feature_l2norm(encoder, frames: torch.Tensor) -> torch.Tensor:
+    """The L2 norm over channels of a frozen visual encoder's feature map: an audio-free saliency (EZ-VSL's object
+    prior is the mean |v| instead: `maps.object_prior`).
 
     encoder: a visual encoder (frames -> (B,C,h,w)) or a model holding one as `.visual` (an `SSPL`);
     frames: (B,3,S,S) float, already normalized for it (`sspl_lib.data.transforms.eval_frame`).
-    Returns (B,h,w) float32 on the frames' device. (SLAVC's released test.py reduces a frozen ResNet-18's
-    map with the mean |x| over channels instead; both are audio-free saliency of the frozen features.)"""
+    Returns (B,h,w) float32 on the frames' device."""
     visual = getattr(encoder, "visual", encoder)
     if frames.ndim != 4 or frames.shape[1] != 3:
-        raise ValueError(f"feature_norm expects frames (B,3,S,S), got {tuple(frames.shape)}")
+        raise ValueError(f"feature_l2norm expects frames (B,3,S,S), got {tuple(frames.shape)}")
     was = visual.training
     visual.eval()
     try:
@@ -58,8 +58,3 @@ def feature_norm(encoder, frames: torch.Tensor) -> torch.Tensor:
         visual.train(was)
     return torch.linalg.vector_norm(v.float(), dim=1)  # (B,h,w)
 
-
-def object_prior(v: torch.Tensor) -> torch.Tensor:
-    """EZ-VSL's object prior of a visual map v (B,C,h,w): the mean |v| over channels (their `NormReducer` on a frozen
-    ResNet-18), (B,h,w). Used by the object-guided map (`model.object_guided`) and MIL (`objectives.object_region`)."""
-    return v.abs().mean(dim=1)

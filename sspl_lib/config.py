@@ -6,7 +6,7 @@ error names the key, the value received and what was expected. YAML is read with
 (`1e-4` is a number, as in JSON; plain PyYAML reads it as a string).
 
     cfg = load_profile("quick", epochs=5)                    # params/quick.yaml + overrides
-    cfg = load_profile("quick", **parse_overrides(["lr_pcm=1e-4", "use_pcm=false"]))
+    cfg = load_profile("quick", **parse_overrides(["lr_visual=1e-4", "use_pcm=false"]))
     changed_fields(SSPLConfig.load(run / "config.json"), cfg, allow_longer=True)  # [] = safe to resume
 """
 
@@ -29,14 +29,11 @@ from .paths import PARAMS_DIR
 
 AMP_MODES = ("auto", "bf16", "none")
 LR_SCHEDULES = ("constant", "cosine")
-# training objectives (sspl_lib.objectives.objective_loss): SSPL, the InfoNCE ablation baseline, EZ-VSL, SACL
-OBJECTIVES = ("simsiam", "contrastive", "ezvsl", "sacl")
-PROJECTED_OBJECTIVES = ("ezvsl", "sacl")  # objectives with a trainable 1x1 visual projection (SSPL.visual_proj)
 VISUAL_ENCODERS = ("vgg16", "small")
 AUDIO_ENCODERS = ("vggish", "small")
 DATASETS = ("synthetic", "flickr", "vggsound")
 TRAIN_SUBSETS = ("10k", "144k")  # the official unlabeled training sets of a real dataset
-CHOICES = {"amp": AMP_MODES, "lr_schedule": LR_SCHEDULES, "objective": OBJECTIVES,
+CHOICES = {"amp": AMP_MODES, "lr_schedule": LR_SCHEDULES,
            "visual_encoder": VISUAL_ENCODERS, "audio_encoder": AUDIO_ENCODERS, "dataset": DATASETS,
            "train_subset": TRAIN_SUBSETS}
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -69,15 +66,15 @@ class SSPLConfig:
     pcm_a0_init: float = 1.0  # initial error rate a0 of the PCM (official 1.0); small = start near the encoder map
     proj_dim: int = 512  # SimSiam projector (paper: 2048)
     pred_hidden: int = 128  # SimSiam predictor bottleneck (paper: 512)
-    objective: str = "simsiam"  # "simsiam" (SSPL) | "contrastive" (InfoNCE baseline) | "ezvsl" | "sacl"
+    method: str = "sspl"  # sspl | contrastive | ezvsl | ezvsl_gated | sacl (sspl_lib.methods.registry)
     ezvsl_tau: float = 0.03  # EZ-VSL's temperature (official 0.03)
-    ezvsl_prior_region: float = 0.0  # EZ-VSL's max only where the normalized object prior >= this (0 = everywhere)
+    ezvsl_ogl_alpha: float = 0.0  # EZ-VSL's test-time map alpha * AV map + (1 - alpha) * prior (OGL: 0.4); 0 = off
+    ezvsl_gated_region: float = 0.0  # ezvsl_gated: the MIL max only where the normalized object prior >= this (0 = off)
+    ezvsl_gated_gamma: float = 0.0  # ezvsl_gated: test-time map AV map ** gamma * object prior (0 = off)
     sacl_tau: float = 0.005  # SACL's temperature `tempD` (official 0.005)
     sacl_ratio_neg: float = 0.75  # SACL: fraction of the batch kept as negatives, the least similar clips
     sacl_ratio_retain: float = 0.5  # SACL: fraction of locations below the positive-region threshold
-    ogl_alpha: float = 0.0  # test-time map = alpha * AV map + (1 - alpha) * object prior (EZ-VSL's OGL: 0.4); 0 = off
-    ogl_gamma: float = 0.0  # test-time map = AV map ** gamma * object prior (the object-gated map); 0 = off
-    views: int = 2  # 2 = the paper's three streams; 1 = two streams (one frame view)
+    streams: int = 3  # 3 = the paper's audio + two frame views; 2 = audio + one view (fed twice)
     pretrained: bool = True  # load pretrained backbone weights
     vgg16_weights: str | None = None  # path; default: torch hub cache
     vggish_weights: str | None = None
@@ -106,7 +103,7 @@ class SSPLConfig:
     # --- optimisation (the official defaults for SSPL w/ PCM) ----------------------------------------------
     epochs: int = 20
     batch_size: int = 128
-    lr_pcm: float = 2e-5  # official `lr_frame`
+    lr_visual: float = 2e-5  # the PCM, a visual projection and a trainable visual encoder (official `lr_frame`)
     lr_sound: float = 2e-5
     lr_head: float = 5e-5
     beta1: float = 0.9
@@ -144,6 +141,8 @@ class SSPLConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SSPLConfig":
+        """Fields by name; the keys of earlier versions (`RENAMED`) are read too."""
+        d = read_renamed(d)
         _check_keys(d)
         return cls(**d)
 
@@ -229,14 +228,49 @@ def _check_keys(d: dict) -> None:
     known = [f.name for f in fields(SSPLConfig)]
     unknown = [str(k) for k in d if k not in known]
     if unknown:
-        raise ConfigError("; ".join(f"unknown config key {k!r}{_closest(k, known)}" for k in unknown))
+        raise ConfigError("; ".join(f"config key {k!r} is now {RENAMED[k][0]!r}" if k in RENAMED else
+                                    f"unknown config key {k!r}{_closest(k, known)}" for k in unknown))
+
+
+# keys of earlier versions (in profiles, config.json and checkpoints of older runs) -> today's key, value map
+RENAMED = {
+    "objective": ("method", {"simsiam": "sspl", "contrastive": "contrastive", "ezvsl": "ezvsl", "sacl": "sacl"}),
+    "ogl_alpha": ("ezvsl_ogl_alpha", None),
+    "ogl_gamma": ("ezvsl_gated_gamma", None),
+    "ezvsl_prior_region": ("ezvsl_gated_region", None),
+    "views": ("streams", {1: 2, 2: 3}),
+    "lr_pcm": ("lr_visual", None),
+}
+
+
+def read_renamed(d: dict) -> dict:
+    """`d` with the keys of `RENAMED` under today's names; EZ-VSL with the object-guided MIL or gate (old
+    `ezvsl_prior_region` or `ogl_gamma` > 0) is the method `ezvsl_gated`."""
+    out = dict(d)
+    for old, (new, values) in RENAMED.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ConfigError(f"both {old!r} (the old name) and {new!r} are given: keep {new!r}")
+        value = out.pop(old)
+        try:
+            out[new] = value if values is None else values[value]
+        except (KeyError, TypeError):
+            raise ConfigError(f"{old}={value!r}: expected one of {list(values)}") from None
+    objective = d.get("objective", None if "method" in d else "simsiam")
+    if objective == "ezvsl" and (d.get("ezvsl_prior_region") or d.get("ogl_gamma")):
+        out["method"] = "ezvsl_gated"
+    elif objective not in (None, "ezvsl") and (d.get("ogl_alpha") or d.get("ogl_gamma")):
+        raise ConfigError(f"objective={objective!r} with ogl_alpha / ogl_gamma: the object-prior maps are EZ-VSL's "
+                          "now (method ezvsl: ezvsl_ogl_alpha; method ezvsl_gated: ezvsl_gated_gamma)")
+    return out
 
 
 # lower bounds of numeric fields (lr 0 is allowed: a frozen part)
 _AT_LEAST = {"img_size": 1, "visual_dim": 1, "encoder_width": 1, "audio_hidden": 1, "out_dim": 1, "proj_dim": 1,
              "pred_hidden": 1, "pcm_cycles": 0, "val_samples": 0, "data_seed": 0, "n_train": 1, "n_val": 0,
              "n_test": 0, "n_labeled": 0, "frame_size": 1, "n_classes": 1, "epochs": 1, "batch_size": 1,
-             "lr_pcm": 0, "lr_sound": 0, "lr_head": 0, "weight_decay": 0, "warmup_epochs": 0, "patience": 0,
+             "lr_visual": 0, "lr_sound": 0, "lr_head": 0, "weight_decay": 0, "warmup_epochs": 0, "patience": 0,
              "pretrain_epochs": 0, "pretrain_lr": 0, "pretrain_batch_size": 1, "pretrain_loc_weight": 0,
              "seed": 0, "workers": 0, "threads": 0}
 
@@ -253,27 +287,21 @@ def _value_errors(cfg: SSPLConfig) -> list[str]:
     for name, lo in _AT_LEAST.items():
         if getattr(cfg, name) < lo:
             errors.append(f"{name}={getattr(cfg, name)!r}: expected >= {lo}")
-    if cfg.views not in (1, 2):
-        errors.append(f"views={cfg.views!r}: expected 1 (one frame view) or 2 (the paper's two views)")
+    if cfg.streams not in (2, 3):
+        errors.append(f"streams={cfg.streams!r}: expected 3 (audio + two frame views, the paper's) or 2 (one view)")
     for name in ("ezvsl_tau", "sacl_tau"):
         if getattr(cfg, name) <= 0:
             errors.append(f"{name}={getattr(cfg, name)!r}: expected a temperature > 0")
     if not 0 <= cfg.sacl_ratio_neg <= 1:
         errors.append(f"sacl_ratio_neg={cfg.sacl_ratio_neg!r}: expected a fraction in [0, 1]")
-    if not 0 <= cfg.ogl_alpha <= 1:
-        errors.append(f"ogl_alpha={cfg.ogl_alpha!r}: expected a weight in [0, 1] (0 = no object prior)")
-    if not 0 <= cfg.ezvsl_prior_region <= 1:
-        errors.append(f"ezvsl_prior_region={cfg.ezvsl_prior_region!r}: expected a threshold in [0, 1] (0 = off)")
-    if cfg.ogl_gamma < 0:
-        errors.append(f"ogl_gamma={cfg.ogl_gamma!r}: expected an exponent >= 0 (0 = no object gate)")
-    if cfg.ogl_alpha and cfg.ogl_gamma:
-        errors.append(f"ogl_alpha={cfg.ogl_alpha!r} and ogl_gamma={cfg.ogl_gamma!r}: choose one object prior "
-                      "(the sum of EZ-VSL's OGL or the gate), set the other to 0")
+    if not 0 <= cfg.ezvsl_ogl_alpha <= 1:
+        errors.append(f"ezvsl_ogl_alpha={cfg.ezvsl_ogl_alpha!r}: expected a weight in [0, 1] (0 = no object prior)")
+    if not 0 <= cfg.ezvsl_gated_region <= 1:
+        errors.append(f"ezvsl_gated_region={cfg.ezvsl_gated_region!r}: expected a threshold in [0, 1] (0 = off)")
+    if cfg.ezvsl_gated_gamma < 0:
+        errors.append(f"ezvsl_gated_gamma={cfg.ezvsl_gated_gamma!r}: expected an exponent >= 0 (0 = no object gate)")
     if not 0 <= cfg.sacl_ratio_retain < 1:
         errors.append(f"sacl_ratio_retain={cfg.sacl_ratio_retain!r}: expected a fraction in [0, 1)")
-    if cfg.objective != "simsiam" and cfg.use_pcm:
-        errors.append(f"objective={cfg.objective!r} with use_pcm=true: the {cfg.objective} objective compares each "
-                      "frame with every clip of the batch and has no PCM; set use_pcm=false")
     if not 0 <= cfg.beta1 < 1:
         errors.append(f"beta1={cfg.beta1!r}: expected a value in [0, 1)")
     if not cfg.seeds or min(cfg.seeds) < 0 or len(set(cfg.seeds)) != len(cfg.seeds):

@@ -22,6 +22,7 @@ import torch
 
 from .config import SSPLConfig
 from .head import SimSiamHead
+from .methods.sspl import SSPLMethod
 from .model import SSPL
 
 FILES = {"frame": "frame_best.pth", "sound": "sound_best.pth", "pcm": "pcm_best.pth", "ssl_head": "ssl_head_best.pth"}
@@ -192,7 +193,7 @@ def load_official(frame, sound, pcm=None, ssl_head=None, *, cycles: int | None =
         cycles = found
     cfg = official_config(use_pcm=states["pcm"] is not None, cycles=cycles if cycles is not None else 4)
     with torch.device("meta"):  # no random initialization of ~90M parameters that are overwritten anyway
-        model = SSPL(cfg)
+        model = SSPL(cfg, SSPLMethod())
     state = convert_official_state_dicts(**states, sources=sources)
     origins = {ours: key for part, st in states.items() if st is not None
                for key, ours in official_key_map(part, _strip_module(st), sources[part]).items()}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sspl_lib import metrics as M
-from sspl_lib.baselines import center_prior, feature_norm, uniform_random, whole_image
+from sspl_lib.baselines import center_prior, feature_l2norm, uniform_random, whole_image
 
 
 def test_center_prior_values():
@@ -57,7 +57,7 @@ def test_whole_image_is_constant_and_scores_as_documented():
     assert M.ciou(hm[0], gt, "median") == pytest.approx(0.5)  # full mask: 112*224 / (112*224 + 112*224)
 
 
-def test_feature_norm_of_a_visual_encoder_by_hand():
+def test_feature_l2norm_of_a_visual_encoder_by_hand():
     """A 1x1 conv with known weights: the map is the per-location L2 norm of its two output channels."""
     conv = torch.nn.Conv2d(3, 2, 1, bias=False)
     with torch.no_grad():
@@ -65,7 +65,7 @@ def test_feature_norm_of_a_visual_encoder_by_hand():
     frames = torch.zeros(1, 3, 2, 2)
     frames[0, 0, 0, 0], frames[0, 1, 0, 0] = 3.0, 2.0  # location (0,0): channels (3, 4) -> norm 5
     frames[0, 2] = 9.0  # a channel the encoder ignores
-    out = feature_norm(conv, frames)
+    out = feature_l2norm(conv, frames)
     assert out.shape == (1, 2, 2) and torch.allclose(out, torch.tensor([[[5.0, 0], [0, 0]]]))
 
     class Holder(torch.nn.Module):  # a model holding its encoder as `.visual`, in training mode
@@ -74,6 +74,6 @@ def test_feature_norm_of_a_visual_encoder_by_hand():
             self.visual = torch.nn.Sequential(conv, torch.nn.BatchNorm2d(2))
 
     m = Holder().train()
-    assert torch.allclose(feature_norm(m, frames), out) and m.visual.training  # eval statistics, mode restored
+    assert torch.allclose(feature_l2norm(m, frames), out) and m.visual.training  # eval statistics, mode restored
     with pytest.raises(ValueError, match=r"frames \(B,3,S,S\)"):
-        feature_norm(conv, torch.zeros(3, 2, 2))
+        feature_l2norm(conv, torch.zeros(3, 2, 2))

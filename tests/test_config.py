@@ -6,8 +6,9 @@ from dataclasses import fields
 import numpy as np
 import pytest
 
-from sspl_lib.config import (OBJECTIVES, ConfigError, ProfileNotFoundError, SSPLConfig, changed_fields, load_profile,
+from sspl_lib.config import (RENAMED, ConfigError, ProfileNotFoundError, SSPLConfig, changed_fields, load_profile,
                              parse_overrides)
+from sspl_lib.methods.registry import build_method
 from sspl_lib.paths import PARAMS_DIR
 
 PROFILES = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
@@ -21,8 +22,8 @@ def test_every_profile_loads(name):
     assert top == ["profile", "config"]  # the two parameters every notebook declares: papermill -f <profile>.yaml
     keys = {line.split(":")[0].strip() for line in lines if line.startswith("  ") and not line.strip().startswith("#")}
     assert keys <= {f.name for f in fields(SSPLConfig)}
-    assert cfg.objective in OBJECTIVES and cfg.epochs >= 1 and all(isinstance(v, float) for v in
-                                                                   (cfg.lr_pcm, cfg.lr_sound, cfg.lr_head))
+    assert build_method(cfg) and cfg.epochs >= 1 and all(isinstance(v, float) for v in
+                                                                   (cfg.lr_visual, cfg.lr_sound, cfg.lr_head))
 
 
 def test_quick_profile_holds_the_benchmark_and_study_seeds():
@@ -30,7 +31,7 @@ def test_quick_profile_holds_the_benchmark_and_study_seeds():
     assert (cfg.data_seed, cfg.n_train, cfg.n_val, cfg.n_test, cfg.n_labeled, cfg.frame_size, cfg.n_classes) == \
         (0, 3000, 500, 500, 2000, 128, 8)
     assert cfg.seeds == (1234, 1, 2) and cfg.seed == 1234 and cfg.assets is None
-    assert cfg.lr_pcm == 1e-3 and cfg.warmup_epochs == 1.0 and cfg.lr_schedule == "cosine" and cfg.threads == 2
+    assert cfg.lr_visual == 1e-3 and cfg.warmup_epochs == 1.0 and cfg.lr_schedule == "cosine" and cfg.threads == 2
 
 
 def test_missing_profile_lists_the_available_ones():
@@ -40,13 +41,13 @@ def test_missing_profile_lists_the_available_ones():
 
 
 def test_parse_overrides_values():
-    over = parse_overrides(["epochs=5", "lr_pcm=1e-4", "lr_head=5.0e-5", "use_pcm=false", "seeds=[1, 2, 3]",
+    over = parse_overrides(["epochs=5", "lr_visual=1e-4", "lr_head=5.0e-5", "use_pcm=false", "seeds=[1, 2, 3]",
                             "data_root=data/x y", "vgg16_weights=null", 'val_split="7"', "device = cuda:1"])
-    assert over == {"epochs": 5, "lr_pcm": 1e-4, "lr_head": 5e-5, "use_pcm": False, "seeds": [1, 2, 3],
+    assert over == {"epochs": 5, "lr_visual": 1e-4, "lr_head": 5e-5, "use_pcm": False, "seeds": [1, 2, 3],
                     "data_root": "data/x y", "vgg16_weights": None, "val_split": "7", "device": "cuda:1"}
-    assert type(over["lr_pcm"]) is float
+    assert type(over["lr_visual"]) is float
     cfg = load_profile("quick", **over)
-    assert cfg.seeds == (1, 2, 3) and cfg.lr_pcm == 1e-4 and cfg.use_pcm is False and cfg.val_split == "7"
+    assert cfg.seeds == (1, 2, 3) and cfg.lr_visual == 1e-4 and cfg.use_pcm is False and cfg.val_split == "7"
     with pytest.raises(ConfigError, match=r"--set 'seeds=\[1,': the value is not valid YAML"):
         parse_overrides(["seeds=[1,"])
     with pytest.raises(ConfigError, match=r"--set '=5': expected KEY=VALUE"):
@@ -64,19 +65,19 @@ def test_types_are_checked_and_normalized():
     assert "batch_size=2.5: expected an integer, got float" in str(e.value)
     with pytest.raises(ConfigError, match=r"amp='fp16'.*pcm_cycles=-1: expected >= 0.*seeds=\[1, 1\]"):
         SSPLConfig(amp="fp16", seeds=[1, 1], pcm_cycles=-1)
-    with pytest.raises(ConfigError, match=r"lr_pcm=nan: expected a finite number"):
-        SSPLConfig(lr_pcm=float("nan"))
-    with pytest.raises(ConfigError, match=r"unknown config key 'lr_pmc' \(did you mean 'lr_pcm'\?\)"):
-        SSPLConfig().replace(lr_pmc=1e-3)
-    assert SSPLConfig(lr_pcm=0.0).lr_pcm == 0.0  # a frozen part (lr 0) is allowed
+    with pytest.raises(ConfigError, match=r"lr_visual=nan: expected a finite number"):
+        SSPLConfig(lr_visual=float("nan"))
+    with pytest.raises(ConfigError, match=r"unknown config key 'lr_visal' \(did you mean 'lr_visual'\?\)"):
+        SSPLConfig().replace(lr_visal=1e-3)
+    assert SSPLConfig(lr_visual=0.0).lr_visual == 0.0  # a frozen part (lr 0) is allowed
 
 
 def test_changed_fields():
     stored = load_profile("quick")
     runtime = stored.replace(threads=1, workers=4, device="cpu", compile=True, seeds=(7,))
     assert changed_fields(stored, runtime) == []
-    new = runtime.replace(lr_pcm=1e-4, seed=1, batch_size=32, data_root="data/other")
-    assert changed_fields(stored, new) == ["data_root", "batch_size", "lr_pcm", "seed"]  # field order
+    new = runtime.replace(lr_visual=1e-4, seed=1, batch_size=32, data_root="data/other")
+    assert changed_fields(stored, new) == ["data_root", "batch_size", "lr_visual", "seed"]  # field order
     longer = stored.replace(epochs=stored.epochs + 5, patience=3)
     assert changed_fields(stored, longer) == ["epochs", "patience"]
     assert changed_fields(stored, longer, allow_longer=True) == []
@@ -86,7 +87,7 @@ def test_changed_fields():
 
 
 def test_save_load_round_trip(tmp_path):
-    cfg = load_profile("quick", seeds=[5, 6], encoders_checkpoint="runs/x/enc.pt", lr_pcm=1e-4)
+    cfg = load_profile("quick", seeds=[5, 6], encoders_checkpoint="runs/x/enc.pt", lr_visual=1e-4)
     path = tmp_path / "config.json"
     path.write_text("old content")
     cfg.save(path)
@@ -102,7 +103,7 @@ def test_save_load_round_trip(tmp_path):
     ("", r"not a readable config\.json"),
     (b"\xff\xfe\x00garbage", r"not a readable config\.json"),
     ("[1, 2]", r"expected a JSON object of config keys, got list"),
-    ('{"epochs": 3, "lr_pmc": 0.1}', r"unknown config key 'lr_pmc' \(did you mean 'lr_pcm'\?\)"),
+    ('{"epochs": 3, "lr_visal": 0.1}', r"unknown config key 'lr_visal' \(did you mean 'lr_visual'\?\)"),
     ('{"epochs": "3"}', r"epochs='3': expected an integer"),
 ], ids=["truncated", "empty", "binary", "list", "unknown-key", "bad-type"])
 def test_corrupt_config_json_is_named(tmp_path, content, match):
@@ -118,3 +119,32 @@ def test_corrupt_config_json_is_named(tmp_path, content, match):
     with pytest.raises(ConfigError, match=match) as e:
         SSPLConfig.load(path)
     assert str(path) in str(e.value)
+
+
+def test_old_keys_are_read_in_files_and_named_in_overrides(tmp_path):
+    """config.json, profiles and checkpoints of earlier versions hold objective / views / lr_pcm / ogl_* /
+    ezvsl_prior_region: they read as today's keys (`RENAMED`), to a config that resumes the same run."""
+    old_ezvsl_og = {"objective": "ezvsl", "use_pcm": False, "ezvsl_prior_region": 0.5, "ogl_gamma": 2.0,
+                    "ogl_alpha": 0.0, "views": 2, "lr_pcm": 1e-3}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(old_ezvsl_og))
+    new = SSPLConfig(method="ezvsl_gated", use_pcm=False, ezvsl_gated_region=0.5, ezvsl_gated_gamma=2.0,
+                     streams=3, lr_visual=1e-3)
+    assert SSPLConfig.load(path) == new and changed_fields(SSPLConfig.load(path), new) == []
+    profile = tmp_path / "old.yaml"
+    profile.write_text("profile: old\nconfig:\n  objective: simsiam\n  views: 1\n  lr_pcm: 2.0e-4\n")
+    from sspl_lib.config import load_yaml
+
+    assert load_yaml(profile) == SSPLConfig(method="sspl", streams=2, lr_visual=2e-4)
+    assert SSPLConfig.from_dict({"objective": "ezvsl", "use_pcm": False, "ogl_alpha": 0.4}) == \
+        SSPLConfig(method="ezvsl", use_pcm=False, ezvsl_ogl_alpha=0.4)  # OGL scoring stays plain EZ-VSL
+    assert SSPLConfig.from_dict({"objective": "contrastive", "use_pcm": False}).method == "contrastive"
+    assert set(RENAMED) == {"objective", "views", "lr_pcm", "ogl_alpha", "ogl_gamma", "ezvsl_prior_region"}
+    for bad, match in [({"lr_pcm": 1e-3, "lr_visual": 1e-3}, r"both 'lr_pcm' \(the old name\) and 'lr_visual'"),
+                       ({"views": 3}, r"views=3: expected one of \[1, 2\]"),
+                       ({"objective": "byol"}, r"objective='byol': expected one of \['simsiam', "),
+                       ({"objective": "simsiam", "ogl_gamma": 2.0}, r"the object-prior maps are EZ-VSL's")]:
+        with pytest.raises(ConfigError, match=match):
+            SSPLConfig.from_dict(bad)
+    with pytest.raises(ConfigError, match=r"config key 'lr_pcm' is now 'lr_visual'"):
+        load_profile("quick", lr_pcm=1e-4)

@@ -20,7 +20,7 @@ from sspl_lib.experiments.results import results_json, results_table, write_resu
 from sspl_lib.experiments.runs import load_run
 from sspl_lib.experiments.study import evaluate_profile
 from sspl_lib.experiments.train import fit
-from sspl_lib.model import build_model
+from sspl_lib.methods.registry import build_model
 
 TINY = dict(img_size=48, pretrained=False, pcm_cycles=1, encoder_width=8, epochs=1, batch_size=4, threads=1,
             val_samples=0)
@@ -129,7 +129,7 @@ def test_test_splits_of_a_data_root(bench, tmp_path):
 
 def test_evaluate_profile_and_results_json(tmp_path, run_root, bench):
     res, data = evaluate_profile(run_root, bench, batch_size=5, device="cpu", progress=False)
-    models = ["sspl", "sspl_wo_pcm", "center_prior", "whole_image", "feature_norm", "random", "sspl_shuffled_audio",
+    models = ["sspl", "sspl_wo_pcm", "center_prior", "whole_image", "feature_l2norm", "random", "sspl_shuffled_audio",
               "sspl_silent_audio", "sspl_wo_pcm_shuffled_audio", "sspl_wo_pcm_silent_audio"]
     assert list(res) == models and list(data) == ["single", "multi"]
     path = write_results(res, tmp_path / "results.json")
@@ -146,9 +146,9 @@ def test_evaluate_profile_and_results_json(tmp_path, run_root, bench):
     assert out["sspl"]["multi"]["ciou"] == direct["ciou"] and out["sspl"]["multi"]["auc"] == direct["auc"]
     assert results_table(res).count("\n") == len(res) + 1
     missing, _ = evaluate_profile(run_root, bench, models=("sspl", "absent"), controls=(), progress=False)
-    assert list(missing) == ["sspl", "center_prior", "whole_image", "feature_norm", "random"]
+    assert list(missing) == ["sspl", "center_prior", "whole_image", "feature_l2norm", "random"]
     alone, _ = evaluate_profile(tmp_path / "no_runs", bench, models=("sspl",), progress=False)
-    assert list(alone) == ["center_prior", "whole_image", "random"]  # feature_norm needs a run's visual encoder
+    assert list(alone) == ["center_prior", "whole_image", "random"]  # feature_l2norm needs a run's visual encoder
 
 
 def test_vggss_center_prior(tmp_path):

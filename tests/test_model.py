@@ -1,11 +1,13 @@
-"""SSPL model: shapes, gradient flow, stop-gradient, loss symmetry, PCM variants."""
+"""The SSPL streams with the SSPL method (methods.sspl): shapes, gradient flow, stop-gradient, loss symmetry, PCM
+variants."""
 
 import pytest
 import torch
 
 from sspl_lib.config import SSPLConfig
 from sspl_lib.head import negative_cosine, simsiam_loss
-from sspl_lib.model import SSPL, attention
+from sspl_lib.methods.registry import build_model
+from sspl_lib.model import attention
 
 B = 6
 
@@ -19,7 +21,7 @@ def inputs(size=112, b=B, seed=0):
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return SSPL(SSPLConfig())
+    return build_model(SSPLConfig())
 
 
 def test_forward_shapes(model):
@@ -79,7 +81,7 @@ def test_heatmap_matches_forward_view1_in_eval(model):
 @pytest.mark.parametrize("cycles", [0, 1, 4])
 def test_pcm_cycles(cycles):
     torch.manual_seed(0)
-    m = SSPL(SSPLConfig(pcm_cycles=cycles)).eval()
+    m = build_model(SSPLConfig(pcm_cycles=cycles)).eval()
     f1, _, s = inputs(seed=5)
     with torch.no_grad():
         maps = m.heatmap_cycles(f1, s)
@@ -90,7 +92,7 @@ def test_pcm_cycles(cycles):
 
 def test_cycles_change_the_map():
     torch.manual_seed(0)
-    m = SSPL(SSPLConfig(pcm_cycles=3)).eval()
+    m = build_model(SSPLConfig(pcm_cycles=3)).eval()
     with torch.no_grad():
         maps = m.heatmap_cycles(*inputs(seed=6)[::2])
     assert (maps[:, 0] - maps[:, -1]).abs().max() > 1e-3
@@ -98,7 +100,7 @@ def test_cycles_change_the_map():
 
 def test_without_pcm_heatmap_is_cosine_of_encoder_map():
     torch.manual_seed(0)
-    m = SSPL(SSPLConfig(use_pcm=False)).eval()
+    m = build_model(SSPLConfig(use_pcm=False)).eval()
     assert m.pcm is None
     f, _, s = inputs(seed=7)
     with torch.no_grad():
@@ -122,7 +124,7 @@ def _grad_parts(model) -> tuple[set, set]:
 @pytest.mark.parametrize("size,grid", [(96, 12), (128, 16), (64, 8)])
 def test_pcm_on_other_grids(size, grid):
     torch.manual_seed(0)
-    m = SSPL(SSPLConfig(img_size=size))  # frames must match cfg.img_size
+    m = build_model(SSPLConfig(img_size=size))  # frames must match cfg.img_size
     out = m(*inputs(size=size, b=4))
     assert out["heatmap"].shape == (4, grid, grid)
     out["loss"].backward()
@@ -178,7 +180,7 @@ def test_attention_pooling():
 
 def test_fine_tune_and_scratch_train_the_visual_encoder():
     for kw in ({"fine_tune": True}, {"from_scratch": True}):
-        m = SSPL(SSPLConfig(**kw))
+        m = build_model(SSPLConfig(**kw))
         assert all(p.requires_grad for p in m.visual.parameters())
         m(*inputs(b=4))["loss"].backward()
         assert m.visual.features[0][0].weight.grad is not None
@@ -188,7 +190,7 @@ def test_paper_architecture_shapes():
     torch.manual_seed(0)
     cfg = SSPLConfig(visual_encoder="vgg16", audio_encoder="vggish", img_size=224, visual_dim=512, out_dim=512,
                      proj_dim=2048, pred_hidden=512, pretrained=False)
-    m = SSPL(cfg)
+    m = build_model(cfg)
     assert len(m.visual.features) == 29
     assert sum(p.numel() for p in m.audio.backbone.parameters()) == 72_141_184
     with torch.no_grad():
@@ -200,43 +202,16 @@ def test_pcm_error_rate_init():
     """a0 (official 1.0) scales the error path: with a0 = 0 at init the refined map is a function of the
     encoder map alone (the audio cannot move it); the larger a0, the more the audio moves it."""
     torch.manual_seed(0)
-    assert all(torch.all(p == 1.0) for p in SSPL(SSPLConfig()).pcm.a0)
+    assert all(torch.all(p == 1.0) for p in build_model(SSPLConfig()).pcm.a0)
     f, _, s = inputs(seed=9)
     s2 = torch.roll(s, 1, dims=0)
     moved = {}
     for a0 in (0.0, 0.1, 1.0):
         torch.manual_seed(0)
-        m = SSPL(SSPLConfig(pcm_a0_init=a0)).eval()
+        m = build_model(SSPLConfig(pcm_a0_init=a0)).eval()
         assert all(torch.all(p == a0) for p in m.pcm.a0)
         with torch.no_grad():
             (v,) = m.encode_frames(f)
             r1, r2 = m.pcm(v, m.encode_audio(s)[0]), m.pcm(v, m.encode_audio(s2)[0])
         moved[a0] = float((r1 - r2).abs().max())
     assert moved[0.0] == 0.0 and 0.0 < moved[0.1] < moved[1.0]
-
-
-def test_object_guided_maps_by_hand():
-    from sspl_lib.model import minmax, object_guided
-
-    av = torch.tensor([[[0.0, 1.0], [2.0, 4.0]]])  # normalized: 0, .25, .5, 1
-    v = torch.zeros(1, 2, 2, 2)
-    v[0, 0] = torch.tensor([[2.0, 4.0], [0.0, -2.0]])  # mean |v| over 2 channels: 1, 2, 0, 1 -> .5, 1, 0, .5
-    assert torch.equal(minmax(av), torch.tensor([[[0.0, 0.25], [0.5, 1.0]]]))
-    assert torch.allclose(object_guided(av, v, alpha=0.4), torch.tensor([[[0.3, 0.7], [0.2, 0.7]]]))
-    assert torch.allclose(object_guided(av, v, gamma=2.0), torch.tensor([[[0.0, 0.0625], [0.0, 0.5]]]))
-    assert torch.equal(minmax(torch.ones(1, 2, 2)), torch.zeros(1, 2, 2))  # a constant map: zeros, no NaN
-
-
-@pytest.mark.parametrize("field,value", [("ogl_alpha", 0.4), ("ogl_gamma", 3.0)])
-def test_heatmap_with_object_prior(field, value):
-    from sspl_lib.model import object_guided
-
-    torch.manual_seed(0)
-    plain = SSPL(SSPLConfig(use_pcm=False)).eval()
-    m = SSPL(SSPLConfig(use_pcm=False, **{field: value})).eval()
-    m.load_state_dict(plain.state_dict())
-    f, _, s = inputs(seed=3)
-    with torch.no_grad():
-        expected = object_guided(plain.heatmap(f, s), plain.visual(f), **{field.split("_")[1]: value})
-        assert torch.allclose(m.heatmap(f, s), expected, atol=1e-6)
-        assert not torch.allclose(m.heatmap(f, s), plain.heatmap(f, s), atol=1e-2)

@@ -147,14 +147,14 @@ def test_unknown_key_names_the_file():
 
 def test_key_mapping_is_complete(ref):
     """Every official key maps onto our model, with the right shape, and nothing is left over."""
-    from sspl_lib.model import SSPL
+    from sspl_lib.methods.registry import build_model
     from sspl_lib.official import official_config
 
     man = manifests_from_json(ref["pcm4__manifests"])
     fake = {part: {k: torch.zeros(s) for k, s in m} for part, m in man.items()}
     state = convert_official_state_dicts(**fake)
     with torch.device("meta"):
-        model = SSPL(official_config(use_pcm=True, cycles=4))
+        model = build_model(official_config(use_pcm=True, cycles=4))
     check_state_dict(model, state)
     del state["pcm.a0.1"]
     state["pcm.extra"] = torch.zeros(1)

@@ -67,7 +67,7 @@ def test_paper_profile_through_the_notebooks(profile, sources, tmp_path):
     # 03: results.json = {model: {split: {ciou, auc, n}}}, the real test split only
     out = json.loads((runs / profile / "results.json").read_text())
     n_test = 4
-    assert {*trained, "center_prior", "random", "whole_image", "feature_norm", "sspl_shuffled_audio",
+    assert {*trained, "center_prior", "random", "whole_image", "feature_l2norm", "sspl_shuffled_audio",
             "sspl_silent_audio"} <= set(out)
     for per_split in out.values():
         assert list(per_split) == ["test"]

@@ -12,6 +12,7 @@ import torch
 
 from sspl_lib import perf
 from sspl_lib.config import SSPLConfig
+from sspl_lib.methods.registry import build_model
 from sspl_lib.model import SSPL
 from sspl_lib.paths import REPO_ROOT
 
@@ -23,7 +24,7 @@ BF16_HEATMAP_TOL = 1e-2
 def _small(seed: int = 0) -> tuple[SSPL, torch.Tensor, torch.Tensor]:
     torch.manual_seed(seed)
     cfg = SSPLConfig(pretrained=False)
-    model = SSPL(cfg)
+    model = build_model(cfg)
     frames = torch.randn(4, 3, cfg.img_size, cfg.img_size)
     spects = torch.randn(4, 3, 96, 64)
     return model, frames, spects

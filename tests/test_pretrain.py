@@ -7,7 +7,7 @@ import torch
 from sspl_lib.experiments import runs
 from sspl_lib.config import SSPLConfig
 from sspl_lib.data.synthetic import generate_benchmark
-from sspl_lib.model import build_model
+from sspl_lib.methods.registry import build_model
 from sspl_lib.experiments.pretrain import location_targets, pretrain, pretrain_audio, pretrain_visual
 
 

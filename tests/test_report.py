@@ -86,10 +86,10 @@ def test_listening_facts_read_the_follow_rate_and_the_shuffled_gap():
             r["swap"] = {"follow_rate": follow}
         return r
 
-    results = {"ezvsl_og": res(0.8, follow=0.95), "ezvsl_og_shuffled_audio": res(0.3),
+    results = {"ezvsl_gated": res(0.8, follow=0.95), "ezvsl_gated_shuffled_audio": res(0.3),
                "sspl": res(0.1, follow=0.05), "sspl_shuffled_audio": res(0.09)}
     assert listening_facts(results) == {
-        "ezvsl_og follows the sound (swap follow rate > 0.5)": True, "ezvsl_og: multi matched - shuffled > 0.2": True,
+        "ezvsl_gated follows the sound (swap follow rate > 0.5)": True, "ezvsl_gated: multi matched - shuffled > 0.2": True,
         "sspl follows the sound (swap follow rate > 0.5)": False, "sspl: multi matched - shuffled > 0.2": False}
     assert listening_facts({"sspl": res(0.1)}) == {}  # no swap split, no shuffled control: nothing claimed
 
@@ -100,14 +100,14 @@ def test_headline_table_from_results_json_by_hand():
     def entry(per):  # per-seed values -> a results.json entry (means as write_results stores them)
         return {"ciou": float(np.mean([v["ciou"] for v in per.values()])), "per_seed": per, "seeds": [int(s) for s in per]}
 
-    rj = {"ezvsl_og": {"single": entry({"1": {"ciou": 0.7}, "2": {"ciou": 0.8}}),
+    rj = {"ezvsl_gated": {"single": entry({"1": {"ciou": 0.7}, "2": {"ciou": 0.8}}),
                        "multi": entry({"1": {"ciou": 0.8}, "2": {"ciou": 0.6}}),
                        "swap": {**entry({"1": {"ciou": 0.5, "follow_rate": 1.0}, "2": {"ciou": 0.5, "follow_rate": 0.8}}),
                                 "follow_rate": 0.9}},
-          "ezvsl_og_shuffled_audio": {"multi": entry({"1": {"ciou": 0.2}, "2": {"ciou": 0.3}})},
+          "ezvsl_gated_shuffled_audio": {"multi": entry({"1": {"ciou": 0.2}, "2": {"ciou": 0.3}})},
           "center_prior": {"single": {"ciou": 0.1, "per_seed": {}, "seeds": []}}}
     table = headline_table(rj, digits=2).splitlines()
     assert len(table) == 4
     # gaps per seed 0.6 and 0.3: mean 0.45, sample std 0.21; single 0.75 ± 0.07; follow 0.90 ± 0.14
-    assert table[2] == "| ezvsl_og | 0.75 ± 0.07 | 0.70 ± 0.14 | 0.45 ± 0.21 | 0.50 ± 0.00 | 0.90 ± 0.14 | - | - | 2 |"
+    assert table[2] == "| ezvsl_gated | 0.75 ± 0.07 | 0.70 ± 0.14 | 0.45 ± 0.21 | 0.50 ± 0.00 | 0.90 ± 0.14 | - | - | 2 |"
     assert table[3] == "| center_prior | 0.10 | - | - | - | - | - | - | 0 |"

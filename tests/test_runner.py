@@ -26,9 +26,9 @@ def test_ablation_variants_carry_their_overrides():
     base = load_profile("quick")
     v = {x.name: x for x in ablation_variants(base, cycles=(0, 1, 2, 3, 4, 5))}
     assert v["sspl"].overrides == {} and v["sspl"].audio == ("matched", "shuffled", "silent")
-    assert v["sspl_wo_pcm"].overrides == {"use_pcm": False} and v["two_streams"].overrides == {"views": 1}
+    assert v["sspl_wo_pcm"].overrides == {"use_pcm": False} and v["two_streams"].overrides == {"streams": 2}
     assert v["from_scratch"].overrides == {"from_scratch": True}
-    assert v["contrastive"].overrides == {"objective": "contrastive", "use_pcm": False}
+    assert v["contrastive"].overrides == {"method": "contrastive", "use_pcm": False}
     cyc = sorted(x.overrides["pcm_cycles"] for x in v.values() if "pcm_cycles" in x.overrides)
     assert cyc == [k for k in range(6) if k != base.pcm_cycles]  # the profile's own count is `sspl`
     only_pcm = {x.name for x in ablation_variants(base, questions=("pcm",))}

@@ -18,6 +18,7 @@ from sspl_lib.experiments.results import results_json, results_table, write_resu
 from sspl_lib.experiments.runner import METHODS, clear_stale, method_runs, study_seeds
 from sspl_lib.experiments.runs import load_run
 from sspl_lib.experiments.study import TrainingFailed, evaluate_methods, plan, train_methods
+from sspl_lib.methods.ezvsl import EZVSL, EZVSLGated
 
 TINY = dict(img_size=48, pretrained=False, pcm_cycles=1, encoder_width=8, visual_dim=16, out_dim=16, audio_hidden=32,
             proj_dim=32, pred_hidden=16, epochs=1, batch_size=4, threads=1, val_samples=0, seed=7, seeds=(1, 7, 2))
@@ -49,7 +50,7 @@ def test_method_runs_layout(tmp_path):
                                                      2: tmp_path / "seeds" / "sspl" / "seed2"}
     assert method_runs(tmp_path, "sacl", cfg) == {7: tmp_path / "sacl"}  # n_seeds=1: the profile's seed only
     assert method_runs(tmp_path, "ezvsl_ogl", cfg, 2) == method_runs(tmp_path, "ezvsl", cfg, 2)  # derived: ezvsl's
-    assert METHODS["ezvsl_ogl"].eval_overrides == {"ogl_alpha": 0.4} and METHODS["ezvsl_ogl"].train_as == "ezvsl"
+    assert METHODS["ezvsl_ogl"].test_map == {"ogl_alpha": 0.4} and METHODS["ezvsl_ogl"].train_as == "ezvsl"
     jobs = plan(cfg, tmp_path, ["sspl_wo_pcm", "ezvsl_ogl"], n_seeds=0, threads=1)
     assert [(j.method, j.seed, j.cfg.seed, j.cfg.use_pcm, j.cfg.threads) for j in jobs] == \
         [("sspl_wo_pcm", s, s, False, 1) for s in (7, 1, 2)]
@@ -102,12 +103,12 @@ def test_shared_encoder_outputs_give_bit_identical_heatmaps(trained, bench):
     data = load_eval_split(bench / "test_multi.h5")
     shared = SharedFeatures(data, batch_size=4, device="cpu")
     models = [load_run(root / "sspl"), load_run(root / "ezvsl"), load_run(root / "seeds" / "sspl" / "seed1")]
-    ogl, gated = load_run(root / "ezvsl"), load_run(root / "ezvsl")
-    ogl.cfg, gated.cfg = ogl.cfg.replace(ogl_alpha=0.4), gated.cfg.replace(ogl_gamma=2.0)
-    for m in [*models, ogl, gated]:
+    ezvsl = models[1]
+    ogl, gated = EZVSL(ogl_alpha=0.4), EZVSLGated(gamma=2.0)  # test-time maps of the ezvsl run
+    for m, method in [*((m, None) for m in models), (ezvsl, ogl), (ezvsl, gated)]:
         for audio in ("matched", "shuffled", "silent"):
-            a = evaluate_model(m, None, data=data, batch_size=4, audio=audio, seed=3, shared=shared)
-            b = evaluate_model(m, None, data=data, batch_size=4, audio=audio, seed=3)
+            a = evaluate_model(m, None, data=data, batch_size=4, audio=audio, seed=3, shared=shared, method=method)
+            b = evaluate_model(m, None, data=data, batch_size=4, audio=audio, seed=3, method=method)
             assert torch.equal(a["heatmaps"], b["heatmaps"]) and a["summary"] == b["summary"]
     # seed 7's sspl and ezvsl share one random encoder (same seed), seed 1 has another: 2 visual passes, not 4
     assert shared.computed == {"visual": 2, "audio": 2 * 3}
@@ -135,7 +136,7 @@ def test_results_json_aggregates_seeds_and_scores_the_derived_entry(trained, ben
         # per seed: the evaluation of that seed's run
         one = res["sspl"][split]["per_seed"][1]["summary"]["fixed"]
         assert rec["per_seed"]["1"]["ciou"] == one["ciou"] and rec["n"] == one["n"]
-    for b in ("center_prior", "whole_image", "feature_norm", "random"):
+    for b in ("center_prior", "whole_image", "feature_l2norm", "random"):
         for rec in out[b].values():
             assert rec["seeds"] == [] and rec["per_seed"] == {} and rec["ciou_std"] == rec["auc_std"] == 0.0
     # the derived entry: the ezvsl runs with EZ-VSL's object-guided map (ogl_alpha 0.4), not ezvsl's own map
@@ -144,9 +145,10 @@ def test_results_json_aggregates_seeds_and_scores_the_derived_entry(trained, ben
     assert not torch.equal(plain["heatmaps"], guided["heatmaps"])
     m = load_run(root / "seeds" / "ezvsl" / "seed1")
     d = data["single"]
-    m.cfg = m.cfg.replace(ogl_alpha=0.4)
     with torch.no_grad():
-        want = m.heatmap(eval_frame(torch.from_numpy(d.frames[:4]), 48), torch.from_numpy(d.spects[:4]))
+        want = m.heatmap(eval_frame(torch.from_numpy(d.frames[:4]), 48), torch.from_numpy(d.spects[:4]),
+                         EZVSL(ogl_alpha=0.4))
+    assert m.cfg.ezvsl_ogl_alpha == 0.0 and m.method == EZVSL()  # the loaded run is left as it is
     assert torch.equal(guided["heatmaps"][:4], want)
     table = results_table(res)
     assert " ± " in table.splitlines()[2] and table.count("\n") == len(res) + 1

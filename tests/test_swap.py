@@ -159,7 +159,7 @@ def test_profile_scores_the_listen_splits(bench, tmp_path):
     res, data = evaluate_profile(tmp_path, bench, models=("sspl",), controls=("shuffled",), batch_size=8,
                                  device="cpu", progress=False)
     assert list(data) == ["single", "multi", "swap", "extended"]
-    assert list(res) == ["sspl", "center_prior", "whole_image", "feature_norm", "random", "sspl_shuffled_audio"]
+    assert list(res) == ["sspl", "center_prior", "whole_image", "feature_l2norm", "random", "sspl_shuffled_audio"]
     out = results_json(res)
     n_vis = int(load_split(bench / "extended.h5")["visible"].sum())
     for model, per in out.items():
@@ -169,16 +169,16 @@ def test_profile_scores_the_listen_splits(bench, tmp_path):
         assert "ap_median" in per["extended"] and per["extended"]["n"] == n_vis
         assert "ap" not in per["swap"]
     assert out["whole_image"]["swap"]["follow_rate"] == 0.0 and out["whole_image"]["extended"]["ap"] == 0.0
-    # feature_norm: the first run's frozen visual encoder, its per-location L2 norm
+    # feature_l2norm: the first run's frozen visual encoder, its per-location L2 norm
     model = load_run(tmp_path / "sspl")
     sw = load_eval_split(bench / "swap.h5")
     with torch.no_grad():
         want = torch.linalg.vector_norm(model.visual(eval_frame(torch.from_numpy(sw.frames), 48)), dim=1)
-    torch.testing.assert_close(res["feature_norm"]["swap"]["heatmaps"], want)
-    direct = evaluate_baseline("feature_norm", data=sw, model=model)
-    assert direct["follow_rate"] == res["feature_norm"]["swap"]["follow_rate"]
+    torch.testing.assert_close(res["feature_l2norm"]["swap"]["heatmaps"], want)
+    direct = evaluate_baseline("feature_l2norm", data=sw, model=model)
+    assert direct["follow_rate"] == res["feature_l2norm"]["swap"]["follow_rate"]
     with pytest.raises(ValueError, match="needs model="):
-        evaluate_baseline("feature_norm", data=sw)
+        evaluate_baseline("feature_l2norm", data=sw)
 
 
 def test_swap_figure_of_one_scene(bench, tmp_path):

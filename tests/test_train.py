@@ -1,5 +1,5 @@
 """fit(): run folder, safe checkpoints, resume == uninterrupted (after a real SIGKILL), refused resumes, early
-stopping, model selection, every objective / stream / encoder switch, live events, TensorBoard, DDP (gloo)."""
+stopping, model selection, every method / stream / encoder switch, live events, TensorBoard, DDP (gloo)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from sspl_lib.data.synthetic import generate_benchmark
 from sspl_lib.experiments import runs
 from sspl_lib.experiments import train as T
 from sspl_lib.experiments.pretrain import pretrain
+from sspl_lib.methods.registry import build_model
 from sspl_lib.paths import REPO_ROOT
 
 
@@ -28,7 +29,7 @@ def tiny(tmp_path_factory):
     generate_benchmark(root, seed=3, n_train=48, n_val=16, n_test=4, n_labeled=64, frame_size=64, n_classes=4,
                        workers=1, progress=False)
     cfg = SSPLConfig(img_size=48, visual_dim=16, encoder_width=8, audio_hidden=32, out_dim=16, proj_dim=32,
-                     pred_hidden=16, pcm_cycles=1, data_root=str(root), epochs=2, batch_size=16, lr_pcm=1e-3,
+                     pred_hidden=16, pcm_cycles=1, data_root=str(root), epochs=2, batch_size=16, lr_visual=1e-3,
                      lr_sound=1e-3, lr_head=1e-3, workers=0, threads=1, seed=5, pretrain_epochs=1,
                      pretrain_batch_size=16)
     enc = pretrain(cfg, root, progress=False)
@@ -130,7 +131,7 @@ def test_resume_after_sigkill_equals_uninterrupted(tiny, tmp_path):
 def test_resume_refuses_another_configuration(tiny, tmp_path):
     run = tmp_path / "run"
     T.fit(tiny.replace(epochs=1), run, progress=False)
-    for change in ({"lr_pcm": 5e-4}, {"seed": 6}, {"batch_size": 8}, {"data_root": str(tmp_path)}):
+    for change in ({"lr_visual": 5e-4}, {"seed": 6}, {"batch_size": 8}, {"data_root": str(tmp_path)}):
         with pytest.raises(ValueError, match=f"cannot resume.*{next(iter(change))}"):
             T.fit(tiny.replace(epochs=1, **change), run, resume=True, progress=False)
     with pytest.raises(ValueError, match="epochs.*allow_longer"):
@@ -167,7 +168,7 @@ def test_resume_without_last_pt_starts_afresh(tiny, tmp_path, capsys):
 
 
 def test_early_stopping_and_resume_after_it(tiny, tmp_path):
-    frozen = tiny.replace(epochs=6, patience=1, lr_pcm=0.0, lr_sound=0.0, lr_head=0.0)  # val cIoU cannot improve
+    frozen = tiny.replace(epochs=6, patience=1, lr_visual=0.0, lr_sound=0.0, lr_head=0.0)  # val cIoU cannot improve
     run = tmp_path / "es"
     hist = T.fit(frozen, run, progress=False)
     assert len(hist) == 2 and len({h["val_ciou"] for h in hist}) == 1 and hist[-1]["stopped"]
@@ -179,9 +180,11 @@ def test_early_stopping_and_resume_after_it(tiny, tmp_path):
     assert len(longer) == 4 and longer[-1]["stopped"]
 
 
-@pytest.mark.parametrize("switch", [{"objective": "contrastive", "use_pcm": False},
-                                    {"objective": "ezvsl", "use_pcm": False}, {"objective": "sacl", "use_pcm": False},
-                                    {"views": 1},
+@pytest.mark.parametrize("switch", [{"method": "contrastive", "use_pcm": False},
+                                    {"method": "ezvsl", "use_pcm": False}, {"method": "sacl", "use_pcm": False},
+                                    {"method": "ezvsl_gated", "use_pcm": False, "ezvsl_gated_region": 0.5,
+                                     "ezvsl_gated_gamma": 2.0},
+                                    {"streams": 2},
                                     {"from_scratch": True}, {"fine_tune": True}])
 def test_switches_train_what_they_say(tiny, tmp_path, switch):
     """Every training switch runs through fit, and the visual encoder trains exactly when it should."""
@@ -190,7 +193,7 @@ def test_switches_train_what_they_say(tiny, tmp_path, switch):
         cfg = cfg.replace(encoders_checkpoint=None)
     run = tmp_path / "run"
     runs.seed_everything(cfg.seed)  # fit seeds, then builds: the same initial weights
-    before = T.build_model(cfg).state_dict()
+    before = build_model(cfg).state_dict()
     hist = T.fit(cfg, run, progress=False)
     assert len(hist) == 1 and torch.isfinite(torch.tensor(hist[0]["train_loss"]))
     after = _params(run)
@@ -199,8 +202,8 @@ def test_switches_train_what_they_say(tiny, tmp_path, switch):
     assert moved == bool(switch.get("from_scratch") or switch.get("fine_tune")), switch
     assert not torch.equal(before["audio.mlp.0.weight"], after["audio.mlp.0.weight"])
     head = [k for k in after if k.startswith("head.") and after[k].is_floating_point()]
-    assert any(not torch.equal(before[k], after[k]) for k in head) == (cfg.objective == "simsiam"), switch
-    if cfg.objective in ("ezvsl", "sacl"):  # the 1x1 visual projection trains; SSPL has none
+    assert any(not torch.equal(before[k], after[k]) for k in head) == (cfg.method == "sspl"), switch
+    if cfg.method in ("ezvsl", "ezvsl_gated", "sacl"):  # the 1x1 visual projection trains; SSPL has none
         assert not torch.equal(before["visual_proj.weight"], after["visual_proj.weight"])
     else:
         assert "visual_proj.weight" not in after

@@ -12,6 +12,7 @@ from sspl_lib import metrics
 from sspl_lib.audio import prepare_clip, vggish_examples
 from sspl_lib.config import ConfigError, SSPLConfig, load_profile, load_yaml, parse_overrides
 from sspl_lib.data.gt import AnnotationError, flickr_gt_map, gt_maps_for_split, vggss_box_pixels, vggss_gt_map
+from sspl_lib.methods.registry import build_model
 from sspl_lib.model import SSPL
 
 S = 32  # img_size of the test model
@@ -22,7 +23,7 @@ def model() -> SSPL:
     torch.manual_seed(0)
     cfg = SSPLConfig(img_size=S, visual_dim=16, out_dim=16, encoder_width=8, audio_hidden=32, proj_dim=32,
                      pred_hidden=16, pcm_cycles=1, pretrained=False)
-    return SSPL(cfg).eval()
+    return build_model(cfg).eval()
 
 
 def frames(b=2, dtype=torch.float32):
@@ -79,8 +80,8 @@ HM = np.random.default_rng(0).random((14, 14))
 # id, call (tmp_path) -> anything, exception type, regex the message must match (it names the input)
 ERRORS = [
     # --- configuration: profile YAML, --set
-    ("yaml-unknown-key-lr_pmc", yaml_profile("epochs: 3\nlr_pmc: 1.0e-4\n"), ConfigError,
-     r"profile\.yaml: unknown config key 'lr_pmc' \(did you mean 'lr_pcm'\?\)"),
+    ("yaml-unknown-key-lr_visal", yaml_profile("epochs: 3\nlr_visal: 1.0e-4\n"), ConfigError,
+     r"profile\.yaml: unknown config key 'lr_visal' \(did you mean 'lr_visual'\?\)"),
     ("set-unknown-key-epoch", no_file(lambda: load_profile("quick", **parse_overrides(["epoch=5"]))), ConfigError,
      r"unknown config key 'epoch' \(did you mean 'epochs'\?\)"),
     ("yaml-epochs-quoted", yaml_profile('epochs: "3"\n'), ConfigError,
@@ -94,7 +95,7 @@ ERRORS = [
      r"amp='fp16': expected one of \['auto', 'bf16', 'none'\]"),
     ("yaml-lr_schedule-cosin", yaml_profile("lr_schedule: cosin\n"), ConfigError,
      r"lr_schedule='cosin': expected one of \['constant', 'cosine'\] \(did you mean 'cosine'\?\)"),
-    ("yaml-objective", yaml_profile("objective: byol\n"), ConfigError,
+    ("yaml-old-objective", yaml_profile("objective: byol\n"), ConfigError,
      r"objective='byol': expected one of \['simsiam', 'contrastive', 'ezvsl', 'sacl'\]"),
     ("yaml-encoder", yaml_profile("visual_encoder: resnet\n"), ConfigError,
      r"visual_encoder='resnet': expected one of \['vgg16', 'small'\]"),
@@ -102,7 +103,8 @@ ERRORS = [
     ("yaml-device", yaml_profile("device: gpu\n"), ConfigError, r"device='gpu': expected 'auto', 'cpu', 'cuda'"),
     ("yaml-epochs-0", yaml_profile("epochs: 0\n"), ConfigError, r"epochs=0: expected >= 1"),
     ("yaml-negative-lr", yaml_profile("lr_head: -1e-3\n"), ConfigError, r"lr_head=-0\.001: expected >= 0"),
-    ("yaml-views-3", yaml_profile("views: 3\n"), ConfigError, r"views=3: expected 1 .* or 2"),
+    ("yaml-streams-4", yaml_profile("streams: 4\n"), ConfigError, r"streams=4: expected 3 .* or 2"),
+    ("yaml-old-views-3", yaml_profile("views: 3\n"), ConfigError, r"views=3: expected one of \[1, 2\]"),
     ("yaml-not-a-mapping", yaml_profile("- epochs\n", raw=True), ConfigError, r"profile\.yaml: expected the keys `profile`"),
     ("yaml-flat-keys", yaml_profile("epochs: 3\n", raw=True), ConfigError, r"profile\.yaml: expected the keys .*got \['epochs'\]"),
     ("yaml-other-name", yaml_profile("profile: quick\nconfig: {epochs: 3}\n", raw=True), ConfigError,
@@ -201,12 +203,12 @@ def test_bad_input_is_named(call, exc, match, tmp_path):
 
 
 def _yaml_float(tmp_path):
-    cfg = yaml_profile("lr_pcm: 1e-4\nlr_head: 2E-3\nwarmup_epochs: 1\nepochs: 3\n")(tmp_path)
-    assert type(cfg.lr_pcm) is float and cfg.lr_pcm == 1e-4 and cfg.lr_head == 2e-3
+    cfg = yaml_profile("lr_visual: 1e-4\nlr_head: 2E-3\nwarmup_epochs: 1\nepochs: 3\n")(tmp_path)
+    assert type(cfg.lr_visual) is float and cfg.lr_visual == 1e-4 and cfg.lr_head == 2e-3
     assert type(cfg.warmup_epochs) is float and cfg.warmup_epochs == 1.0 and cfg.epochs == 3
-    over = parse_overrides(["lr_pcm=1e-4", "use_pcm=false", 'val_split="3"'])
-    assert over == {"lr_pcm": 1e-4, "use_pcm": False, "val_split": "3"}  # a quoted "3" stays a string
-    assert load_profile("quick", **over).lr_pcm == 1e-4
+    over = parse_overrides(["lr_visual=1e-4", "use_pcm=false", 'val_split="3"'])
+    assert over == {"lr_visual": 1e-4, "use_pcm": False, "val_split": "3"}  # a quoted "3" stays a string
+    assert load_profile("quick", **over).lr_visual == 1e-4
 
 
 def _pcm(dtype, to_float):

@@ -27,7 +27,7 @@ import torch
 
 from .. import av_metrics, metrics, perf
 from ..audio import CLIP_SAMPLES, vggish_examples
-from ..baselines import center_prior, feature_norm, uniform_random, whole_image
+from ..baselines import center_prior, feature_l2norm, uniform_random, whole_image
 from ..data.gt import gt_maps_for_split, load_id_list, load_vggss_annotations
 from ..data.h5 import open_h5
 from ..data.testset import GT_SIZE, TestSet, load_test_set
@@ -91,12 +91,13 @@ def score_heatmaps(heatmaps: torch.Tensor, data: TestSet, protocol=("fixed", "me
 
 @torch.inference_mode()
 def compute_heatmaps(model, data: TestSet, *, batch_size: int = 64, device="cpu", audio: str = "matched",
-                     seed: int = 0, amp: str = "none",
-                     shared: SharedFeatures | None = None) -> tuple[torch.Tensor, np.ndarray | None]:
+                     seed: int = 0, amp: str = "none", shared: SharedFeatures | None = None,
+                     method=None) -> tuple[torch.Tensor, np.ndarray | None]:
     """Heatmaps (N,h,w) float32 on the CPU for the whole split, batched; returns (heatmaps, audio permutation).
     `amp`: "none" (float32, the reported numbers), "bf16" or "auto" (`perf.autocast`; 2-3x faster on CPU,
     heatmaps within ~2e-2 of float32, the same cIoU on the quick benchmark: benchmarks/README.md).
-    `shared`: the split's `SharedFeatures` (same batch_size, device, amp): encoder outputs reused across models."""
+    `shared`: the split's `SharedFeatures` (same batch_size, device, amp): encoder outputs reused across models.
+    `method`: whose test-time map (default the model's own; e.g. EZ-VSL with its OGL setting on an ezvsl run)."""
     if audio not in AUDIO_MODES:
         raise ValueError(f"audio must be one of {AUDIO_MODES}, got {audio!r}")
     device = torch.device(device)
@@ -106,38 +107,40 @@ def compute_heatmaps(model, data: TestSet, *, batch_size: int = 64, device="cpu"
     img = model.cfg.img_size
     perm = derangement(data.n, seed) if audio == "shuffled" else None
     silent = silent_spect()
+    method = method or model.method
     out = []
     if shared is not None:  # the encoders' outputs of this split, computed once for every model that shares them
         shared.check(data, batch_size, device, amp)
         pairs = zip(shared.visual(model), shared.audio(model, audio, perm, seed, silent))
         with perf.autocast(device, amp):
-            out = [model.heatmap_from(v, emb).float().cpu() for v, emb in pairs]
+            out = [method.heatmap(model, v, emb).float().cpu() for v, emb in pairs]
     else:
         for s in range(0, data.n, batch_size):
             idx = np.arange(s, min(s + batch_size, data.n))
             frames = eval_frame(torch.from_numpy(data.frames[idx]).to(device), img)
             sp = audio_batch(data, idx, audio, perm, silent)
             with perf.autocast(device, amp):
-                out.append(model.heatmap(frames, sp.to(device)).float().cpu())
+                out.append(model.heatmap(frames, sp.to(device), method).float().cpu())
     model.train(was)
     return (torch.cat(out) if out else torch.zeros(0, 1, 1)), perm
 
 
 def evaluate_model(model, split_path, *, batch_size: int = 64, device="cpu", protocol=("fixed", "median"),
                    audio: str = "matched", seed: int = 0, gt="auto", limit: int = 0, data: TestSet | None = None,
-                   amp: str = "none", shared: SharedFeatures | None = None) -> dict:
-    """Evaluate `model` (an `SSPL`) on a test split (path or a loaded `TestSet` via `data=`).
+                   amp: str = "none", shared: SharedFeatures | None = None, method=None) -> dict:
+    """Evaluate `model` (an `SSPL`) on a test split (path or a loaded `TestSet` via `data=`), with the test-time
+    map of `method` (default: the model's own method).
 
     Returns {"split", "audio", "n", "ids", "index", "heatmaps" (N,h,w) tensor, "perm" (shuffled audio),
     "cious": {protocol: (N,)}, "summary": {protocol: {"ciou","auc","n"}}, "curves": {protocol: (x, y)}, "seconds"}.
     """
     if isinstance(split_path, torch.utils.data.Dataset):  # a reader of a real layout (FlickrTest, VGGSSTest)
         return evaluate_dataset(model, split_path, batch_size=batch_size, device=device, protocol=protocol,
-                                audio=audio, seed=seed, limit=limit, amp=amp)
+                                audio=audio, seed=seed, limit=limit, amp=amp, method=method)
     t0 = time.perf_counter()
     data = data if data is not None else load_eval_split(split_path, gt=gt, limit=limit)
     hm, perm = compute_heatmaps(model, data, batch_size=batch_size, device=device, audio=audio, seed=seed, amp=amp,
-                                shared=shared)
+                                shared=shared, method=method)
     res = score_heatmaps(hm, data, protocol)
     return {"split": data.name, "audio": audio, "n": data.n, "ids": data.ids, "index": data.index,
             "heatmaps": hm, "perm": perm, **res, "seconds": time.perf_counter() - t0}
@@ -145,7 +148,8 @@ def evaluate_model(model, split_path, *, batch_size: int = 64, device="cpu", pro
 
 @torch.inference_mode()
 def evaluate_dataset(model, dataset, *, batch_size: int = 64, device="cpu", protocol=("fixed", "median"),
-                     audio: str = "matched", seed: int = 0, limit: int = 0, workers: int = 0, amp: str = "none") -> dict:
+                     audio: str = "matched", seed: int = 0, limit: int = 0, workers: int = 0, amp: str = "none",
+                     method=None) -> dict:
     """`evaluate_model` on a torch Dataset of eval items {"frame" (3,S,S) normalized at the model's img_size,
     "spect" (3,96,64), "gt" (224,224), "id"}: the real test readers `sspl_lib.data.real.FlickrTest(root,
     img_size=...)` (XML gt) and `VGGSSTest(root, img_size=...)` (JSON gt). Same keys as `evaluate_model`
@@ -171,7 +175,7 @@ def evaluate_dataset(model, dataset, *, batch_size: int = 64, device="cpu", prot
         else:
             sp = silent.expand(b, *silent.shape)
         with perf.autocast(device, amp):
-            hm = model.heatmap(item["frame"].to(device), sp.to(device)).float().cpu()
+            hm = model.heatmap(item["frame"].to(device), sp.to(device), method).float().cpu()
         for p in ps:
             cious[p].append(metrics.ciou_batch(hm, item["gt"], protocol=p).numpy())
         hms.append(hm)
@@ -185,7 +189,7 @@ def evaluate_dataset(model, dataset, *, batch_size: int = 64, device="cpu", prot
             "curves": {p: metrics.success_curve(c) for p, c in cious.items()}, "seconds": time.perf_counter() - t0}
 
 
-BASELINES = ("center_prior", "whole_image", "feature_norm", "random")
+BASELINES = ("center_prior", "whole_image", "feature_l2norm", "random")
 
 
 def load_eval_split(split_path, *, gt="auto", limit: int = 0) -> TestSet:
@@ -199,27 +203,27 @@ def load_eval_split(split_path, *, gt="auto", limit: int = 0) -> TestSet:
 def baseline_heatmaps(name: str, data: TestSet, *, size: int = 14, seed: int = 0, model=None, batch_size: int = 64,
                       device="cpu") -> torch.Tensor:
     """(N,h,w) float32 CPU maps of a baseline on `data`: "center_prior", "whole_image", "random" (size x size),
-    or "feature_norm" (the frozen visual encoder of `model`, an `SSPL`, at its img_size; needs `model`)."""
+    or "feature_l2norm" (the frozen visual encoder of `model`, an `SSPL`, at its img_size; needs `model`)."""
     if name == "center_prior":
         return center_prior(data.n, size)
     if name == "whole_image":
         return whole_image(data.n, size)
     if name == "random":
         return uniform_random(data.n, size, seed=seed)
-    if name != "feature_norm":
+    if name != "feature_l2norm":
         raise ValueError(f"unknown baseline {name!r} (choose from {BASELINES})")
     if model is None:
-        raise ValueError("baseline 'feature_norm' needs model= (a trained run's model: its frozen visual encoder)")
+        raise ValueError("baseline 'feature_l2norm' needs model= (a trained run's model: its frozen visual encoder)")
     device = torch.device(device)
-    out = [feature_norm(model, eval_frame(torch.from_numpy(data.frames[s:s + batch_size]).to(device),
-                                          model.cfg.img_size)).cpu() for s in range(0, data.n, batch_size)]
+    out = [feature_l2norm(model, eval_frame(torch.from_numpy(data.frames[s:s + batch_size]).to(device),
+                                            model.cfg.img_size)).cpu() for s in range(0, data.n, batch_size)]
     return torch.cat(out) if out else torch.zeros(0, size, size)
 
 
 def evaluate_baseline(name: str, split_path=None, *, size: int = 14, protocol=("fixed", "median"), seed: int = 0,
                       gt="auto", limit: int = 0, data: TestSet | None = None, model=None, batch_size: int = 64,
                       device="cpu") -> dict:
-    """A baseline (`BASELINES`; "feature_norm" needs `model=`) on a test split; same keys as `evaluate_model`."""
+    """A baseline (`BASELINES`; "feature_l2norm" needs `model=`) on a test split; same keys as `evaluate_model`."""
     t0 = time.perf_counter()
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r} (choose from {BASELINES})")

@@ -39,7 +39,7 @@ class SharedFeatures:
     """The encoder outputs of one test split, computed once and shared by every model whose encoder has the same
     weights (`state_fingerprint`): the visual maps of the frames, and the audio backbone's embeddings of the clips
     of each audio mode. They are computed in the batches `compute_heatmaps` uses, with the same inputs, so that
-    `compute_heatmaps(..., shared=...)` gives bit-identical heatmaps (`SSPL.heatmap_from`). All the quick
+    `compute_heatmaps(..., shared=...)` gives bit-identical heatmaps (`Method.heatmap`). All the quick
     profile's methods load one frozen encoders.pt: their visual and audio encoders run once per split, not once
     per model and audio mode."""
 

@@ -41,7 +41,7 @@ class Variant:
     overrides: dict = field(default_factory=dict)  # config fields changed from the base
     audio: tuple = ("matched",)  # audio modes scored at test time
     train_as: str | None = None  # a derived entry: scores that method's runs (trains nothing itself)
-    eval_overrides: dict = field(default_factory=dict)  # config fields replaced on the loaded model at test time
+    test_map: dict = field(default_factory=dict)  # settings of the method's test-time map (e.g. EZ-VSL's ogl_alpha)
 
 
 @dataclass(frozen=True)
@@ -69,16 +69,14 @@ class Budget:
 METHODS = {
     "sspl": Variant("sspl", {}, audio=AUDIO_CONTROLS),
     "sspl_wo_pcm": Variant("sspl_wo_pcm", {"use_pcm": False}, audio=AUDIO_CONTROLS),
-    "ezvsl": Variant("ezvsl", {"objective": "ezvsl", "use_pcm": False}, audio=AUDIO_CONTROLS),
-    "sacl": Variant("sacl", {"objective": "sacl", "use_pcm": False}, audio=AUDIO_CONTROLS),
-    # object-guided EZ-VSL (objectives.py): the MIL max over the frozen object prior's region in training, the
-    # gated map AV ** 2 * prior at test time (gamma 2 chosen on val: 0.754 vs 0.738 for 3, 0.711 for 1, mean of
-    # seeds 1234/1/2 on the 500 val clips; issue 12). Its val selection scores that map
-    "ezvsl_og": Variant("ezvsl_og", {"objective": "ezvsl", "use_pcm": False, "ezvsl_prior_region": 0.5,
-                                     "ogl_gamma": 2.0}, audio=AUDIO_CONTROLS),
-    # EZ-VSL's published test-time map: the ezvsl runs with the object-guided prior (model.object_guided)
-    "ezvsl_ogl": Variant("ezvsl_ogl", {"objective": "ezvsl", "use_pcm": False}, audio=AUDIO_CONTROLS,
-                         train_as="ezvsl", eval_overrides={"ogl_alpha": 0.4}),
+    "ezvsl": Variant("ezvsl", {"method": "ezvsl", "use_pcm": False}, audio=AUDIO_CONTROLS),
+    "sacl": Variant("sacl", {"method": "sacl", "use_pcm": False}, audio=AUDIO_CONTROLS),
+    # object-guided EZ-VSL (methods/ezvsl.py; gamma chosen on val: docs/methods.md)
+    "ezvsl_gated": Variant("ezvsl_gated", {"method": "ezvsl_gated", "use_pcm": False, "ezvsl_gated_region": 0.5,
+                                           "ezvsl_gated_gamma": 2.0}, audio=AUDIO_CONTROLS),
+    # EZ-VSL's published test-time map (OGL) on the ezvsl runs
+    "ezvsl_ogl": Variant("ezvsl_ogl", {"method": "ezvsl", "use_pcm": False}, audio=AUDIO_CONTROLS,
+                         train_as="ezvsl", test_map={"ogl_alpha": 0.4}),
 }
 
 
@@ -106,8 +104,8 @@ def method_runs(root, method: str, cfg: SSPLConfig, n_seeds: int = 1) -> dict[in
 QUESTIONS = ("pcm", "cycles", "streams", "scratch", "objective", "protocol", "audio")
 # question -> (config fields its variants may change, the record field that names the compared setting)
 QUESTION_FIELDS = {"pcm": ({"use_pcm"}, "variant"), "cycles": ({"pcm_cycles"}, "variant"),
-                   "streams": ({"views"}, "variant"), "scratch": ({"from_scratch"}, "variant"),
-                   "objective": ({"use_pcm", "objective"}, "variant"), "protocol": (set(), "protocol"),
+                   "streams": ({"streams"}, "variant"), "scratch": ({"from_scratch"}, "variant"),
+                   "objective": ({"use_pcm", "method"}, "variant"), "protocol": (set(), "protocol"),
                    "audio": (set(), "audio")}
 
 
@@ -121,11 +119,11 @@ def ablation_variants(base: SSPLConfig, questions=QUESTIONS, cycles=(0, 2, 4)) -
     if "cycles" in q:
         out += [Variant(f"pcm_cycles_{k}", {"pcm_cycles": int(k)}) for k in cycles if int(k) != base.pcm_cycles]
     if "streams" in q:
-        out.append(Variant("two_streams", {"views": 1}))
+        out.append(Variant("two_streams", {"streams": 2}))
     if "scratch" in q:
         out.append(Variant("from_scratch", {"from_scratch": True}))
     if "objective" in q:
-        out.append(Variant("contrastive", {"objective": "contrastive", "use_pcm": False}))
+        out.append(Variant("contrastive", {"method": "contrastive", "use_pcm": False}))
     return out
 
 
@@ -226,9 +224,9 @@ def run_study(base: SSPLConfig, variants: list[Variant], seeds, root, budget: Bu
     """Train (or reuse) and score every variant x seed; returns the records (see the module docstring)."""
     from .train import fit
 
-    derived = [v.name for v in variants if v.train_as or v.eval_overrides]
+    derived = [v.name for v in variants if v.train_as or v.test_map]
     if derived:
-        raise ValueError(f"variants {derived} are derived (train_as / eval_overrides): run_study trains and scores "
+        raise ValueError(f"variants {derived} are derived (train_as / test_map): run_study trains and scores "
                          "each variant's own runs; score derived entries with experiments.study.evaluate_methods")
     budget = budget or Budget()
     root = resolve(root)

@@ -177,14 +177,14 @@ def run_config(run_dir) -> SSPLConfig | None:
 def load_run(run_dir, which: str = "best", device="cpu"):
     """The `SSPL` model of a run folder's `checkpoints/<which>.pt` (config inside the checkpoint), eval mode.
     Weights come from the checkpoint only (no pretrained files are read)."""
-    from ..model import SSPL
+    from ..methods.registry import build_model
 
     path = checkpoint_path(run_dir, which)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint (train the run first, e.g. notebooks/02_train.ipynb)")
     state = load_checkpoint(path, map_location=device)
     cfg = SSPLConfig.from_dict(state["config"])
-    model = SSPL(cfg.replace(pretrained=False, encoders_checkpoint=None))
+    model = build_model(cfg.replace(pretrained=False, encoders_checkpoint=None))
     model.load_state_dict(state["model"])
     model.cfg = cfg
     return model.to(device).eval()

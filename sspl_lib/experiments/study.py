@@ -6,7 +6,7 @@
 
 Run folders: `runner.method_runs` (the run of `cfg.seed` is `<root>/<method>/`, the other seeds' under
 `<root>/seeds/<method>/seed<k>/`). A derived method (`Variant.train_as`, e.g. ezvsl_ogl) trains nothing and is
-scored on the runs of the method it names, with its `eval_overrides` set on the loaded models.
+scored on the runs of the method it names, with the test-time map settings `Variant.test_map`.
 `evaluate_profile` scores every loaded run, its audio controls and the baselines on a data root's test splits
 (each split's encoder outputs computed once for the models that share the encoders: `features.SharedFeatures`).
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..config import SSPLConfig
@@ -154,16 +154,15 @@ def seed_runs(root, methods, cfg: SSPLConfig, n_seeds: int = 0) -> dict[str, dic
 
 def evaluate_methods(cfg: SSPLConfig, root, methods, *, n_seeds: int = 0, **kw) -> tuple[dict, dict]:
     """`evaluate_profile` of every trained run of `methods` (`seed_runs`) on the profile's test splits; a derived
-    method is scored on its source's runs with its `eval_overrides`. Keywords go to evaluate_profile."""
+    method is scored on its source's runs with its `test_map` settings. Keywords go to evaluate_profile."""
     runs = seed_runs(root, methods, cfg, n_seeds)
-    over = {m: dict(METHODS[m].eval_overrides) for m in runs if METHODS[m].eval_overrides}
-    return evaluate_profile(root, cfg.data_root, models=runs, eval_overrides=over, **kw)
+    maps = {m: dict(METHODS[m].test_map) for m in runs if METHODS[m].test_map}
+    return evaluate_profile(root, cfg.data_root, models=runs, test_maps=maps, **kw)
 
 
-def load_models(run_root, models, eval_overrides: dict | None = None, device="cpu") -> dict[str, dict[int, object]]:
+def load_models(run_root, models, device="cpu") -> dict[str, dict[int, object]]:
     """{name: {seed: model}}: `models` names run folders under `run_root` (the seed read from the run), or maps
-    names to {seed: run folder}. Missing runs are skipped with a message; `eval_overrides` {name: {field: value}}
-    replaces config fields of that name's loaded models (test-time settings, e.g. {"ogl_alpha": 0.4})."""
+    names to {seed: run folder}. Missing runs are skipped with a message."""
     runs = dict(models) if isinstance(models, dict) else {m: {None: resolve(run_root) / m} for m in models}
     loaded: dict = {}
     for name, per_seed in runs.items():
@@ -173,25 +172,24 @@ def load_models(run_root, models, eval_overrides: dict | None = None, device="cp
             except FileNotFoundError as e:
                 print(f"[evaluate] {name}" + ("" if seed is None else f" seed {seed}") + f": skipped ({e})")
                 continue
-            if (eval_overrides or {}).get(name):
-                m.cfg = m.cfg.replace(**eval_overrides[name])
             loaded.setdefault(name, {})[int(m.cfg.seed if seed is None else seed)] = m
     return loaded
 
 
 def evaluate_profile(run_root, data_root, *, models=("sspl", "sspl_wo_pcm"), splits=None, batch_size: int = 100,
                      device="auto", seed: int = 0, controls=("shuffled", "silent"), protocol=("fixed", "median"),
-                     amp: str = "none", progress: bool = True, baselines=BASELINES, eval_overrides: dict | None = None,
+                     amp: str = "none", progress: bool = True, baselines=BASELINES, test_maps: dict | None = None,
                      share_features: bool = True) -> tuple[dict, dict]:
     """Every trained model of a profile's run folder, its audio controls and the baselines on the test splits.
 
     models: names of run folders under `run_root`, or {name: {seed: run folder}} (a method's runs over seeds,
     `experiments.study.seed_runs`); missing runs are skipped with a message. splits: short names of
-    `find_test_splits(data_root)` and `find_listen_splits` (swap, extended; default: all). eval_overrides:
-    {name: {config field: value}} set on that name's loaded models (a derived entry such as ezvsl_ogl).
+    `find_test_splits(data_root)` and `find_listen_splits` (swap, extended; default: all). test_maps:
+    {name: {setting: value}} of that name's test-time map (`dataclasses.replace` of its models' method; a derived
+    entry such as ezvsl_ogl: {"ogl_alpha": 0.4}).
     Returns (results {model: {split: evaluate result}}, test sets {split: TestSet}): a model's result is that of
     its first seed's run, with "per_seed" {seed: evaluate result} of every run; the audio controls of a model are
-    named `<model>_<mode>_audio`. `baselines`: of `BASELINES`; "feature_norm" uses the first loaded model's
+    named `<model>_<mode>_audio`. `baselines`: of `BASELINES`; "feature_l2norm" uses the first loaded model's
     visual encoder (skipped when no run is loaded). share_features: compute each split's encoder outputs once for
     the models whose encoders have the same weights (`SharedFeatures`; the same numbers, less time)."""
     dev = choose_device(device)
@@ -200,7 +198,7 @@ def evaluate_profile(run_root, data_root, *, models=("sspl", "sspl_wo_pcm"), spl
         raise FileNotFoundError(f"{resolve(data_root)}: no test split (test.h5 or test_<name>.h5); prepare the data "
                                 "first (notebooks/01_data_preparation.ipynb)")
     data = {s: load_eval_split(files[s]) for s in (splits or files)}
-    loaded = load_models(run_root, models, eval_overrides, dev)
+    loaded = load_models(run_root, models, dev)
     first_model = next((m for per in loaded.values() for m in per.values()), None)
     results: dict = {}
     for s, d in data.items():
@@ -210,11 +208,13 @@ def evaluate_profile(run_root, data_root, *, models=("sspl", "sspl_wo_pcm"), spl
             for a in ("matched", *controls):
                 key = name if a == "matched" else f"{name}_{a}_audio"
                 runs = {k: evaluate_model(m, None, data=d, batch_size=batch_size, device=dev, protocol=protocol,
-                                          audio=a, seed=seed, amp=amp, shared=shared) for k, m in per_seed.items()}
+                                          audio=a, seed=seed, amp=amp, shared=shared,
+                                          method=replace(m.method, **(test_maps or {}).get(name, {})))
+                        for k, m in per_seed.items()}
                 results.setdefault(key, {})[s] = {**next(iter(runs.values())), "per_seed": runs}
         size = next(iter(results.values()))[s]["heatmaps"].shape[-1] if loaded else 14  # the models' grid
         for b in baselines:
-            if b == "feature_norm" and first_model is None:
+            if b == "feature_l2norm" and first_model is None:
                 continue
             results.setdefault(b, {})[s] = evaluate_baseline(b, data=d, size=size, protocol=protocol, seed=seed,
                                                              model=first_model, batch_size=batch_size, device=dev)

@@ -23,12 +23,12 @@ from tqdm.auto import tqdm
 from .. import distributed as D
 from .. import perf
 from ..config import SSPLConfig, changed_fields, load_profile, parse_overrides
-from ..objectives import objective_loss
 from ..data.stream import TrainStream, seeded_generator, split_path, train_views
 from ..data.testset import TestSet, load_test_set
 from ..data.transforms import AugmentConfig
 from ..metrics import summarize
-from ..model import SSPL, build_model
+from ..methods.registry import build_model
+from ..model import SSPL
 from ..paths import resolve, shown
 from . import runs
 from .progress import plot_history
@@ -50,7 +50,7 @@ def validate(model: SSPL, data: TestSet, cfg: SSPLConfig, device, *, batch_size:
             with perf.autocast(device, cfg.amp):
                 v1, v2 = train_views(fr, aug, g, views=2, batch=len(fr), offset=0, device=device)
                 sp = torch.from_numpy(data.spects[s:s + batch_size]).to(device)
-                loss += float(objective_loss(model, cfg, v1, v2, sp)["loss"]) * len(fr)
+                loss += float(model(v1, v2, sp)["loss"]) * len(fr)
     hm, _ = compute_heatmaps(model, data, batch_size=batch_size, device=device, amp=cfg.amp)
     cious = score_heatmaps(hm, data, ("fixed",))["cious"]["fixed"]
     model.train(was)
@@ -59,18 +59,18 @@ def validate(model: SSPL, data: TestSet, cfg: SSPLConfig, device, *, batch_size:
 
 # ----------------------------------------------------------------------------- optimisation
 def make_optimizer(model: SSPL, cfg: SSPLConfig) -> torch.optim.AdamW:
-    """The official AdamW groups: audio MLP (lr_sound), PCM convs+BNs (lr_pcm), PCM rates (lr_pcm, no decay),
-    SimSiam head (lr_head); the objective's visual projection (lr_pcm); a trainable visual encoder (fine-tune / scratch) joins at lr_pcm."""
+    """The official AdamW groups: audio MLP (lr_sound), PCM convs+BNs (lr_visual), PCM rates (lr_visual, no
+    decay), SimSiam head (lr_head); then the method's own (EZ-VSL's visual projection: lr_visual) and a trainable
+    visual encoder (fine-tune / scratch: lr_visual)."""
     groups = [{"params": list(model.audio.mlp.parameters()), "lr": cfg.lr_sound}]
     if model.pcm is not None:
         rates = {id(p) for p in model.pcm.rate_parameters()}
-        groups.append({"params": [p for p in model.pcm.parameters() if id(p) not in rates], "lr": cfg.lr_pcm})
-        groups.append({"params": model.pcm.rate_parameters(), "lr": cfg.lr_pcm, "weight_decay": 0.0})
+        groups.append({"params": [p for p in model.pcm.parameters() if id(p) not in rates], "lr": cfg.lr_visual})
+        groups.append({"params": model.pcm.rate_parameters(), "lr": cfg.lr_visual, "weight_decay": 0.0})
     groups.append({"params": list(model.head.parameters()), "lr": cfg.lr_head})
-    if model.visual_proj is not None:  # EZ-VSL / SACL: the 1x1 visual projection trains at the visual lr
-        groups.append({"params": list(model.visual_proj.parameters()), "lr": cfg.lr_pcm})
+    groups += model.method.param_groups(model, cfg)
     if model.visual_trainable:
-        groups.append({"params": list(model.visual.parameters()), "lr": cfg.lr_pcm})
+        groups.append({"params": list(model.visual.parameters()), "lr": cfg.lr_visual})
     return torch.optim.AdamW(groups, betas=(cfg.beta1, 0.999), weight_decay=cfg.weight_decay)
 
 
@@ -162,8 +162,8 @@ def fit(cfg: SSPLConfig, run_dir, *, resume: bool = False, allow_longer: bool = 
         model.to(dev)
         opt_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
-    if cfg.objective != "simsiam" and info.distributed:
-        raise ValueError(f"objective {cfg.objective!r} is implemented for one process only")
+    if info.distributed and not model.method.distributed:
+        raise ValueError(f"method {cfg.method!r} is implemented for one process only")
     stream = TrainStream(split_path(cfg, cfg.train_split), batch_size=cfg.batch_size, seed=cfg.seed, info=info,
                          workers=cfg.workers)
     val = load_test_set(split_path(cfg, cfg.val_split), limit=cfg.val_samples) if info.is_main else None
@@ -195,14 +195,10 @@ def fit(cfg: SSPLConfig, run_dir, *, resume: bool = False, allow_longer: bool = 
         for step, (frames, spects) in enumerate(bar):
             g = seeded_generator(cfg.seed, epoch, step)
             with perf.autocast(dev, cfg.amp):
-                views = train_views(frames, aug, g, views=cfg.views, batch=cfg.batch_size,
+                views = train_views(frames, aug, g, views=cfg.streams - 1, batch=cfg.batch_size,
                                     offset=info.rank * stream.local, device=dev)
-                v1, v2 = (views * 2)[:2]  # cfg.views == 1 (two streams): the same view twice
-                sp = spects.to(dev, non_blocking=True)
-                if cfg.objective == "simsiam":
-                    loss = opt_model(v1, v2, sp)["loss"]
-                else:  # contrastive / ezvsl / sacl (sspl_lib.objectives), single process
-                    loss = objective_loss(model, cfg, v1, v2, sp)["loss"]
+                v1, v2 = (views * 2)[:2]  # two streams (one view): the same view twice
+                loss = opt_model(v1, v2, spects.to(dev, non_blocking=True))["loss"]  # the method's (SSPL.forward)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

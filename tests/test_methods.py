@@ -1,4 +1,5 @@
-"""sspl_lib.objectives: each loss against a hand-computed case, what each objective trains, the test-time map."""
+"""sspl_lib.methods: each loss against a hand-computed case, what each method trains, the test-time maps, the
+registry."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import pytest
 import torch
 
 from sspl_lib.config import ConfigError, SSPLConfig
-from sspl_lib.model import build_model
-from sspl_lib.objectives import (FALSE_NEGATIVE_LOGIT, TAU, contrastive_loss, ezvsl_mil_loss, info_nce,
-                                 object_region, objective_loss, positive_region, sacl_contrast, sacl_logits, similarity_matrix,
-                                 true_negative_mask)
+from sspl_lib.maps import minmax
+from sspl_lib.methods.base import similarity_matrix
+from sspl_lib.methods.contrastive import TAU, info_nce
+from sspl_lib.methods.ezvsl import EZVSL, EZVSLGated, mil_loss, object_region
+from sspl_lib.methods.registry import REGISTRY, build_method, build_model
+from sspl_lib.methods.sacl import FALSE_NEGATIVE_LOGIT, positive_region, sacl_contrast, sacl_logits, true_negative_mask
 
 
 def _ce(row: np.ndarray, k: int) -> float:
@@ -69,7 +72,7 @@ def test_ezvsl_loss_by_hand_3_clips():
     # hand values: row 0 = (1, 1, 0); row 1 = (1/sqrt2, 1, 1/sqrt2); row 2 = (1/sqrt3, 1/sqrt3, 1)
     np.testing.assert_allclose(S * tau, [[1, 1, 0], [2 ** -0.5, 1, 2 ** -0.5], [3 ** -0.5, 3 ** -0.5, 1]], atol=1e-12)
     ref = np.mean([_ce(S[i], i) for i in range(3)]) + np.mean([_ce(S[:, j], j) for j in range(3)])
-    loss, sim = ezvsl_mil_loss(v, a, tau)
+    loss, sim = mil_loss(v, a, tau)
     assert loss.item() == pytest.approx(ref, rel=1e-5)
     np.testing.assert_allclose(sim.numpy(), S * tau, rtol=1e-6)
     # object-guided MIL: image 0 keeps location 0, image 1 location 1, image 2 both -> the max runs over those only
@@ -79,7 +82,7 @@ def test_ezvsl_loss_by_hand_3_clips():
     # row 0 = (1, 0, 0); row 1 = (1/sqrt2, 0, 1/sqrt2): the masked locations' cosines no longer count
     np.testing.assert_allclose(S_r[:2] * tau, [[1, 0, 0], [2 ** -0.5, 0, 2 ** -0.5]], atol=1e-12)
     ref_r = np.mean([_ce(S_r[i], i) for i in range(3)]) + np.mean([_ce(S_r[:, j], j) for j in range(3)])
-    loss_r, sim_r = ezvsl_mil_loss(v, a, tau, region)
+    loss_r, sim_r = mil_loss(v, a, tau, region)
     assert loss_r.item() == pytest.approx(ref_r, rel=1e-5)
     np.testing.assert_allclose(sim_r.numpy(), S_r * tau, rtol=1e-6)
 
@@ -156,103 +159,176 @@ def _norm01(x):
 
 
 # ----------------------------------------------------------------------------- models: what trains, the map
-def _cfg(objective: str, **kw) -> SSPLConfig:
-    out = 8 if objective == "contrastive" else 16  # no projection: the visual map's own 8 channels
-    return SSPLConfig(img_size=32, pretrained=False, use_pcm=objective == "simsiam", encoder_width=8, visual_dim=8,
-                      out_dim=out, audio_hidden=16, proj_dim=16, pred_hidden=8, objective=objective, **kw)
+def _cfg(method: str, **kw) -> SSPLConfig:
+    out = 8 if method in ("contrastive", "sspl_wo_pcm") else 16  # no projection: the visual map's own 8 channels
+    return SSPLConfig(img_size=32, pretrained=False, use_pcm=method == "sspl", encoder_width=8, visual_dim=8,
+                      out_dim=out, audio_hidden=16, proj_dim=16, pred_hidden=8,
+                      method="sspl" if method == "sspl_wo_pcm" else method, **kw)
 
 
-def _grads(objective: str) -> dict[str, bool]:
+def _inputs(b: int = 6, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, 3, 32, 32, generator=g), torch.randn(b, 3, 32, 32, generator=g),
+            torch.randn(b, 2, 96, 64, generator=g))
+
+
+def _grads(method: str) -> dict[str, bool]:
     torch.manual_seed(0)
-    cfg = _cfg(objective)
-    model = build_model(cfg).train()
-    x1, x2, sp = torch.randn(6, 3, 32, 32), torch.randn(6, 3, 32, 32), torch.randn(6, 2, 96, 64)
-    objective_loss(model, cfg, x1, x2, sp)["loss"].backward()
+    model = build_model(_cfg(method)).train()
+    model(*_inputs())["loss"].backward()
     parts = {"visual": model.visual, "audio.backbone": model.audio.backbone, "audio.mlp": model.audio.mlp,
-             "head": model.head, "visual_proj": model.visual_proj, "pcm": model.pcm}
+             "head": model.head, "visual_proj": getattr(model, "visual_proj", None), "pcm": model.pcm}
     return {k: m is not None and any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
             for k, m in parts.items()}
 
 
-@pytest.mark.parametrize("objective, trained", [
-    ("simsiam", {"audio.mlp", "head", "pcm"}),
+@pytest.mark.parametrize("method, trained", [
+    ("sspl", {"audio.mlp", "head", "pcm"}),
+    ("sspl_wo_pcm", {"audio.mlp", "head"}),
     ("contrastive", {"audio.mlp"}),
     ("ezvsl", {"audio.mlp", "visual_proj"}),
+    ("ezvsl_gated", {"audio.mlp", "visual_proj"}),
     ("sacl", {"audio.mlp", "visual_proj"}),
 ])
-def test_gradients_reach_exactly_the_trained_parts(objective, trained):
-    got = _grads(objective)
+def test_gradients_reach_exactly_the_trained_parts(method, trained):
+    got = _grads(method)
     assert {k for k, v in got.items() if v} == trained, got
 
 
-@pytest.mark.parametrize("objective", ["ezvsl", "sacl"])
-def test_projection_objectives_map_is_the_projected_cosine_map(objective):
+@pytest.mark.parametrize("method", ["ezvsl", "sacl"])
+def test_projection_methods_map_is_the_projected_cosine_map(method):
     torch.manual_seed(1)
-    model = build_model(_cfg(objective)).eval()
-    x, sp = torch.randn(3, 3, 32, 32), torch.randn(3, 2, 96, 64)
+    model = build_model(_cfg(method)).eval()
+    x, _, sp = _inputs(3, seed=1)
     v = model.visual_proj(model.visual(x))
     assert v.shape[1] == 16 and model.pcm is None
     _, a = model.encode_audio(sp)
     _, maps = similarity_matrix(v, a)
     torch.testing.assert_close(model.heatmap(x, sp), maps)
-    assert build_model(_cfg("simsiam")).visual_proj is None  # SSPL builds no projection
+    assert not hasattr(build_model(_cfg("sspl")), "visual_proj")  # SSPL adds no projection
 
 
 def test_contrastive_training_decreases_loss():
     torch.manual_seed(0)
-    cfg = SSPLConfig(img_size=32, pretrained=False, use_pcm=False, encoder_width=8, objective="contrastive")
+    cfg = SSPLConfig(img_size=32, pretrained=False, use_pcm=False, encoder_width=8, method="contrastive")
     model = build_model(cfg).train()
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     x = torch.randn(8, 3, 32, 32)
     sp = torch.randn(8, 3, 96, 64)
-    first = objective_loss(model, cfg, x, x, sp)["loss"].item()
+    first = model(x, x, sp)["loss"].item()
     for _ in range(15):
-        loss = objective_loss(model, cfg, x, x, sp)["loss"]
+        loss = model(x, x, sp)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
     assert loss.item() < first
-    out = contrastive_loss(model.eval(), x, None, sp)
+    out = model.eval()(x, x, sp)
     torch.testing.assert_close(out["heatmap"], model.heatmap(x, sp))  # the localization map is the cosine map
-    with pytest.raises(ValueError, match="use_pcm=False"):
-        contrastive_loss(build_model(cfg.replace(use_pcm=True, objective="simsiam")), x, x, sp)
 
 
-def test_config_refuses_pcm_and_bad_values_for_the_new_objectives():
-    with pytest.raises(ConfigError, match=r"objective='ezvsl' with use_pcm=true.*set use_pcm=false"):
-        SSPLConfig(objective="ezvsl", use_pcm=True)
+def test_registry_refuses_unknown_methods_and_a_pcm_it_cannot_use():
+    with pytest.raises(ConfigError, match=r"method='ezvsl' with use_pcm=true.*set use_pcm=false"):
+        build_method(SSPLConfig(method="ezvsl", use_pcm=True))
+    with pytest.raises(ConfigError, match=r"method='ezsvl': expected one of \['sspl', .*\(did you mean 'ezvsl'\?\)"):
+        build_model(SSPLConfig(method="ezsvl", use_pcm=False))
+    assert SSPLConfig().method == "sspl" and set(REGISTRY) == {"sspl", "contrastive", "ezvsl", "ezvsl_gated", "sacl"}
     with pytest.raises(ConfigError, match=r"sacl_tau=0.0: expected a temperature > 0"):
-        SSPLConfig(objective="sacl", use_pcm=False, sacl_tau=0)
+        SSPLConfig(method="sacl", use_pcm=False, sacl_tau=0)
     with pytest.raises(ConfigError, match=r"sacl_ratio_neg=1.5: expected a fraction in \[0, 1\]"):
-        SSPLConfig(objective="sacl", use_pcm=False, sacl_ratio_neg=1.5)
+        SSPLConfig(method="sacl", use_pcm=False, sacl_ratio_neg=1.5)
     with pytest.raises(ConfigError, match=r"sacl_ratio_retain=1.0: expected a fraction in \[0, 1\)"):
-        SSPLConfig(objective="sacl", use_pcm=False, sacl_ratio_retain=1.0)
-    assert SSPLConfig().objective == "simsiam" and SSPLConfig().ezvsl_tau == 0.03
+        SSPLConfig(method="sacl", use_pcm=False, sacl_ratio_retain=1.0)
+    m = build_method(_cfg("sacl", sacl_tau=0.01, sacl_ratio_neg=0.5))
+    assert (m.tau, m.ratio_neg, m.ratio_retain) == (0.01, 0.5, 0.5)  # the settings come from the config
 
 
 def test_config_refuses_bad_object_priors():
-    with pytest.raises(ConfigError, match=r"ogl_alpha=1.5: expected a weight in \[0, 1\]"):
-        SSPLConfig(ogl_alpha=1.5)
-    with pytest.raises(ConfigError, match=r"ogl_gamma=-1.0: expected an exponent >= 0"):
-        SSPLConfig(ogl_gamma=-1)
-    with pytest.raises(ConfigError, match=r"ogl_alpha=0.4 and ogl_gamma=3.0: choose one object prior"):
-        SSPLConfig(ogl_alpha=0.4, ogl_gamma=3)
+    with pytest.raises(ConfigError, match=r"ezvsl_ogl_alpha=1.5: expected a weight in \[0, 1\]"):
+        SSPLConfig(ezvsl_ogl_alpha=1.5)
+    with pytest.raises(ConfigError, match=r"ezvsl_gated_gamma=-1.0: expected an exponent >= 0"):
+        SSPLConfig(ezvsl_gated_gamma=-1)
+    with pytest.raises(ConfigError, match=r"ezvsl_gated_region=2.0: expected a threshold in \[0, 1\]"):
+        SSPLConfig(ezvsl_gated_region=2)
+    with pytest.raises(ConfigError, match=r"ezvsl_ogl_alpha=0.4 and ezvsl_gated_gamma=3.0: choose one object prior"):
+        build_method(_cfg("ezvsl_gated", ezvsl_ogl_alpha=0.4, ezvsl_gated_gamma=3))
 
 
-def test_object_guided_ezvsl_restricts_the_max_to_the_frozen_prior_region():
+def test_gated_ezvsl_restricts_the_max_to_the_frozen_prior_region():
     torch.manual_seed(2)
-    cfg = _cfg("ezvsl", ezvsl_prior_region=0.5)
-    model = build_model(cfg).train()
-    x, sp = torch.randn(6, 3, 32, 32), torch.randn(6, 2, 96, 64)
-    got = objective_loss(model, cfg, x, x, sp)["loss"]
+    model = build_model(_cfg("ezvsl_gated", ezvsl_gated_region=0.5)).train()
+    x, _, sp = _inputs()
+    got = model(x, x, sp)["loss"]
     with torch.no_grad():
         v = model.visual(x)
     _, a = model.encode_audio(sp)
     region = object_region(v, 0.5)
     assert 0 < region.sum() < region.numel()  # a real restriction
-    want, _ = ezvsl_mil_loss(model.project(v), a, cfg.ezvsl_tau, region)
-    plain, _ = ezvsl_mil_loss(model.project(v), a, cfg.ezvsl_tau)
+    want, _ = mil_loss(model.visual_proj(v), a, model.method.tau, region)
+    plain, _ = mil_loss(model.visual_proj(v), a, model.method.tau)
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
     assert got.item() != pytest.approx(plain.item(), rel=1e-3)
-    with pytest.raises(ConfigError, match=r"ezvsl_prior_region=2.0: expected a threshold in \[0, 1\]"):
-        SSPLConfig(ezvsl_prior_region=2)
+
+
+def test_object_guided_maps_by_hand():
+    """EZ-VSL's OGL sum and the gate on a 2x2 map, through the methods' test-time maps."""
+    av = torch.tensor([[[0.0, 1.0], [2.0, 4.0]]])  # normalized: 0, .25, .5, 1
+    v = torch.zeros(1, 2, 2, 2)
+    v[0, 0] = torch.tensor([[2.0, 4.0], [0.0, -2.0]])  # mean |v| over 2 channels: 1, 2, 0, 1 -> .5, 1, 0, .5
+
+    class Stub(EZVSLGated):  # the cosine map given: only the combination with the prior is tested here
+        def cosine_map(self, model, v, emb):
+            return av
+
+    assert torch.allclose(minmax(av), torch.tensor([[[0.0, 0.25], [0.5, 1.0]]]))
+    assert torch.allclose(Stub(ogl_alpha=0.4).heatmap(None, v, None), torch.tensor([[[0.3, 0.7], [0.2, 0.7]]]))
+    assert torch.allclose(Stub(gamma=2.0).heatmap(None, v, None), torch.tensor([[[0.0, 0.0625], [0.0, 0.5]]]))
+    assert torch.equal(Stub().heatmap(None, v, None), av)  # both off: the cosine map itself
+    assert torch.equal(minmax(torch.ones(1, 2, 2)), torch.zeros(1, 2, 2))  # a constant map: zeros, no NaN
+
+
+@pytest.mark.parametrize("method,setting", [("ezvsl", {"ogl_alpha": 0.4}), ("ezvsl_gated", {"gamma": 3.0})])
+def test_test_time_map_is_a_method_setting(method, setting):
+    """A setting of the test-time map, passed with the method, changes the map and nothing in the model."""
+    torch.manual_seed(0)
+    model = build_model(_cfg(method)).eval()
+    x, _, sp = _inputs(4, seed=3)
+    with torch.no_grad():
+        plain = model.heatmap(x, sp)
+        other = type(model.method)(**setting)
+        got = model.heatmap(x, sp, other)
+        (v,) = model.encode_frames(x)
+        assert torch.equal(got, other.heatmap(model, v, model.audio.embed(sp)))
+    assert not torch.allclose(got, plain, atol=1e-2) and model.method == type(model.method)()
+
+
+def test_a_new_method_is_one_class_and_one_registry_line(monkeypatch):
+    """A toy method with a module of its own (a learnable temperature) trains and maps through SSPL and
+    make_optimizer without any change to them."""
+    from dataclasses import dataclass
+
+    from sspl_lib.experiments.train import make_optimizer
+    from sspl_lib.methods.base import Method
+
+    @dataclass(frozen=True)
+    class Toy(Method):
+        def add_modules(self, model):
+            model.log_tau = torch.nn.Parameter(torch.zeros(()))
+
+        def param_groups(self, model, cfg):
+            return [{"params": [model.log_tau], "lr": cfg.lr_head}]
+
+        def loss(self, model, frames1, frames2, spects):
+            _, a = model.encode_audio(spects)
+            (v,) = model.encode_frames(frames1)
+            sim, _ = similarity_matrix(v, a)
+            return {"loss": info_nce(sim, tau=float(TAU)) * model.log_tau.exp()}
+
+    monkeypatch.setitem(REGISTRY, "toy", Toy)
+    model = build_model(_cfg("contrastive").replace(method="toy")).train()
+    assert "log_tau" in model.state_dict() and isinstance(model.method, Toy)
+    opt = make_optimizer(model, model.cfg)
+    assert any(g["params"] == [model.log_tau] for g in opt.param_groups)
+    x, _, sp = _inputs()
+    model(x, x, sp)["loss"].backward()
+    opt.step()
+    assert model.log_tau.item() != 0.0 and model.eval().heatmap(x, sp).shape == (6, 4, 4)
