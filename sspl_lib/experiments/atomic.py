@@ -46,7 +46,7 @@ def _disk_full(err: BaseException, folder: Path) -> bool:
     return isinstance(err, RuntimeError) and "inline_container" in str(err) and shutil.disk_usage(folder).free == 0
 
 
-def _atomic(path: Path, write) -> Path:
+def atomic_write(path: Path, write) -> Path:
     """`write(f)` into a temporary file of a unique name (pid + random) beside `path`, fsync, then os.replace.
     On any failure the temporary file is removed; a full disk raises DiskFullError naming `path`."""
     path = Path(path)
@@ -72,11 +72,11 @@ def _atomic(path: Path, write) -> Path:
 
 def atomic_save(obj, path: str | os.PathLike) -> Path:
     """torch.save to a temporary file, then os.replace: readers never see a half-written file."""
-    return _atomic(Path(path), lambda f: torch.save(obj, f))
+    return atomic_write(Path(path), lambda f: torch.save(obj, f))
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
-    return _atomic(Path(path), lambda f: f.write(text.encode("utf-8")))
+    return atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
 
 
 def write_json(obj, path: str | os.PathLike) -> Path:

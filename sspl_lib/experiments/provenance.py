@@ -120,10 +120,10 @@ def differences(run_dir, cfg: SSPLConfig, *, allow_longer: bool = False) -> list
         diff = [k for k in diff if k not in DATA_PATHS]
     if now["encoders_checkpoint"] is not None and rec.get("encoders_checkpoint") == now["encoders_checkpoint"]:
         diff = [k for k in diff if k != "encoders_checkpoint"]
-    out = [(k, getattr(saved, k), getattr(cfg, k)) for k in diff]
-    if other and "data_root" not in diff:
-        out.insert(0, ("data_root", f"{saved.data_root} (as trained)",
-                       f"{cfg.data_root} ({' and '.join(getattr(cfg, f'{s}_split') + '.h5' for s in other)} changed since)"))
+    out = [(k, getattr(saved, k), getattr(cfg, k)) for k in diff if k != "data_root" or not other]
+    if other:  # other data than the run was trained on, at the same path or not
+        files = " and ".join(getattr(cfg, f"{s}_split") + ".h5" for s in other)
+        out.insert(0, ("data_root", f"{saved.data_root} (as trained)", f"{cfg.data_root} ({files}: other data)"))
     return out
 
 
