@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sspl_lib.config import (OBJECTIVES, ConfigError, ProfileNotFoundError, SSPLConfig, changed_fields, load_profile,
-                             parse_overrides)
+                             load_yaml, parse_overrides)
 from sspl_lib.paths import PARAMS_DIR
 
 PROFILES = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
@@ -118,3 +118,21 @@ def test_corrupt_config_json_is_named(tmp_path, content, match):
     with pytest.raises(ConfigError, match=match) as e:
         SSPLConfig.load(path)
     assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("text,match", [
+    ("profile: p\nconfig:\n  epochs: 3\n  seed: 1\n  epochs: 5\n",
+     r"p\.yaml: line 5: `epochs` given twice \(first at line 3\); keep one"),
+    ("profile: p\nconfig:\n  epochs: 3\nconfig:\n  seed: 1\n",
+     r"p\.yaml: line 4: a second `config:` block \(the first at line 2\); .*merge the two"),
+    ("profile: p\nprofile: q\nconfig: {epochs: 3}\n", r"p\.yaml: line 2: `profile` given twice"),
+    ("profile: p\nconfig: {epochs: 3, epochs: 4}\n", r"line 2: `epochs` given twice \(first at line 2\)"),
+], ids=["key", "config-block", "profile", "flow"])
+def test_profiles_refuse_repeated_keys_naming_key_and_line(tmp_path, text, match):
+    """PyYAML keeps the last of two equal keys; a profile refuses them (issue 18)."""
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_yaml(path)
+    path.write_text("profile: p\nconfig:\n  epochs: 3\n  seed: 1\n")
+    assert load_yaml(path).epochs == 3

@@ -95,9 +95,10 @@ def _ground_truth_rows(f, path, rows: np.ndarray) -> np.ndarray:
     ok = np.isfinite(b).all(1) & (b >= 0).all(1) & (b <= 1).all(1) & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
     if not ok.all():
         i = int(rows[np.argmax(~ok)])
+        box = np.round(boxes[i].astype(float), 4).tolist()
         raise DataFileError(f"{path}: dataset 'boxes': {int((~ok).sum())} of {len(rows)} samples with a sounding object "
-                            f"have no usable box (first: {_row_name(f, i)}: {boxes[i].tolist()}); boxes are finite, "
-                            "normalized to [0, 1], x0 < x1 and y0 < y1")
+                            f"have no usable box (first: {_row_name(f, i)}: {box}); boxes are finite, normalized to "
+                            "[0, 1], x0 < x1 and y0 < y1")
     return rows
 
 
