@@ -39,10 +39,13 @@ def _cases(splits):
     nan_boxes = np.full_like(va["boxes"], np.nan)
     return {
         "uint16 frames": ("train", dict(frames=tr["frames"].astype(np.uint16) * 257),
-                          r"train\.h5: dataset 'frames' is uint16 \(values 0\.\.6\d+ .*\(frames >> 8\)\.astype\(np\.uint8\)"),
+                          r"train\.h5: dataset 'frames' is uint16 \(values 0\.\.6\d+ .*"
+                          r"\(frames >> 8\)\.astype\(np\.uint8\)"),
         "float frames in [0, 1]": ("train", dict(frames=tr["frames"].astype(np.float32) / 255),
-                                   r"train\.h5: dataset 'frames' is float32 \(values 0\.\.[\d.]+ .*\(frames \* 255\)\.round\(\)"),
-        "no spects": ("train", dict(spects=None), r"train\.h5: no dataset 'spects' \(has \[.*'frames'.*\]\); every split holds frames and spects"),
+                                   r"train\.h5: dataset 'frames' is float32 \(values 0\.\.[\d.]+ .*"
+                                   r"\(frames \* 255\)\.round\(\)"),
+        "no spects": ("train", dict(spects=None),
+                      r"train\.h5: no dataset 'spects' \(has \[.*'frames'.*\]\); every split holds frames and spects"),
         "no frames": ("val", dict(frames=None), r"val\.h5: no dataset 'frames'"),
         "different lengths": ("train", dict(spects=tr["spects"][:-3]),
                               r"train\.h5: datasets of different lengths \(\{'frames': 40, 'spects': 37"),
@@ -87,7 +90,8 @@ def test_evaluation_refuses_bad_test_splits(splits, tmp_path):
         "no gt": (dict(boxes=None), r"no ground truth \(neither a 'gt' nor a 'boxes' dataset\)"),
         "gt range": (dict(boxes=None, gt=np.full((n, 8, 8), 2.0, np.float32)),
                      r"dataset 'gt' row 0 \(id test_single_000000\) has values outside \[0, 1\]"),
-        "spect shape": (dict(spects=te["spects"].transpose(0, 1, 3, 2)), r"dataset 'spects' is float32 \(24, 3, 64, 96\)"),
+        "spect shape": (dict(spects=te["spects"].transpose(0, 1, 3, 2)),
+                        r"dataset 'spects' is float32 \(24, 3, 64, 96\)"),
         "grey frames": (dict(frames=te["frames"][..., :1]), r"dataset 'frames' has shape \(24, 64, 64, 1\)"),
     }
     for name, (changed, message) in cases.items():

@@ -136,7 +136,8 @@ def test_a_second_writer_is_refused_naming_the_holder(cfg, tmp_path):
                 break
             time.sleep(0.05)
         assert json.loads(text)["pid"] == proc.pid
-        with pytest.raises(RunLocked, match=rf"{re.escape(str(run))}: another training is writing this run folder \(pid {proc.pid} on"):
+        held = rf"{re.escape(str(run))}: another training is writing this run folder \(pid {proc.pid} on "
+        with pytest.raises(RunLocked, match=held):
             fit(cfg.replace(seed=9), run, resume=True, progress=False)
     finally:
         proc.kill()
@@ -263,7 +264,8 @@ def test_paths_are_stored_relative_to_the_repository(tmp_path):
                         encoders_checkpoint=str(REPO_ROOT / "runs" / "quick" / "encoders.pt"))
     p = inside.portable()
     assert (p.data_root, p.encoders_checkpoint) == ("data/synthetic/quick", "runs/quick/encoders.pt")
-    assert same_path(p.data_root, inside.data_root) and SSPLConfig(data_root=str(tmp_path)).portable().data_root == str(tmp_path)
+    assert same_path(p.data_root, inside.data_root)
+    assert SSPLConfig(data_root=str(tmp_path)).portable().data_root == str(tmp_path)  # outside: absolute
     (tmp_path / "link").symlink_to(tmp_path)
     assert same_path(str(tmp_path / "link"), str(tmp_path)) and not same_path("data/a", "data/b")
 

@@ -96,9 +96,9 @@ def _ground_truth_rows(f, path, rows: np.ndarray) -> np.ndarray:
     if not ok.all():
         i = int(rows[np.argmax(~ok)])
         box = np.round(boxes[i].astype(float), 4).tolist()
-        raise DataFileError(f"{path}: dataset 'boxes': {int((~ok).sum())} of {len(rows)} samples with a sounding object "
-                            f"have no usable box (first: {_row_name(f, i)}: {box}); boxes are finite, normalized to "
-                            "[0, 1], x0 < x1 and y0 < y1")
+        raise DataFileError(f"{path}: dataset 'boxes': {int((~ok).sum())} of {len(rows)} samples with a sounding "
+                            f"object have no usable box (first: {_row_name(f, i)}: {box}); boxes are finite, "
+                            "normalized to [0, 1], x0 < x1 and y0 < y1")
     return rows
 
 

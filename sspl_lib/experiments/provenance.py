@@ -23,7 +23,6 @@ from . import runs
 from .atomic import atomic_write_text, write_json
 
 DATA_PATHS = ("data_root", "source_root", "assets")  # what the training reads is data_root's files only
-FINGERPRINTED = ("train", "val", "encoders_checkpoint")
 
 
 class RunConflict(ValueError):
@@ -154,7 +153,7 @@ def check_run(run_dir, cfg: SSPLConfig, *, resume: bool = True, allow_longer: bo
         raise RunConflict(f"{resolve(run_dir)}: already holds a run ({len(runs.read_history(run_dir))} epochs); "
                           "resume it (resume=True / --resume) or train into a new run folder. The library never "
                           "deletes or overwrites a run")
-    diff = differences(run_dir, cfg, allow_longer=allow_longer)
+    diff = differences(run_dir, cfg, allow_longer=allow_longer) if runs.holds_run(run_dir) else []
     if diff:
         raise conflict(run_dir, diff, verb)
 
