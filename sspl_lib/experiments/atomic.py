@@ -1,9 +1,5 @@
-"""Files written so that nothing is lost: a temporary file of a unique name, fsync, then `os.replace`.
-
-A reader, or a process killed mid-write, never sees half a file: the previous version stays until the new one is
-complete. A failed write removes its temporary file; a full disk is reported as such (torch's zip writer says
-`enforce fail at inline_container.cc`), naming the file. `SSPL_CRASH_AT` injects a SIGKILL between writes (tests).
-"""
+"""Files written so that nothing is lost: a temporary file of a unique name, fsync, then `os.replace` (a reader
+never sees half a file); a failed write removes its temporary file, a full disk is named as such."""
 
 from __future__ import annotations
 

@@ -1,11 +1,7 @@
-"""Is a run folder the run a configuration asks for? Its config.json and the fingerprints of what it was trained
-on (`inputs.json`: the train and val files, the encoders checkpoint) against a new configuration.
-
-The answer is the same run (reuse it, or resume it), a longer schedule of it (`allow_longer`: resume and train
-further), or another run: `RunConflict`, whose message lists each differing key (old -> new) and how to
-proceed. A path that moved (another spelling, a moved data or runs folder, a moved checkout) is the same input
-when its fingerprint is; the same path holding other data is not. Nothing here deletes or rewrites a run.
-"""
+"""Is a run folder the run a configuration asks for? Its config.json and `inputs.json` (fingerprints of its train
+and val files and encoders) against the new config: the same run, a longer schedule of it, or another run
+(`RunConflict`: each differing key old -> new, and what to do). A moved input with the same fingerprint is the
+same input; other data at the same path is not. Nothing here deletes or rewrites a run."""
 
 from __future__ import annotations
 
@@ -72,8 +68,7 @@ def inputs(cfg: SSPLConfig) -> dict:
 
 
 def record_run(run_dir, cfg: SSPLConfig) -> None:
-    """Write the run's config.json (each start: a longer schedule or execution settings may have changed) and,
-    the first time, inputs.json (the fingerprints of `inputs`)."""
+    """Write config.json (each start: a longer schedule may change it) and, the first time, inputs.json."""
     run_dir = resolve(run_dir)
     atomic_write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", run_dir / "config.json")
     if not (run_dir / "inputs.json").is_file():
@@ -159,9 +154,8 @@ def check_run(run_dir, cfg: SSPLConfig, *, resume: bool = True, allow_longer: bo
 
 
 def study_action(run_dir, cfg: SSPLConfig) -> str:
-    """What a study does with a run folder: "train" (nothing there yet), "reuse" (finished, same run), "resume"
-    (interrupted), "longer" (finished or not, the same run with a longer schedule: trained further in place);
-    RunConflict for another run (the folder is kept)."""
+    """"train" (nothing there), "reuse" (finished), "resume" (interrupted) or "longer" (the same run with a longer
+    schedule: trained further in place); RunConflict for another run."""
     if not runs.holds_run(run_dir):
         return "train"
     if not differences(run_dir, cfg):

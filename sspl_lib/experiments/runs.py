@@ -149,10 +149,8 @@ def best_epoch(history: list[dict]) -> int | None:
 
 
 def restore_best(run_dir, state: dict) -> str | None:
-    """On resume: make best.pt hold the best epoch that `state` (last.pt) names and the history files hold its
-    history. A run killed after writing last.pt and before best.pt (or with best.pt missing) gets best.pt rewritten
-    from last.pt when last.pt is that epoch, as the uninterrupted run wrote it. Returns what was done, or why it
-    cannot be done; None when best.pt was right."""
+    """On resume: best.pt rewritten from last.pt (`state`) when it lacks the best epoch that last.pt is, the history
+    files from last.pt's history. Returns what was done or why it cannot be; None when best.pt was right."""
     write_history(state["history"], run_dir)
     if state.get("best") is None:
         return None
@@ -189,8 +187,7 @@ def is_run(run_dir) -> bool:
 
 
 def holds_run(run_dir) -> bool:
-    """A folder with something a training made: a checkpoint or a history (a folder that only has config.json
-    holds nothing to lose)."""
+    """A folder with a checkpoint or a history (one with only config.json holds nothing to lose)."""
     return is_run(run_dir) or bool((resolve(run_dir) / "history.json").is_file())
 
 
@@ -239,10 +236,8 @@ def _check_origin(path: Path, cfg: SSPLConfig, state: dict, expect: dict | None)
 
 
 def load_run(run_dir, which: str = "best", device="cpu", *, expect: dict | None = None):
-    """The `SSPL` model of a run folder's `checkpoints/<which>.pt` (config inside the checkpoint), eval mode.
-    Weights come from the checkpoint only (no pretrained files are read). The checkpoint must agree with the
-    folder's config.json and history (CheckpointError naming both files) and with `expect` {config field: value}
-    (what the caller knows of the run, e.g. its method's fields). best.pt is never replaced by last.pt."""
+    """The `SSPL` model of a run folder's `checkpoints/<which>.pt`, eval mode, weights from the checkpoint only. It
+    must agree with the folder's config.json and history and with `expect` {field: value} (CheckpointError)."""
     from ..model import SSPL
 
     path = checkpoint_path(run_dir, which)
