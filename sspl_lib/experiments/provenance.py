@@ -154,8 +154,8 @@ def check_run(run_dir, cfg: SSPLConfig, *, resume: bool = True, allow_longer: bo
 
 
 def study_action(run_dir, cfg: SSPLConfig) -> str:
-    """"train" (nothing there), "reuse" (finished), "resume" (interrupted) or "longer" (the same run with a longer
-    schedule: trained further in place); RunConflict for another run."""
+    """A study's step: "train" (nothing there), "reuse" (finished), "resume" (interrupted) or "longer" (the same run
+    with a longer schedule: trained further in place); RunConflict for another run."""
     if not runs.holds_run(run_dir):
         return "train"
     if not differences(run_dir, cfg):
