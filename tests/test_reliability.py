@@ -256,6 +256,9 @@ def test_moved_runs_and_data_folders_keep_their_runs(cfg, bench, tmp_path, capsy
                        workers=1, chunk=16, progress=False)  # other data where the run's data was
     with pytest.raises(RunConflict, match=r"data_root: .*data2 \(train\.h5 and val\.h5: other data\)"):
         study_action(tmp_path / "runs2" / "sspl", moved)
+    (tmp_path / "runs2" / "sspl" / "inputs.json").unlink()  # a run from before inputs.json: its stored paths
+    with pytest.raises(RunConflict, match=r"encoders_checkpoint: .*runs/encoders\.pt' -> .*runs2/encoders\.pt'"):
+        study_action(tmp_path / "runs2" / "sspl", moved)  # the encoders it names are gone: the paths decide
 
 
 def test_paths_are_stored_relative_to_the_repository(tmp_path):

@@ -104,9 +104,7 @@ def differences(run_dir, cfg: SSPLConfig, *, allow_longer: bool = False) -> list
     if saved is None:
         return []
     diff = changed_fields(saved, cfg, allow_longer=allow_longer)
-    rec = _recorded(run_dir)
-    if rec is None:  # a run from before inputs.json: the paths alone decide
-        return [(k, getattr(saved, k), getattr(cfg, k)) for k in diff]
+    rec = _recorded(run_dir) or inputs(saved)  # a run from before inputs.json: the files at its paths now
     now = inputs(cfg)
     same = [s for s in ("train", "val") if now[s] is not None and rec.get(s) == now[s]]
     other = [s for s in ("train", "val") if now[s] is not None and rec.get(s) not in (None, now[s])]
