@@ -25,7 +25,7 @@ from pathlib import Path
 from types import NoneType, UnionType
 from typing import get_args, get_origin, get_type_hints
 
-from .paths import PARAMS_DIR
+from .paths import PARAMS_DIR, relative_to_repo, resolve
 
 AMP_MODES = ("auto", "bf16", "none")
 LR_SCHEDULES = ("constant", "cosine")
@@ -41,6 +41,8 @@ DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 RUN_ONLY = ("threads", "workers", "device", "compile", "seeds")
 # a resume with allow_longer=True may raise `epochs` and change `patience`
 LONGER = ("epochs", "patience")
+# file and folder paths: stored relative to the repository root when inside it (`portable`), compared resolved
+PATHS = ("data_root", "source_root", "assets", "encoders_checkpoint", "vgg16_weights", "vggish_weights")
 
 
 class ConfigError(ValueError):
@@ -150,10 +152,15 @@ class SSPLConfig:
         _check_keys(changes)
         return dataclasses.replace(self, **changes)
 
+    def portable(self) -> "SSPLConfig":
+        """The same config with its PATHS inside the repository written relative to it (a moved checkout, or
+        runs and data moved with it, keeps naming the same files)."""
+        return self.replace(**{k: relative_to_repo(getattr(self, k)) for k in PATHS if getattr(self, k) is not None})
+
     def save(self, path: str | os.PathLike) -> None:
         """Write as JSON atomically (a temporary file in the same folder, then os.replace)."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         try:
             with open(tmp, "w") as f:
                 f.write(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -310,13 +317,31 @@ def _value_errors(cfg: SSPLConfig) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- profiles, overrides, resume
+class DuplicateKey(ValueError):
+    """A key given twice in one YAML mapping (PyYAML would silently keep the last value)."""
+
+    def __init__(self, key, line: int, first: int):
+        super().__init__(f"line {line}: `{key}` given twice (first at line {first}); keep one")
+        self.key, self.line, self.first = key, line, first
+
+
 @lru_cache(maxsize=None)
 def _yaml_loader():
-    """PyYAML's SafeLoader plus the YAML 1.2 float forms (`1e-4`, `2E5`) that YAML 1.1 leaves as strings."""
+    """PyYAML's SafeLoader plus the YAML 1.2 float forms (`1e-4`, `2E5`) that YAML 1.1 leaves as strings; a key
+    given twice in a mapping raises DuplicateKey."""
     import yaml
 
     class Loader(yaml.SafeLoader):
-        pass
+        def construct_mapping(self, node, deep=False):
+            first: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+                if key in first:
+                    raise DuplicateKey(key, line, first[key])
+                first[key] = line
+            return super().construct_mapping(node, deep)
 
     float12 = re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)[eE][-+]?\d+$")
     Loader.add_implicit_resolver("tag:yaml.org,2002:float", float12, list("-+0123456789."))
@@ -342,6 +367,11 @@ def load_yaml(path: str | os.PathLike) -> SSPLConfig:
         raw = read_yaml(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    except DuplicateKey as e:
+        if e.key == "config":
+            raise ConfigError(f"{path}: line {e.line}: a second `config:` block (the first at line {e.first}); a "
+                              "profile has one `config:` mapping: merge the two") from None
+        raise ConfigError(f"{path}: {e}") from None
     if not isinstance(raw, dict) or "config" not in raw or set(raw) - {"profile", "config"}:
         keys = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
         raise ConfigError(f"{path}: expected the keys `profile` (its name) and `config` (a mapping of config "
@@ -390,13 +420,22 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def same_path(a: str | None, b: str | None) -> bool:
+    """Two path values naming the same file: compared resolved (relative ones from the repository root, symlinks
+    followed), so `data/x` and `<repo>/data/x` are one path."""
+    if a is None or b is None:
+        return a == b
+    return os.path.realpath(resolve(a)) == os.path.realpath(resolve(b))
+
+
 def changed_fields(stored: SSPLConfig, new: SSPLConfig, *, allow_longer: bool = False) -> list[str]:
-    """Keys whose difference changes what a resumed run computes (RUN_ONLY settings are ignored); with
-    `allow_longer`, `epochs` may grow and `patience` may change. Empty = the run may be resumed."""
+    """Keys whose difference changes what a resumed run computes (RUN_ONLY settings are ignored; PATHS are
+    compared resolved); with `allow_longer`, `epochs` may grow and `patience` may change. Empty = the run may be
+    resumed."""
     out = []
     for f in fields(SSPLConfig):
         old, cur = getattr(stored, f.name), getattr(new, f.name)
-        if old == cur or f.name in RUN_ONLY:
+        if old == cur or f.name in RUN_ONLY or (f.name in PATHS and same_path(old, cur)):
             continue
         if allow_longer and f.name in LONGER and (f.name != "epochs" or cur > old):
             continue

@@ -21,6 +21,16 @@ def resolve(path: str | os.PathLike | None) -> Path | None:
     return p if p.is_absolute() else REPO_ROOT / p
 
 
+def relative_to_repo(path: str | os.PathLike) -> str:
+    """A path as stored in a run's config: relative to the repository root when it lies inside it (as given or
+    with symlinks resolved), else absolute."""
+    p = Path(os.path.abspath(resolve(path)))
+    for cand in (p, Path(os.path.realpath(p))):
+        if cand.is_relative_to(REPO_ROOT):
+            return str(cand.relative_to(REPO_ROOT)) or "."
+    return str(p)
+
+
 def weights_dir() -> Path:
     """Where pretrained weight files are looked for first: $SSPL_WEIGHTS, else the torch hub cache."""
     if os.environ.get("SSPL_WEIGHTS"):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sspl_lib.config import (RENAMED, ConfigError, ProfileNotFoundError, SSPLConfig, changed_fields, load_profile,
-                             parse_overrides)
+                             load_yaml, parse_overrides)
 from sspl_lib.methods.registry import build_method
 from sspl_lib.paths import PARAMS_DIR
 
@@ -133,8 +133,6 @@ def test_old_keys_are_read_in_files_and_named_in_overrides(tmp_path):
     assert SSPLConfig.load(path) == new and changed_fields(SSPLConfig.load(path), new) == []
     profile = tmp_path / "old.yaml"
     profile.write_text("profile: old\nconfig:\n  objective: simsiam\n  views: 1\n  lr_pcm: 2.0e-4\n")
-    from sspl_lib.config import load_yaml
-
     assert load_yaml(profile) == SSPLConfig(method="sspl", streams=2, lr_visual=2e-4)
     assert SSPLConfig.from_dict({"objective": "ezvsl", "use_pcm": False, "ogl_alpha": 0.4}) == \
         SSPLConfig(method="ezvsl", use_pcm=False, ezvsl_ogl_alpha=0.4)  # OGL scoring stays plain EZ-VSL
@@ -148,3 +146,21 @@ def test_old_keys_are_read_in_files_and_named_in_overrides(tmp_path):
             SSPLConfig.from_dict(bad)
     with pytest.raises(ConfigError, match=r"config key 'lr_pcm' is now 'lr_visual'"):
         load_profile("quick", lr_pcm=1e-4)
+
+
+@pytest.mark.parametrize("text,match", [
+    ("profile: p\nconfig:\n  epochs: 3\n  seed: 1\n  epochs: 5\n",
+     r"p\.yaml: line 5: `epochs` given twice \(first at line 3\); keep one"),
+    ("profile: p\nconfig:\n  epochs: 3\nconfig:\n  seed: 1\n",
+     r"p\.yaml: line 4: a second `config:` block \(the first at line 2\); .*merge the two"),
+    ("profile: p\nprofile: q\nconfig: {epochs: 3}\n", r"p\.yaml: line 2: `profile` given twice"),
+    ("profile: p\nconfig: {epochs: 3, epochs: 4}\n", r"line 2: `epochs` given twice \(first at line 2\)"),
+], ids=["key", "config-block", "profile", "flow"])
+def test_profiles_refuse_repeated_keys_naming_key_and_line(tmp_path, text, match):
+    """PyYAML keeps the last of two equal keys; a profile refuses them (issue 18)."""
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_yaml(path)
+    path.write_text("profile: p\nconfig:\n  epochs: 3\n  seed: 1\n")
+    assert load_yaml(path).epochs == 3

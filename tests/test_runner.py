@@ -1,4 +1,4 @@
-"""sspl_lib.experiments.runner and its report: a real tiny study through fit (cached, resumed, retrained on a
+"""sspl_lib.experiments.runner and its report: a real tiny study through fit (cached, resumed, refused on a
 changed configuration), records that carry their overrides, seed statistics with the sample std."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import torch
 from sspl_lib.config import SSPLConfig, load_profile
 from sspl_lib.data.testset import load_test_set
 from sspl_lib.experiments.evaluate import evaluate_model
+from sspl_lib.experiments.provenance import RunConflict
 from sspl_lib.experiments.report import headline, markdown, question_rows
 from sspl_lib.experiments.runner import Budget, Variant, ablation_variants, aggregate, run_study, seed_study
 from sspl_lib.experiments.runs import load_run
@@ -70,7 +71,7 @@ def bench(tmp_path_factory):
                               frame_size=48, workers=1, progress=False)
 
 
-def test_tiny_study_runs_caches_and_retrains(bench, tmp_path):
+def test_tiny_study_runs_caches_and_refuses_another_configuration(bench, tmp_path):
     base = load_profile("quick", data_root=str(bench), **TINY)
     budget = Budget(epochs=1, n_train=16, n_val=8, n_test=6, batch_size=8)
     variants = [Variant("sspl", {}, audio=("matched", "shuffled", "silent")), Variant("sspl_wo_pcm", {"use_pcm": False})]
@@ -95,8 +96,12 @@ def test_tiny_study_runs_caches_and_retrains(bench, tmp_path):
     assert {r["status"] for r in again} == {"cached"}
     strip = lambda rs: [{k: v for k, v in r.items() if k not in ("status", "seconds")} for r in rs]  # noqa: E731
     assert strip(again) == strip(recs)
-    changed = run_study(base.replace(lr_head=1e-4), variants[1:], (0,), root, budget, progress=False)
-    assert {r["status"] for r in changed} == {"trained"}  # another configuration: retrained, never reused
+    # another configuration: refused before anything is trained, naming the difference; the runs are kept
+    best = root / "sspl_wo_pcm" / "seed0" / "checkpoints" / "best.pt"
+    before = best.stat().st_mtime_ns
+    with pytest.raises(RunConflict, match=r"sspl_wo_pcm/seed0: cannot reuse or resume.*lr_head: 0\.002 -> 0\.0001"):
+        run_study(base.replace(lr_head=1e-4), variants[1:], (0,), root, budget, progress=False)
+    assert best.stat().st_mtime_ns == before
 
 
 def test_seed_study_uses_the_profile_settings(bench, tmp_path):

@@ -15,7 +15,8 @@ from sspl_lib.data.transforms import eval_frame
 from sspl_lib.experiments.evaluate import evaluate_model, load_eval_split
 from sspl_lib.experiments.features import SharedFeatures
 from sspl_lib.experiments.results import results_json, results_table, write_results
-from sspl_lib.experiments.runner import METHODS, clear_stale, method_runs, study_seeds
+from sspl_lib.experiments.provenance import study_action
+from sspl_lib.experiments.runner import METHODS, method_runs, study_seeds
 from sspl_lib.experiments.runs import load_run
 from sspl_lib.experiments.study import TrainingFailed, evaluate_methods, plan, train_methods
 from sspl_lib.methods.ezvsl import EZVSL, EZVSLGated
@@ -77,7 +78,7 @@ def test_a_finished_run_is_reused_whatever_the_thread_count(trained, capsys):
     cfg, root = trained
     best = root / "sspl" / "checkpoints" / "best.pt"
     before = best.stat().st_mtime_ns
-    assert not clear_stale(root / "sspl", cfg.replace(threads=2, workers=3))  # execution-only fields
+    assert study_action(root / "sspl", cfg.replace(threads=2, workers=3)) == "reuse"  # execution-only fields
     hist = train_methods(cfg.replace(threads=2), root, ["sspl"], n_seeds=1, jobs=1)
     assert "finished run reused" in capsys.readouterr().out
     assert best.stat().st_mtime_ns == before and len(hist["sspl"][7]) == 1

@@ -11,6 +11,7 @@ import torch
 from .. import distributed as D
 from ..config import SSPLConfig
 from ..paths import resolve
+from .checks import check_split
 from .h5 import AVDataset, load_split, open_h5
 from .transforms import AugmentConfig, crop_flip, crop_flip_params, normalize, resize_uint8, to_chw
 
@@ -23,6 +24,12 @@ IN_MEMORY_BYTES = int(os.environ.get("SSPL_IN_MEMORY_BYTES", 6 * 2**30))
 def split_path(cfg: SSPLConfig, split: str) -> Path:
     """The packed file of a split of the config's data root."""
     return resolve(cfg.data_root) / f"{split}.h5"
+
+
+def check_training_data(cfg: SSPLConfig) -> None:
+    """The train and validation splits of a config, checked before training (`checks.check_split`)."""
+    check_split(split_path(cfg, cfg.train_split), "train")
+    check_split(split_path(cfg, cfg.val_split), "val", limit=cfg.val_samples)
 
 
 def seeded_generator(*key: int) -> torch.Generator:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..paths import resolve
+from .checks import check_split
 from .gt import fill_boxes, gt_maps_for_split, load_vggss_annotations, vggss_box_pixels
 from .h5 import load_split, open_h5
 
@@ -74,6 +75,7 @@ def load_test_set(split_path, *, gt="auto", limit: int = 0, sounding_only: bool 
     """Read a packed annotated split (test or validation); `limit` keeps the first sounding samples. `gt`: "auto" | folder of Flickr XML files | VGG-SS JSON path.
     `sounding_only=False` keeps the samples without a sounding object too (their gt maps are empty)."""
     path = resolve(split_path)
+    check_split(path, "test", limit=limit, gt_external=gt != "auto")
     with open_h5(path) as f:
         keys = set(f.keys())
     want = [k for k in ("frames", "spects", "ids", "boxes", "gt", *ROW_FIELDS) if k in keys]

@@ -32,6 +32,7 @@ from ..data.transforms import AugmentConfig, crop_flip, crop_flip_params, eval_f
 from ..encoders import SmallAudioEncoder, SmallVisualEncoder
 from ..paths import resolve
 from . import runs
+from .atomic import atomic_save
 
 VERSION = 1
 
@@ -177,7 +178,7 @@ def pretrain(cfg: SSPLConfig, out_dir, *, force: bool = False, progress: bool = 
     audio, ameta = pretrain_audio(cfg, progress)
     meta = {**meta, "visual_result": vmeta, "audio_result": ameta,
             "seconds": {"visual": round(t1 - t0, 1), "audio": round(time.perf_counter() - t1, 1)}}
-    runs.atomic_save({"visual": visual, "audio": audio, "meta": meta}, path)
+    atomic_save({"visual": visual, "audio": audio, "meta": meta}, path)
     if progress:
         print("pretrained encoders:", json.dumps({"visual": vmeta, "audio": ameta, "seconds": meta["seconds"]}))
     return path

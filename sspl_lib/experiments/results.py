@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..paths import resolve
-from .runs import write_json
+from .atomic import write_json
 
 SEED_KEYS = ("ciou", "auc", "follow_rate", "ap", "max_f1")  # kept per seed, with a sample std over seeds
 

@@ -2,8 +2,9 @@
 
 A study trains a base configuration with a few fields changed (a `Variant`: a label and its config
 overrides) for each seed, into `<root>/<variant>/seed<k>`, and scores each run on the test splits. A finished
-run (best.pt, full history, same config) is reused, an interrupted one resumed, one trained with another
-configuration retrained. Each record carries the overrides it was trained with (never a name to decode):
+run (best.pt, full history, same config) is reused, an interrupted one resumed, one with a longer schedule
+trained further; a folder holding a run of another configuration refuses the study before anything is trained
+(`provenance.RunConflict`: the differences and what to do); no run is deleted. Each record carries the overrides it was trained with (never a name to decode):
 
     {"variant", "overrides", "seed", "split", "audio", "protocol", "ciou", "auc", "n", "seconds", "status"}
 
@@ -19,18 +20,19 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..config import ConfigError, SSPLConfig, changed_fields, load_profile
+from ..config import SSPLConfig, load_profile
 from ..distributed import choose_device
 from ..paths import RUNS_DIR, resolve
 from .evaluate import evaluate_model, find_test_splits
-from .runs import is_complete, load_run, read_history, write_json
+from .atomic import write_json
+from .provenance import RunConflict, study_action
+from .runs import load_run
 
 AUDIO_CONTROLS = ("matched", "shuffled", "silent")
 
@@ -170,23 +172,6 @@ def encoders_checkpoint(base: SSPLConfig, root: Path, progress: bool = False) ->
 
 
 # ----------------------------------------------------------------------------- runs
-def clear_stale(run_dir: Path, cfg: SSPLConfig) -> bool:
-    """Remove a run folder trained with another configuration (so it is not resumed or reused); True if removed.
-    Execution-only settings (`config.RUN_ONLY`: threads, workers, device, ...) do not make a run stale."""
-    saved = run_dir / "config.json"
-    if not saved.is_file():
-        return False
-    try:
-        diff = changed_fields(SSPLConfig.load(saved), cfg)
-    except (ConfigError, ValueError, TypeError) as e:  # a config.json this version cannot read
-        diff = [f"unreadable {saved.name}: {e}"]
-    if diff:
-        print(f"[runner] {run_dir}: trained with another configuration ({', '.join(diff)}), retraining")
-        shutil.rmtree(run_dir)
-        return True
-    return False
-
-
 def run_config(base: SSPLConfig, budget: Budget, overrides: dict, seed: int, data_root: Path,
                enc: str | None) -> SSPLConfig:
     ch = dict(overrides, seed=int(seed), data_root=str(data_root), encoders_checkpoint=enc)
@@ -219,6 +204,20 @@ def evaluate_run(run_dir: Path, test_root: Path, budget: Budget, *, audio_modes=
     return scores
 
 
+def _study_actions(root: Path, jobs) -> list[str]:
+    """`provenance.study_action` of every (variant, seed, config) job, all checked before any training: one
+    RunConflict naming every folder that holds another run (none is deleted)."""
+    actions, refused = [], []
+    for v, seed, cfg in jobs:
+        try:
+            actions.append(study_action(root / v.name / f"seed{seed}", cfg))
+        except RunConflict as e:
+            refused.append(str(e))
+    if refused:
+        raise RunConflict("\n".join(refused))
+    return actions
+
+
 def run_study(base: SSPLConfig, variants: list[Variant], seeds, root, budget: Budget | None = None, *,
               device="cpu", progress: bool = True) -> list[dict]:
     """Train (or reuse) and score every variant x seed; returns the records (see the module docstring)."""
@@ -237,28 +236,27 @@ def run_study(base: SSPLConfig, variants: list[Variant], seeds, root, budget: Bu
     data_root = subset_root(budget, base, root)
     enc = encoders_checkpoint(base, root, progress)
     device = choose_device(device)
+    jobs = [(v, seed, run_config(base, budget, v.overrides, seed, data_root, enc)) for v in variants for seed in seeds]
+    actions = _study_actions(root, jobs)
     records: list[dict] = []
-    for v in variants:
-        for seed in seeds:
-            cfg = run_config(base, budget, v.overrides, seed, data_root, enc)
-            run_dir = root / v.name / f"seed{seed}"
-            t0 = time.perf_counter()
-            clear_stale(run_dir, cfg)
-            status = "cached" if is_complete(run_dir, cfg.epochs) else "trained"
-            if status == "trained":
-                fit(cfg, run_dir, resume=True, progress=False)
-            scores = evaluate_run(run_dir, test_root, budget, audio_modes=v.audio, device=device)
-            dt = time.perf_counter() - t0
-            if progress:
-                first = next(iter(scores.values()))["matched"]["fixed"]
-                print(f"[runner] {v.name:16s} seed {seed}: {status:7s} cIoU {first['ciou']:.3f} "
-                      f"(first test split, {dt:.0f} s)", flush=True)
-            for split, per_audio in scores.items():
-                for audio, per_p in per_audio.items():
-                    for p, sm in per_p.items():
-                        records.append({"variant": v.name, "overrides": dict(v.overrides), "seed": int(seed),
-                                        "split": split, "audio": audio, "protocol": p, **sm,
-                                        "seconds": round(dt, 1), "status": status})
+    for (v, seed, cfg), action in zip(jobs, actions):
+        run_dir = root / v.name / f"seed{seed}"
+        t0 = time.perf_counter()
+        status = "cached" if action == "reuse" else "trained"
+        if status == "trained":
+            fit(cfg, run_dir, resume=True, allow_longer=action == "longer", progress=False)
+        scores = evaluate_run(run_dir, test_root, budget, audio_modes=v.audio, device=device)
+        dt = time.perf_counter() - t0
+        if progress:
+            first = next(iter(scores.values()))["matched"]["fixed"]
+            print(f"[runner] {v.name:16s} seed {seed}: {status:7s} cIoU {first['ciou']:.3f} "
+                  f"(first test split, {dt:.0f} s)", flush=True)
+        for split, per_audio in scores.items():
+            for audio, per_p in per_audio.items():
+                for p, sm in per_p.items():
+                    records.append({"variant": v.name, "overrides": dict(v.overrides), "seed": int(seed),
+                                    "split": split, "audio": audio, "protocol": p, **sm,
+                                    "seconds": round(dt, 1), "status": status})
     return records
 
 

@@ -1,19 +1,21 @@
 """A run folder and its files: config, checkpoints, history; the one loader of a trained run.
 
-    <run>/config.json             the run's SSPLConfig (also inside every checkpoint)
+    <run>/config.json             the run's SSPLConfig (also inside every checkpoint; paths inside the repository
+                                  relative to it), <run>/inputs.json: fingerprints of its data and encoders
     <run>/history.json, .csv      one record per epoch (train/val loss, val cIoU/AUC, lr, time)
     <run>/checkpoints/last.pt     the state after the last finished epoch (resume from here)
     <run>/checkpoints/best.pt     the state of the best validation epoch (model selection)
-    <run>/figures/, <run>/tb/     history plots, TensorBoard event files
+    <run>/figures/, <run>/tb/     history plots, TensorBoard event files; <run>/.lock: the writer's lock (`lock`)
 
-Every file is written atomically (a temporary file in the same folder, then `os.replace`): a reader, or a
-run killed mid-write, never sees half a file. Checkpoints hold tensors and plain Python values only and are
-read with `torch.load(..., weights_only=True)`.
+Every file is written atomically (`atomic`); an epoch writes last.pt, then best.pt (when it is the best), then
+the history, so a resume can always restore best.pt from last.pt (`restore_best`). Nothing here deletes a run.
+Checkpoints hold tensors and plain Python values only and are read with `torch.load(..., weights_only=True)`.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import random
@@ -22,10 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import SSPLConfig
+from ..config import ConfigError, SSPLConfig, changed_fields
 from ..paths import resolve
+from .atomic import atomic_save, atomic_write_text, write_json
 
 CHECKPOINTS = ("best", "last")
+RUN_FILES = ("config.json", "inputs.json", "history.json", "history.csv", "last.pt", "best.pt", "encoders.pt")
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_ciou", "val_auc", "lr", "time")
 
 
@@ -33,27 +37,16 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be read (truncated, empty, not a checkpoint)."""
 
 
-# ----------------------------------------------------------------------------- atomic files
-def _atomic(path: Path, write) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def atomic_save(obj, path: str | os.PathLike) -> Path:
-    """torch.save to `<path>.tmp`, then os.replace: readers never see a half-written file."""
-    return _atomic(Path(path), lambda tmp: torch.save(obj, tmp))
-
-
-def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
-    return _atomic(Path(path), lambda tmp: tmp.write_text(text))
-
-
-def write_json(obj, path: str | os.PathLike) -> Path:
-    return atomic_write_text(json.dumps(obj, indent=1) + "\n", path)
+# ----------------------------------------------------------------------------- temporaries
+def remove_temporaries(run_dir) -> list[Path]:
+    """Delete the temporary files that killed writers left in a run folder (call it holding the folder's lock:
+    then no live writer owns one). Returns the removed paths."""
+    run_dir = resolve(run_dir)
+    found = [p for d in (run_dir, run_dir / "checkpoints") if d.is_dir() for p in d.iterdir()
+             if p.name.endswith(".tmp") and any(p.name.startswith(f".{n}.") or p.name == f"{n}.tmp" for n in RUN_FILES)]
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -78,7 +71,8 @@ def load_state(path: str | os.PathLike, map_location="cpu", *, advice: str = "")
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """A training checkpoint (`fit`'s layout: model, optimizer, scheduler, rng, epoch, best, history, config)."""
     path = Path(path)
-    advice = ("delete it and resume from last.pt, or train afresh" if path.stem == "best" else
+    advice = ("resume the training (--resume): it rewrites best.pt from last.pt when last.pt is the best epoch"
+              if path.stem == "best" else
               f"resume cannot continue from it: evaluate {path.with_name('best.pt')} if it exists, or train afresh "
               f"(delete {path.name}, or start a new run folder)")
     state = load_state(path, map_location, advice=advice)
@@ -123,18 +117,58 @@ def write_history(history: list[dict], run_dir: str | os.PathLike) -> None:
     run_dir = Path(run_dir)
     write_json(history, run_dir / "history.json")
 
-    def write_csv(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(history)
-
-    _atomic(run_dir / "history.csv", write_csv)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(history)
+    atomic_write_text(buf.getvalue(), run_dir / "history.csv")
 
 
 def read_history(run_dir: str | os.PathLike) -> list[dict]:
     path = resolve(run_dir) / "history.json"
-    return json.loads(path.read_text()) if path.is_file() else []
+    if not path.is_file():
+        return []
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not readable JSON ({e}); resuming the training rewrites it from "
+                              "checkpoints/last.pt") from None
+
+
+def better(rec: dict, best: dict | None) -> bool:
+    """Model selection: a higher validation cIoU, ties broken by AUC (the first such epoch is kept)."""
+    return best is None or (rec["val_ciou"], rec["val_auc"]) > (best["val_ciou"], best["val_auc"])
+
+
+def best_epoch(history: list[dict]) -> int | None:
+    """The epoch (1-based) that model selection picks from a history."""
+    best = None
+    for rec in history:
+        best = rec if better(rec, best) else best
+    return None if best is None else int(best["epoch"])
+
+
+def restore_best(run_dir, state: dict) -> str | None:
+    """On resume: best.pt rewritten from last.pt (`state`) when it lacks the best epoch that last.pt is, the history
+    files from last.pt's history. Returns what was done or why it cannot be; None when best.pt was right."""
+    write_history(state["history"], run_dir)
+    if state.get("best") is None:
+        return None
+    want, last = int(state["best"]["epoch"]), int(state["epoch"]) + 1
+    path = checkpoint_path(run_dir, "best")
+    try:
+        have = int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"]) + 1
+        found = f"epoch {have}"
+    except Exception as e:  # noqa: BLE001 - missing, empty, truncated: what it holds is told, then repaired
+        have, found = None, ("no file" if not path.is_file() else f"an unreadable file ({type(e).__name__})")
+    if have == want:
+        return None
+    if want == last:
+        atomic_save(state, path)
+        return f"{path}: held {found}, not the best epoch {want}; restored from last.pt (epoch {want})"
+    return (f"{path}: holds {found} but the best validation epoch is {want}, whose weights are in no file (last.pt is "
+            f"epoch {last}); best.pt is rewritten at the next better epoch. Until then evaluate last.pt explicitly "
+            "(load_run(run, 'last')) or retrain the run in a new folder")
 
 
 # ----------------------------------------------------------------------------- a run folder
@@ -152,14 +186,9 @@ def is_run(run_dir) -> bool:
     return any(checkpoint_path(run_dir, w).is_file() for w in CHECKPOINTS)
 
 
-def find_checkpoint(run_dir) -> Path:
-    """`<run>/checkpoints/best.pt` (else last.pt); FileNotFoundError with the command that makes one."""
-    for which in CHECKPOINTS:
-        if checkpoint_path(run_dir, which).is_file():
-            return checkpoint_path(run_dir, which)
-    raise FileNotFoundError(f"{resolve(run_dir)}: no trained run here (no checkpoints/best.pt). Train one first: "
-                            "`make reproduce`, notebooks/02_train.ipynb or "
-                            "`python -m sspl_lib.experiments.train --profile quick --run-dir runs/quick/sspl`")
+def holds_run(run_dir) -> bool:
+    """A folder with a checkpoint or a history (one with only config.json holds nothing to lose)."""
+    return is_run(run_dir) or bool((resolve(run_dir) / "history.json").is_file())
 
 
 def is_complete(run_dir, epochs: int) -> bool:
@@ -174,17 +203,57 @@ def run_config(run_dir) -> SSPLConfig | None:
     return SSPLConfig.load(path) if path.is_file() else None
 
 
-def load_run(run_dir, which: str = "best", device="cpu"):
-    """The `SSPL` model of a run folder's `checkpoints/<which>.pt` (config inside the checkpoint), eval mode.
-    Weights come from the checkpoint only (no pretrained files are read)."""
+def _no_checkpoint(path: Path) -> FileNotFoundError:
+    last = path.with_name("last.pt")
+    if path.stem == "best" and last.is_file():
+        return FileNotFoundError(
+            f"{path}: missing, while {last.name} exists (the run was interrupted before best.pt was written, or it "
+            "was removed). Resume the training (fit(..., resume=True) / --resume; it restores best.pt when it can), "
+            "or load last.pt explicitly: load_run(run, 'last')")
+    return FileNotFoundError(f"{path}: no checkpoint. Train the run first: `make reproduce`, notebooks/02_train.ipynb "
+                             "or `python -m sspl_lib.experiments.train --profile quick --run-dir runs/quick/sspl`")
+
+
+def _check_origin(path: Path, cfg: SSPLConfig, state: dict, expect: dict | None) -> None:
+    """A checkpoint agrees with its folder's config.json, its history (best.pt: the best epoch) and `expect`."""
+    folder = path.parent.parent
+    saved = run_config(folder)
+    diff = changed_fields(cfg, saved, allow_longer=True) if saved is not None else []
+    if diff:
+        shown = ", ".join(f"{k}: {getattr(cfg, k)!r} vs {getattr(saved, k)!r}" for k in diff)
+        raise CheckpointError(f"{path} and {folder / 'config.json'} disagree ({shown}): the checkpoint belongs to "
+                              "another run (copied here?); use the run folder it was trained in")
+    wrong = {k: v for k, v in (expect or {}).items() if getattr(cfg, k) != v}
+    if wrong:
+        shown = ", ".join(f"{k}={getattr(cfg, k)!r} (expected {v!r})" for k, v in wrong.items())
+        raise CheckpointError(f"{path}: a run with {shown}, not the method its folder {folder.name!r} is for; "
+                              "use the run folder it was trained in")
+    want = best_epoch(read_history(folder)) if path.stem == "best" else None
+    if want is not None and int(state["epoch"]) + 1 != want:
+        raise CheckpointError(f"{path}: holds epoch {int(state['epoch']) + 1} but {folder / 'history.json'} names "
+                              f"epoch {want} as the best validation epoch (a run killed between two writes): resume "
+                              "the training (fit(..., resume=True) / --resume) to set it right")
+
+
+def load_run(run_dir, which: str = "best", device="cpu", *, expect: dict | None = None):
+    """The `SSPL` model of a run folder's `checkpoints/<which>.pt`, eval mode, weights from the checkpoint only. It
+    must agree with the folder's config.json and history and with `expect` {field: value} (CheckpointError)."""
     from ..methods.registry import build_model
 
     path = checkpoint_path(run_dir, which)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint (train the run first, e.g. notebooks/02_train.ipynb)")
+        raise _no_checkpoint(path)
     state = load_checkpoint(path, map_location=device)
-    cfg = SSPLConfig.from_dict(state["config"])
+    try:
+        cfg = SSPLConfig.from_dict(state["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: its config is not valid here ({e})") from None
+    _check_origin(path, cfg, state, expect)
     model = build_model(cfg.replace(pretrained=False, encoders_checkpoint=None))
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: its weights do not match its config ({str(e).splitlines()[0]} ...); the file "
+                              "was edited, or written by another version of the model") from None
     model.cfg = cfg
     return model.to(device).eval()

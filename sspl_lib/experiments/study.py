@@ -13,13 +13,17 @@ scored on the runs of the method it names, with the test-time map settings `Vari
 Parallel training: each run trains in a forked worker process (`data.isolated_pool`) with `threads` torch
 threads; what a run computes depends on its configuration, seed and thread count only, never on which process
 or how many jobs train it. A finished run (best.pt, every epoch, the same configuration up to the execution-only
-settings `config.RUN_ONLY`) is reused, an interrupted one resumed. A job that fails (an exception, or its
-process dies) does not stop the others: each failure is printed with its run folder as it comes, and
-`TrainingFailed` names them all at the end.
+settings `config.RUN_ONLY`) is reused, an interrupted one resumed; a finished run asked for with a longer
+schedule (more epochs, e.g. `papermill -p epochs 100`) is trained further in its folder from its last.pt.
+A folder that holds a run of any other configuration is never deleted: that job is refused
+(`provenance.RunConflict`: what differs and what to do). A job that fails or is refused (an exception, or its
+process dies) does not stop the others: each is printed with its run folder as it comes, and `TrainingFailed`
+names them all at the end.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import traceback
@@ -33,8 +37,9 @@ from ..paths import resolve, shown
 from .evaluate import (BASELINES, evaluate_baseline, evaluate_model, find_listen_splits, find_test_splits,
                        load_eval_split)
 from .features import SharedFeatures
-from .runner import METHODS, clear_stale, method_runs
-from .runs import is_complete, is_run, load_run, read_history
+from .provenance import RunConflict, study_action
+from .runner import METHODS, method_runs
+from .runs import is_run, load_run, read_history
 from .train import fit, needs_pretraining
 
 
@@ -49,6 +54,7 @@ class Job:
     run_dir: Path
     cfg: SSPLConfig
     resume: bool = True
+    allow_longer: bool = False  # a finished run asked for with more epochs: trained further in its folder
 
 
 def job_threads(cfg: SSPLConfig, jobs: int) -> int:
@@ -77,11 +83,33 @@ def run_job(job: Job, on_event=None) -> dict:
     """Train one run (`fit`), catching its error: {"history", "seconds", "error" (None or the traceback)}."""
     t0 = time.perf_counter()
     try:
-        history = fit(job.cfg, job.run_dir, resume=job.resume, progress=False, on_event=on_event)
+        history = fit(job.cfg, job.run_dir, resume=job.resume, allow_longer=job.allow_longer, progress=False,
+                      on_event=on_event)
         return {"history": history, "seconds": time.perf_counter() - t0, "error": None}
     except Exception as e:  # noqa: BLE001 - reported with the run folder; the other jobs go on
         return {"history": [], "seconds": time.perf_counter() - t0,
                 "error": f"{type(e).__name__}: {e}\n{traceback.format_exc()}"}
+
+
+def _triage(todo: list[Job], progress: bool) -> tuple[dict, list[Job], list]:
+    """({method: {seed: history}} of the finished runs reused, the jobs to train, [(job, error)] refused)."""
+    out: dict = {}
+    pending, failed = [], []
+    for job in todo:
+        try:
+            action = study_action(job.run_dir, job.cfg)
+        except RunConflict as e:  # another run in the folder: refused and named at the end, the folder kept
+            failed.append((job, f"RunConflict: {e}"))
+            print(f"[study] {job.method} seed {job.seed}: REFUSED: {e}", flush=True)
+            continue
+        if action == "reuse":
+            out.setdefault(job.method, {})[job.seed] = read_history(job.run_dir)
+        else:
+            pending.append(dataclasses.replace(job, allow_longer=action == "longer"))
+        if progress and action in ("reuse", "longer"):
+            what = "finished run reused" if action == "reuse" else f"run trained on to {job.cfg.epochs} epochs"
+            print(f"[study] {job.method} seed {job.seed}: {what} ({shown(job.run_dir)})", flush=True)
+    return out, pending, failed
 
 
 def train_methods(cfg: SSPLConfig, root, methods, *, n_seeds: int = 1, jobs: int = 2, threads: int | None = None,
@@ -100,16 +128,7 @@ def train_methods(cfg: SSPLConfig, root, methods, *, n_seeds: int = 1, jobs: int
 
         cfg = cfg.replace(encoders_checkpoint=str(pretrain(cfg, root, progress=False)))
     todo = plan(cfg, root, methods, n_seeds=n_seeds, threads=threads or job_threads(cfg, jobs), resume=resume)
-    out: dict = {}
-    pending = []
-    for job in todo:
-        clear_stale(job.run_dir, job.cfg)
-        if is_complete(job.run_dir, job.cfg.epochs):
-            out.setdefault(job.method, {})[job.seed] = read_history(job.run_dir)
-            if progress:
-                print(f"[study] {job.method} seed {job.seed}: finished run reused ({shown(job.run_dir)})", flush=True)
-        else:
-            pending.append(job)
+    out, pending, failed = _triage(todo, progress)
     if progress and pending:
         print(f"[study] training {len(pending)} runs, {min(jobs, len(pending))} at a time, "
               f"{pending[0].cfg.threads} threads each", flush=True)
@@ -121,7 +140,6 @@ def train_methods(cfg: SSPLConfig, root, methods, *, n_seeds: int = 1, jobs: int
         done = (run_job(job, on_event) for job in pending)
     else:
         done = isolated_map(run_job, pending, workers=jobs, on_death=died)
-    failed = []
     for job, r in zip(pending, done):
         if r["error"] is not None:
             failed.append((job, r["error"]))
@@ -135,7 +153,7 @@ def train_methods(cfg: SSPLConfig, root, methods, *, n_seeds: int = 1, jobs: int
                   f"{best.get('val_ciou', float('nan')):.3f} ({shown(job.run_dir)})", flush=True)
     if failed:
         lines = "\n".join(f"  {j.method} seed {j.seed} ({j.run_dir}): {err.strip()}" for j, err in failed)
-        raise TrainingFailed(f"{len(failed)} of {len(pending)} runs failed (the others finished):\n{lines}")
+        raise TrainingFailed(f"{len(failed)} of {len(todo)} runs failed (the others finished):\n{lines}")
     return {m: out[m] for m in methods if m in out}
 
 
@@ -157,21 +175,31 @@ def evaluate_methods(cfg: SSPLConfig, root, methods, *, n_seeds: int = 0, **kw) 
     method is scored on its source's runs with its `test_map` settings. Keywords go to evaluate_profile."""
     runs = seed_runs(root, methods, cfg, n_seeds)
     maps = {m: dict(METHODS[m].test_map) for m in runs if METHODS[m].test_map}
-    return evaluate_profile(root, cfg.data_root, models=runs, test_maps=maps, **kw)
+    return evaluate_profile(root, cfg.data_root, models=runs, test_maps=maps,
+                            expect={m: method_fields(cfg, m) for m in runs}, **kw)
 
 
-def load_models(run_root, models, device="cpu") -> dict[str, dict[int, object]]:
+def method_fields(cfg: SSPLConfig, method: str) -> dict:
+    """The fields that tell the methods apart (those any method sets), as `method` sets them on `cfg`: a run
+    folder of that method must hold a checkpoint with these values."""
+    keys = sorted({k for v in METHODS.values() for k in v.overrides})
+    want = cfg.replace(**METHODS[METHODS[method].train_as or method].overrides)
+    return {k: getattr(want, k) for k in keys}
+
+
+def load_models(run_root, models, device="cpu", expect: dict | None = None) -> dict[str, dict[int, object]]:
     """{name: {seed: model}}: `models` names run folders under `run_root` (the seed read from the run), or maps
-    names to {seed: run folder}. Missing runs are skipped with a message."""
+    names to {seed: run folder}. Folders without a run are skipped with a message; a run without best.pt, or
+    whose checkpoint disagrees with its folder or with `expect` {name: {field: value}}, raises (`runs.load_run`)."""
     runs = dict(models) if isinstance(models, dict) else {m: {None: resolve(run_root) / m} for m in models}
     loaded: dict = {}
     for name, per_seed in runs.items():
         for seed, run_dir in per_seed.items():
-            try:
-                m = load_run(run_dir, device=device)
-            except FileNotFoundError as e:
-                print(f"[evaluate] {name}" + ("" if seed is None else f" seed {seed}") + f": skipped ({e})")
+            if not is_run(run_dir):
+                print(f"[evaluate] {name}" + ("" if seed is None else f" seed {seed}") + f": skipped (no trained run "
+                      f"in {shown(run_dir)})")
                 continue
+            m = load_run(run_dir, device=device, expect=(expect or {}).get(name))
             loaded.setdefault(name, {})[int(m.cfg.seed if seed is None else seed)] = m
     return loaded
 
@@ -179,7 +207,7 @@ def load_models(run_root, models, device="cpu") -> dict[str, dict[int, object]]:
 def evaluate_profile(run_root, data_root, *, models=("sspl", "sspl_wo_pcm"), splits=None, batch_size: int = 100,
                      device="auto", seed: int = 0, controls=("shuffled", "silent"), protocol=("fixed", "median"),
                      amp: str = "none", progress: bool = True, baselines=BASELINES, test_maps: dict | None = None,
-                     share_features: bool = True) -> tuple[dict, dict]:
+                     share_features: bool = True, expect: dict | None = None) -> tuple[dict, dict]:
     """Every trained model of a profile's run folder, its audio controls and the baselines on the test splits.
 
     models: names of run folders under `run_root`, or {name: {seed: run folder}} (a method's runs over seeds,
@@ -191,14 +219,15 @@ def evaluate_profile(run_root, data_root, *, models=("sspl", "sspl_wo_pcm"), spl
     its first seed's run, with "per_seed" {seed: evaluate result} of every run; the audio controls of a model are
     named `<model>_<mode>_audio`. `baselines`: of `BASELINES`; "feature_l2norm" uses the first loaded model's
     visual encoder (skipped when no run is loaded). share_features: compute each split's encoder outputs once for
-    the models whose encoders have the same weights (`SharedFeatures`; the same numbers, less time)."""
+    the models whose encoders have the same weights (`SharedFeatures`; the same numbers, less time). expect:
+    {name: {config field: value}} each of that name's checkpoints must hold (`method_fields`)."""
     dev = choose_device(device)
     files = find_test_splits(data_root) | find_listen_splits(data_root)
     if not files:
         raise FileNotFoundError(f"{resolve(data_root)}: no test split (test.h5 or test_<name>.h5); prepare the data "
                                 "first (notebooks/01_data_preparation.ipynb)")
     data = {s: load_eval_split(files[s]) for s in (splits or files)}
-    loaded = load_models(run_root, models, dev)
+    loaded = load_models(run_root, models, dev, expect)
     first_model = next((m for per in loaded.values() for m in per.values()), None)
     results: dict = {}
     for s, d in data.items():

@@ -13,6 +13,8 @@ CLI (works under torchrun): python -m sspl_lib.experiments.train --profile quick
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -22,15 +24,17 @@ from tqdm.auto import tqdm
 
 from .. import distributed as D
 from .. import perf
-from ..config import SSPLConfig, changed_fields, load_profile, parse_overrides
-from ..data.stream import TrainStream, seeded_generator, split_path, train_views
+from ..config import SSPLConfig, load_profile, parse_overrides
+from ..data.stream import TrainStream, check_training_data, seeded_generator, split_path, train_views
 from ..data.testset import TestSet, load_test_set
 from ..data.transforms import AugmentConfig
 from ..metrics import summarize
 from ..methods.registry import build_model
 from ..model import SSPL
 from ..paths import resolve, shown
-from . import runs
+from . import provenance, runs
+from .atomic import atomic_save
+from .lock import RunLock
 from .progress import plot_history
 from .evaluate import compute_heatmaps, score_heatmaps
 
@@ -90,10 +94,6 @@ def make_scheduler(opt, cfg: SSPLConfig, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def _better(rec: dict, best: dict | None) -> bool:
-    return best is None or (rec["val_ciou"], rec["val_auc"]) > (best["val_ciou"], best["val_auc"])
-
-
 # ----------------------------------------------------------------------------- fit
 def _state(model, opt, sched, epoch: int, best: dict | None, history: list, cfg: SSPLConfig) -> dict:
     return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -121,18 +121,15 @@ def _ensure_encoders(cfg: SSPLConfig, run_dir: Path, info: D.DistInfo, progress:
 
 def _resume_state(run_dir: Path, cfg: SSPLConfig, dev, *, allow_longer: bool) -> dict | None:
     """The last.pt state to resume from (None: start afresh); refuses a stored config that differs in a way
-    that changes the run."""
+    that changes the run. Sets best.pt and the history right after a run killed between its writes."""
     last = run_dir / "checkpoints" / "last.pt"
     if not last.is_file():
         return None
     state = runs.load_checkpoint(last, map_location=dev)
-    stored = SSPLConfig.from_dict(state["config"])
-    diff = changed_fields(stored, cfg, allow_longer=allow_longer)
-    if diff:
-        shown = ", ".join(f"{k}: {getattr(stored, k)!r} -> {getattr(cfg, k)!r}" for k in diff)
-        hint = " (a longer schedule: pass allow_longer=True / --allow-longer)" if set(diff) <= {"epochs", "patience"} else ""
-        raise ValueError(f"{last}: cannot resume, the run was trained with another configuration ({shown}){hint}; "
-                         "use a new run folder, or delete this one to start afresh")
+    provenance.refuse_changes(run_dir, SSPLConfig.from_dict(state["config"]), cfg, allow_longer=allow_longer)
+    said = runs.restore_best(run_dir, state)  # and the history of a run killed before writing it
+    if said:
+        print(f"resume: {said}", flush=True)
     return state
 
 
@@ -141,16 +138,25 @@ def fit(cfg: SSPLConfig, run_dir, *, resume: bool = False, allow_longer: bool = 
     """Train SSPL; returns the history (one dict per epoch). See the module docstring for the run folder.
 
     resume: continue from `checkpoints/last.pt` (same configuration; `allow_longer` lets `epochs` / `patience`
-    grow). on_event: a callable receiving {"kind": "step", "epoch", "step", "steps", "loss"} after each
-    optimizer step and {"kind": "epoch", "record", "history"} after each validation (rank 0; e.g.
-    `experiments.progress.LivePlot`)."""
+    grow); another run in the folder is refused (`provenance.RunConflict`), one writer at a time (`lock`).
+    on_event: a callable receiving {"kind": "step", "epoch", "step", "steps", "loss"} after each optimizer step
+    and {"kind": "epoch", "record", "history"} after each validation (rank 0; e.g. `progress.LivePlot`)."""
+    main = int(os.environ.get("RANK", "0")) == 0
+    with RunLock(resolve(run_dir)) if main else contextlib.nullcontext():
+        return _fit(cfg, run_dir, resume=resume, allow_longer=allow_longer, progress=progress, on_event=on_event)
+
+
+def _fit(cfg: SSPLConfig, run_dir, *, resume: bool, allow_longer: bool, progress: bool, on_event) -> list[dict]:
     info = D.setup(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run_dir = resolve(run_dir)
     if info.is_main:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    cfg = _ensure_encoders(cfg, run_dir, info, progress)
+        known = cfg.replace(encoders_checkpoint=str(run_dir / "encoders.pt")) if needs_pretraining(cfg) else cfg
+        provenance.check_run(run_dir, known, resume=resume, allow_longer=allow_longer)  # another run: refused
+        runs.remove_temporaries(run_dir)  # left by a killed writer (this process holds the folder's lock)
+    check_training_data(cfg)  # the train and val splits, before anything is trained
+    cfg = _ensure_encoders(cfg, run_dir, info, progress).portable()
     state = _resume_state(run_dir, cfg, info.device, allow_longer=allow_longer) if resume else None
     runs.seed_everything(cfg.seed)
     dev = info.device
@@ -181,7 +187,7 @@ def fit(cfg: SSPLConfig, run_dir, *, resume: bool = False, allow_longer: bool = 
     elif resume and info.is_main and (run_dir / "config.json").is_file():  # a run that finished no epoch
         print(f"resume: no {shown(run_dir / 'checkpoints' / 'last.pt')}, starting from scratch")
     if info.is_main:
-        cfg.save(run_dir / "config.json")
+        provenance.record_run(run_dir, cfg)
     board = _board(run_dir) if info.is_main else None
     aug = AugmentConfig(img_size=cfg.img_size)
     for epoch in range(start, cfg.epochs):
@@ -218,16 +224,17 @@ def fit(cfg: SSPLConfig, run_dir, *, resume: bool = False, allow_longer: bool = 
             ev = validate(model, val, cfg, dev)
             rec.update(val_loss=ev["loss"], val_ciou=ev["ciou"], val_auc=ev["auc"], lr=opt.param_groups[0]["lr"],
                        time=round(time.perf_counter() - t0, 2))
-            if _better(rec, best):
+            if runs.better(rec, best):
                 best = dict(rec)
             stop = bool(cfg.patience) and epoch + 1 - best["epoch"] >= cfg.patience
             if stop:
                 rec["stopped"] = True  # early stop by patience: the run is complete
             history.append(rec)
             state = _state(model, opt, sched, epoch, best, history, cfg)
-            runs.atomic_save(state, run_dir / "checkpoints" / "last.pt")
+            # last.pt, then best.pt, then the history: killed between any two, a resume restores the same files
+            atomic_save(state, run_dir / "checkpoints" / "last.pt")
             if best["epoch"] == epoch + 1:
-                runs.atomic_save(state, run_dir / "checkpoints" / "best.pt")
+                atomic_save(state, run_dir / "checkpoints" / "best.pt")
             runs.write_history(history, run_dir)
             _log_epoch(board, rec)
             if on_event is not None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from html import escape
 
 import numpy as np
 import ipywidgets as W
@@ -149,8 +150,9 @@ class Explorer:
         model = model or self.selected[0]
         key = (model, self.data.name)
         if key not in self._split_maps:
-            self.ui.info.value = (f"<i>computing the heatmaps of all {len(self.data)} samples of {self.data.name} with "
-                               f"{model} for the sort (once per model and split)&hellip;</i>")
+            self.ui.info.value = (f"<i>computing the heatmaps of all {len(self.data)} samples of "
+                                  f"{escape(self.data.name)} with {escape(model)} for the sort (once per model and "
+                                  "split)&hellip;</i>")
             self._split_maps[key] = self.models[model].final_maps(*self.data.all_frames_spects())
         hm = self._split_maps[key]
         out = []
@@ -269,29 +271,34 @@ class Explorer:
         self.swap_bytes = R.png_bytes(R.compose(cols))
         self.ui.swap_image.value = self.swap_bytes
         verdict = "follows every sound" if all(self.swap_follows) else "does not follow every sound"
-        self.ui.swap_title.value = (f"<b>swap test</b> &mdash; {name} on this scene, once with each object's sound: "
-                                    f"{verdict} (mean inside the heard object's box above every other box)")
+        self.ui.swap_title.value = (f"<b>swap test</b> &mdash; {escape(name)} on this scene, once with each object's "
+                                    f"sound: {verdict} (mean inside the heard object's box above every other box)")
 
     def _update_text(self) -> None:
+        """The text lines around the image; every string from files (ids, class names, folder names) is escaped."""
         d, i, a = self.data, self.current_index, self.current_audio_index
         rank = {"none": "file order", "worst": "sorted by cIoU, worst first", "best": "sorted by cIoU, best first"}
-        sound = "its own sound" if a == i else f"<b>the sound of {d.describe(a)}</b> (counterfactual)"
+        sound = "its own sound" if a == i else f"<b>the sound of {escape(d.describe(a))}</b> (counterfactual)"
         if a != i and d.same_scene(i, a):
-            sound = f"<b>the sound of its {d.label_name(a)}</b> (another object of this scene; its box is the gt)"
-        self.ui.sample_id.value = (f"<b>{d.ids[i]}</b> &mdash; {d.label_name(i)} &middot; sample {i} of {len(d)} in "
-                                f"<code>{d.name}</code> ({rank[self.ui.sort.value]}, position {self.ui.sample.value}) "
-                                f"&middot; heard with {sound}")
+            sound = (f"<b>the sound of its {escape(d.label_name(a))}</b> (another object of this scene; its box is the "
+                     "gt)")
+        self.ui.sample_id.value = (f"<b>{escape(d.ids[i])}</b> &mdash; {escape(d.label_name(i))} &middot; sample "
+                                   f"{i} of {len(d)} in <code>{escape(d.name)}</code> ({rank[self.ui.sort.value]}, "
+                                   f"position {self.ui.sample.value}) &middot; heard with {sound}")
         proto = "median" if self.ui.protocol.value == "median" else f"fixed, threshold {self.ui.threshold.value:.2f}"
-        scores = " &middot; ".join(f"{n} <b>{c:.3f}</b>" for n, c in self.cious.items())
+        scores = " &middot; ".join(f"{escape(n)} <b>{c:.3f}</b>" for n, c in self.cious.items())
         self.ui.info.value = (f"cIoU ({proto}): {scores}<br><small>view updated in {self.last_update_ms:.0f} ms "
-                           f"&middot; forward-pass cache {self.cache_hits} hits / {self.cache_misses} misses</small>")
+                              f"&middot; forward-pass cache {self.cache_hits} hits / {self.cache_misses} "
+                              "misses</small>")
         run = self.models[self.primary]
-        self.ui.header.value = (f"<h3 style='margin:2px 0'>SSPL explorer &mdash; {run.run_dir.name}</h3>"
-                                f"<small>{shown(run.checkpoint, name_outside=True)} &middot; data {shown(self.data_root, name_outside=True)}</small>")
+        warn = "".join(f"<br><b style='color:#b00'>&#9888; {escape(m.warning)}</b>" for m in self.models.values()
+                       if getattr(m, "warning", None))
+        self.ui.header.value = (f"<h3 style='margin:2px 0'>SSPL explorer &mdash; {escape(run.run_dir.name)}</h3>"
+                                f"<small>{escape(shown(run.checkpoint, name_outside=True))} &middot; data "
+                                f"{escape(shown(self.data_root, name_outside=True))}{warn}</small>")
 
     def _repr_mimebundle_(self, **kwargs):
         return self.ui.widget._repr_mimebundle_(**kwargs)
-
 
     def close(self) -> None:
         """Close the split file and the widgets."""
@@ -299,12 +306,9 @@ class Explorer:
         self.ui.close()
 
 
-
-
-
 def open_explorer(run_dir="runs/quick/sspl", **kwargs):
     """The explorer of `run_dir`, or (when the run does not exist yet) an HTML note saying how to make it."""
     if not is_run(run_dir):
-        return W.HTML(f"<b>No trained run at <code>{shown(run_dir)}</code>.</b> Train it first: "
+        return W.HTML(f"<b>No trained run at <code>{escape(shown(run_dir))}</code>.</b> Train it first: "
                       "<code>make reproduce</code> (or notebooks/02_train.ipynb), then rerun this notebook.")
     return Explorer(run_dir, **kwargs)

@@ -8,6 +8,7 @@ The explorer caches these per (source, split, frame sample, audio sample); nothi
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +17,24 @@ import torch
 from ..config import SSPLConfig
 from ..data.h5 import DataFileError, open_h5
 from ..data.transforms import eval_frame
-from ..experiments.runs import find_checkpoint, is_run, load_run
-from ..paths import resolve
+from ..experiments.runs import checkpoint_path, is_run, load_run
+from ..paths import resolve, shown
 
 CENTRE_PRIOR = "centre prior"
 
 
 class RunModel:
-    """A trained run (a run folder of sspl_lib.experiments.runs)."""
+    """A trained run (a run folder of sspl_lib.experiments.runs): its best.pt; a run without one (interrupted
+    before it was written) shows its last.pt with `warning` saying so (printed, and shown in the explorer)."""
 
     def __init__(self, run_dir, name: str | None = None, device: str = "cpu"):
         self.run_dir = resolve(run_dir)
-        self.checkpoint = find_checkpoint(self.run_dir)
+        self.checkpoint, self.warning = checkpoint_path(self.run_dir, "best"), None
+        if not self.checkpoint.is_file() and checkpoint_path(self.run_dir, "last").is_file():
+            self.checkpoint = checkpoint_path(self.run_dir, "last")
+            self.warning = (f"{shown(self.run_dir)} has no best.pt (the model selected on validation): showing "
+                            "last.pt, the last trained epoch; resume the training to write best.pt")
+            warnings.warn(self.warning, stacklevel=2)
         self.model = load_run(self.run_dir, which=self.checkpoint.stem, device=device)  # eval mode
         self.cfg: SSPLConfig = self.model.cfg
         self.device = torch.device(device)
