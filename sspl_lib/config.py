@@ -61,7 +61,7 @@ class ProfileNotFoundError(ConfigError, FileNotFoundError):
 class SSPLConfig:
     # --- model -------------------------------------------------------------------------------------------
     visual_encoder: str = "small"  # "vgg16" (paper) | "small" (CPU) | "efficientnet_lite0" (ImageNet, CPU)
-    visual_features: str = "head"  # efficientnet_lite0's map: "head" (stride 32) | "head_dilated" | "stride16"
+    visual_features: str = "head_dilated"  # efficientnet_lite0's map: "head_dilated" | "head" (stride 32) | "stride16"
     audio_encoder: str = "small"  # "vggish" (paper) | "small" (CPU) | "yamnet" (AudioSet, CPU)
     img_size: int = 112  # 224 for the paper
     visual_dim: int = 128  # channels of the visual map (VGG16: 512)

