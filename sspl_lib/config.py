@@ -29,12 +29,15 @@ from .paths import PARAMS_DIR, relative_to_repo, resolve
 
 AMP_MODES = ("auto", "bf16", "none")
 LR_SCHEDULES = ("constant", "cosine")
-VISUAL_ENCODERS = ("vgg16", "small")
-AUDIO_ENCODERS = ("vggish", "small")
+VISUAL_ENCODERS = ("vgg16", "small", "efficientnet_lite0")
+# EfficientNet-Lite0's map for the PCM (sspl_lib.efficientnet_lite.FEATURES): 14x14 at img_size 448 / 224 / 224
+VISUAL_FEATURES = ("head", "head_dilated", "stride16")
+AUDIO_ENCODERS = ("vggish", "small", "yamnet")
 DATASETS = ("synthetic", "flickr", "vggsound")
 TRAIN_SUBSETS = ("10k", "144k")  # the official unlabeled training sets of a real dataset
 CHOICES = {"amp": AMP_MODES, "lr_schedule": LR_SCHEDULES,
-           "visual_encoder": VISUAL_ENCODERS, "audio_encoder": AUDIO_ENCODERS, "dataset": DATASETS,
+           "visual_encoder": VISUAL_ENCODERS, "visual_features": VISUAL_FEATURES, "audio_encoder": AUDIO_ENCODERS,
+           "dataset": DATASETS,
            "train_subset": TRAIN_SUBSETS}
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 # settings that do not change what a run computes: a resume may change them
@@ -56,8 +59,9 @@ class ProfileNotFoundError(ConfigError, FileNotFoundError):
 @dataclass(kw_only=True)
 class SSPLConfig:
     # --- model -------------------------------------------------------------------------------------------
-    visual_encoder: str = "small"  # "vgg16" (paper) | "small" (CPU)
-    audio_encoder: str = "small"  # "vggish" (paper) | "small" (CPU)
+    visual_encoder: str = "small"  # "vgg16" (paper) | "small" (CPU) | "efficientnet_lite0" (ImageNet, CPU)
+    visual_features: str = "head_dilated"  # efficientnet_lite0's map: "head_dilated" | "head" (stride 32) | "stride16"
+    audio_encoder: str = "small"  # "vggish" (paper) | "small" (CPU) | "yamnet" (AudioSet, CPU)
     img_size: int = 112  # 224 for the paper
     visual_dim: int = 128  # channels of the visual map (VGG16: 512)
     encoder_width: int = 32  # small encoders only

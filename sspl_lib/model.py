@@ -98,7 +98,8 @@ class SSPL(nn.Module):
         self.cfg, self.method = cfg, method
         visual_trainable = cfg.fine_tune or cfg.from_scratch
         self.visual = build_visual(cfg.visual_encoder, dim=cfg.visual_dim, width=cfg.encoder_width,
-                                   weights=cfg.vgg16_weights, pretrained=cfg.pretrained and not cfg.from_scratch)
+                                   weights=cfg.vgg16_weights, pretrained=cfg.pretrained and not cfg.from_scratch,
+                                   features=cfg.visual_features)
         if not visual_trainable:
             freeze(self.visual)
         self.visual_trainable = visual_trainable

@@ -34,10 +34,16 @@ def test_conda_route_installs_the_sspl_kernel(tmp_path):
     assert nb["metadata"]["kernelspec"]["name"] == "sspl"
 
 
+def _pins(name: str) -> list[str]:
+    lines = [l.split("#")[0].strip() for l in (REPO_ROOT / name).read_text().splitlines()]
+    return [l for l in lines if l]
+
+
 def test_requirements_are_all_pinned_and_complete():
-    lines = [l.split("#")[0].strip() for l in (REPO_ROOT / "requirements.txt").read_text().splitlines()]
-    reqs = [l for l in lines if l]
-    assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][A-Za-z0-9.+\-]*", r) for r in reqs), reqs
+    reqs = _pins("requirements.txt")
+    nodeps = _pins("requirements-nodeps.txt")
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][A-Za-z0-9.+\-]*", r) for r in reqs + nodeps), reqs + nodeps
+    assert not {r.split("==")[0] for r in reqs} & {r.split("==")[0] for r in nodeps}
     names = {r.split("==")[0].lower() for r in reqs}
     card = {"torch", "torchvision", "torchaudio", "jupyterlab", "papermill", "ipywidgets", "matplotlib",
             "librosa", "nbval", "einops"}
@@ -49,8 +55,14 @@ def test_requirements_are_all_pinned_and_complete():
 def test_installed_versions_match_pins():
     from importlib.metadata import version
 
-    for r in (REPO_ROOT / "requirements.txt").read_text().splitlines():
-        r = r.split("#")[0].strip()
-        if r:
-            name, pin = r.split("==")
-            assert version(name).split("+")[0] == pin, name
+    for r in _pins("requirements.txt") + _pins("requirements-nodeps.txt"):
+        name, pin = r.split("==")
+        assert version(name).split("+")[0] == pin, name
+
+
+def test_nodeps_pins_are_installed_without_their_dependencies():
+    """`make setup` installs requirements-nodeps.txt with --no-deps; environment.yml tells conda users to."""
+    make = (REPO_ROOT / "Makefile").read_text()
+    assert "--no-deps -r requirements-nodeps.txt" in make
+    assert "$(STAMP): requirements.txt requirements-nodeps.txt" in make
+    assert "pip install --no-deps -r requirements-nodeps.txt" in (REPO_ROOT / "environment.yml").read_text()
