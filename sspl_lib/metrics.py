@@ -43,7 +43,7 @@ def _numpy(x) -> np.ndarray:
 
 
 def _checked(heatmaps, gt_maps, batch: bool) -> tuple[np.ndarray, np.ndarray]:
-    """float64 heatmaps and float32/64 gt maps as numpy, with their shapes and values checked."""
+    """float64 heatmaps and float32/64 gt maps as contiguous numpy arrays, shapes and heatmap values checked."""
     hm, gt = _numpy(heatmaps), _numpy(gt_maps)
     if batch and (hm.ndim != 3 or gt.ndim != 3 or len(hm) != len(gt)):
         raise ValueError(f"ciou_batch expects heatmaps (B,h,w) and gt_maps (B,H,W) with the same B, "
@@ -52,8 +52,13 @@ def _checked(heatmaps, gt_maps, batch: bool) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"ciou expects a 2-D heatmap and a 2-D gt map, got {hm.shape} and {gt.shape}")
     if min(hm.shape[-2:]) == 0 or min(gt.shape[-2:]) == 0:
         raise ValueError(f"{'ciou_batch' if batch else 'ciou'} got an empty heatmap or gt map")
-    gt = gt if gt.dtype in (np.float32, np.float64) else gt.astype(np.float32)
-    name = "gt_maps" if batch else "gt_map"
+    hm = np.ascontiguousarray(hm, dtype=np.float64)
+    if not np.isfinite(hm).all():
+        raise ValueError(f"{'heatmaps contain' if batch else 'heatmap contains'} NaN or inf; expected finite values")
+    return hm, np.ascontiguousarray(gt if gt.dtype in (np.float32, np.float64) else gt.astype(np.float32))
+
+
+def _check_gt(gt: np.ndarray, name: str) -> None:
     lo, hi = (float(gt.min()), float(gt.max())) if gt.size else (0.0, 0.0)
     if np.isnan(lo) or np.isnan(hi):
         raise ValueError(f"{name} contains NaN; expected a ground-truth map with values in [0, 1]")
@@ -61,10 +66,6 @@ def _checked(heatmaps, gt_maps, batch: bool) -> tuple[np.ndarray, np.ndarray]:
         hint = " (a 0..255 mask? divide it by 255)" if 1.0 < hi <= 255.0 and lo >= 0.0 else ""
         raise ValueError(f"{name} has values in [{lo:g}, {hi:g}]; expected a ground-truth map with values in "
                          f"[0, 1]{hint}")
-    hm = np.ascontiguousarray(hm, dtype=np.float64)
-    if not np.isfinite(hm).all():
-        raise ValueError(f"{'heatmaps contain' if batch else 'heatmap contains'} NaN or inf; expected finite values")
-    return hm, np.ascontiguousarray(gt)
 
 
 # ----------------------------------------------------------------------------- reference
@@ -100,6 +101,7 @@ def minmax(maps) -> np.ndarray:
 
 def localization_mask(heatmap, size: tuple[int, int], protocol: str = "fixed", threshold: float = 0.5) -> np.ndarray:
     """The mask that `ciou` scores: bool (*size) of one heatmap (h, w)."""
+    _check_options(protocol, threshold)
     norm = minmax(upsample(heatmap, size))
     t = threshold if protocol == "fixed" else np.sort(norm.ravel())[norm.size // 2]
     return norm >= t
@@ -114,8 +116,8 @@ def mask_ciou(mask: np.ndarray, gt: np.ndarray) -> float:
 
 def ciou(heatmap, gt_map, protocol: str = "fixed", threshold: float = 0.5) -> float:
     """cIoU of one heatmap (h, w) against one gt map (H, W) with values in [0, 1] (numpy or torch)."""
-    _check_options(protocol, threshold)
     hm, gt = _checked(heatmap, gt_map, batch=False)
+    _check_gt(gt, "gt_map")
     return mask_ciou(localization_mask(hm, gt.shape, protocol, threshold), gt)
 
 
@@ -142,11 +144,13 @@ def _upsample_into(h, iy0, iy1, wy0, wy1, ix0, ix1, wx0, wx1, t_, u, lo_x, hi_x)
 
 
 @_jit
-def _mask_ciou(u, g, lo, scale, t, g_x, inter_x, outside_x):
-    """`mask_ciou` of mask = (u - lo) / scale >= t against g (H,W), summed per column."""
+def _mask_ciou(u, g, lo, scale, t, g_x, inter_x, outside_x, invalid_x):
+    """`mask_ciou` of mask = (u - lo) / scale >= t against g (H,W), summed per column; and the number of gt
+    values outside [0, 1] (or NaN), counted on this one read of g."""
     g_x[:] = 0.0
     inter_x[:] = 0.0
     outside_x[:] = 0.0
+    invalid_x[:] = 0.0
     for y in range(g.shape[0]):
         for x in range(g.shape[1]):
             gv = np.float64(g[y, x])
@@ -154,23 +158,25 @@ def _mask_ciou(u, g, lo, scale, t, g_x, inter_x, outside_x):
             g_x[x] += gv
             inter_x[x] += gv if m else 0.0
             outside_x[x] += 1.0 if (m and gv == 0) else 0.0
+            invalid_x[x] += 0.0 if (gv >= 0.0 and gv <= 1.0) else 1.0
     union = g_x.sum() + outside_x.sum()
-    return inter_x.sum() / union if union > 0 else 0.0
+    return inter_x.sum() / union if union > 0 else 0.0, invalid_x.sum()
 
 
 @_jit
-def _ciou_kernel(hm, gt, iy0, iy1, wy0, wy1, ix0, ix1, wx0, wx1, median, threshold, out):
-    """`ciou` of each map, the same operations in the same order: hm (B,h,w) float64, gt (B,H,W) -> out (B,)."""
+def _ciou_kernel(hm, gt, iy0, iy1, wy0, wy1, ix0, ix1, wx0, wx1, median, threshold, out, invalid):
+    """`ciou` of each map, the same operations in the same order: hm (B,h,w) float64, gt (B,H,W) -> out (B,);
+    invalid (B,): gt values outside [0, 1] per map."""
     nh, nw = gt.shape[1], gt.shape[2]
     t_, u = np.empty((hm.shape[1], nw)), np.empty((nh, nw))
-    c1, c2, c3 = np.empty(nw), np.empty(nw), np.empty(nw)  # per-column scratch
+    c1, c2, c3, c4 = np.empty(nw), np.empty(nw), np.empty(nw), np.empty(nw)  # per-column scratch
     for b in range(hm.shape[0]):
         lo, hi = _upsample_into(hm[b], iy0, iy1, wy0, wy1, ix0, ix1, wx0, wx1, t_, u, c1, c2)
         scale = hi - lo if hi > lo else np.inf  # as `minmax`
         t = threshold
         if median:  # normalization is monotone: the median of the normalized map is the normalized median
             t = (np.partition(u.ravel(), nh * nw // 2)[nh * nw // 2] - lo) / scale
-        out[b] = _mask_ciou(u, gt[b], lo, scale, t, c1, c2, c3)
+        out[b], invalid[b] = _mask_ciou(u, gt[b], lo, scale, t, c1, c2, c3, c4)
 
 
 def ciou_batch(heatmaps, gt_maps, protocol: str = "fixed", threshold: float = 0.5) -> torch.Tensor:
@@ -178,13 +184,16 @@ def ciou_batch(heatmaps, gt_maps, protocol: str = "fixed", threshold: float = 0.
     tensor. The maps are split over torch.get_num_threads() threads (the kernel releases the GIL)."""
     _check_options(protocol, threshold)
     hm, gt = _checked(heatmaps, gt_maps, batch=True)
-    out = np.zeros(len(hm))
+    out, invalid = np.zeros(len(hm)), np.zeros(len(hm))
     (h, w), (nh, nw) = hm.shape[1:], gt.shape[1:]
     args = (*axis_weights(h, nh), *axis_weights(w, nw), protocol == "median", float(threshold))
     n = max(1, min(torch.get_num_threads(), len(hm) // 8))  # threads of >= 8 maps each
     ends = np.linspace(0, len(hm), n + 1).astype(int)
     with ThreadPoolExecutor(n) as pool:  # started per call: nothing to inherit across fork()
-        list(pool.map(lambda a, b: _ciou_kernel(hm[a:b], gt[a:b], *args, out[a:b]), ends[:-1], ends[1:]))
+        list(pool.map(lambda a, b: _ciou_kernel(hm[a:b], gt[a:b], *args, out[a:b], invalid[a:b]), ends[:-1],
+                      ends[1:]))
+    if invalid.any():
+        _check_gt(gt, "gt_maps")  # raises, naming the problem
     return torch.from_numpy(out)
 
 

@@ -248,6 +248,21 @@ def test_shape_and_protocol_errors():
         M.auc([])
 
 
+def test_batch_finds_a_bad_gt_value_anywhere():
+    """The kernel counts gt values outside [0, 1] on its one read of the gt: one bad pixel in any map of any thread's
+    share raises the reference's error."""
+    hm, gt = np.random.default_rng(0).random((40, 14, 14)), np.zeros((40, 224, 224), np.float32)
+    for k, (v, msg) in enumerate([(np.nan, "gt_maps contains NaN"), (1.5, r"gt_maps has values in \[0, 1\.5\]"),
+                                  (-0.25, r"gt_maps has values in \[-0\.25, 0\]"),
+                                  (255.0, r"divide it by 255")]):
+        bad = gt.copy()
+        bad[(7, 33, 39, 0)[k], 223, 5] = v
+        with pytest.raises(ValueError, match=msg):
+            M.ciou_batch(hm, bad)
+        with pytest.raises(ValueError, match=msg.replace("gt_maps", "gt_map")):
+            M.ciou(hm[0], bad[(7, 33, 39, 0)[k]])
+
+
 # ----------------------------------------------------------------------------- AUC and summaries
 def test_auc_known_values():
     assert M.auc([1.0] * 5) == pytest.approx(1.0)
