@@ -1,12 +1,9 @@
-"""cIoU and AUC of sound source localization, from heatmaps and ground-truth maps only (no model).
+"""cIoU and AUC from heatmaps and ground-truth maps only (no model): SSPL's official `eval_cal_ciou`, NaN-free.
 
-cIoU, as SSPL's official `eval_cal_ciou`: upsample the heatmap bilinearly to the gt size (OpenCV INTER_LINEAR),
-min-max normalize it, mask = map >= threshold ("fixed", SSPL: 0.5) or >= its value at index int(H*W/2) of the
-ascending sort ("median", LVS / EZ-VSL); cIoU = sum(mask * gt) / (sum(gt) + sum(mask * (gt == 0))).
-Where the official code gives NaN, a constant map normalizes to zeros and an empty union scores 0.
-
-`ciou` is the reference; `ciou_batch` computes it for a batch in one numba kernel, with the same IEEE
-operations in the same order, so the two agree bit for bit on binary and consensus gt maps.
+Upsample the heatmap bilinearly to the gt size (OpenCV INTER_LINEAR), min-max normalize it (a constant map -> 0),
+mask = map >= threshold ("fixed", SSPL: 0.5) or >= its value at int(H*W/2) of the sort ("median", LVS / EZ-VSL);
+cIoU = sum(mask * gt) / (sum(gt) + sum(mask * (gt == 0))), 0 for an empty union. `ciou` is the reference;
+`ciou_batch` does the same IEEE operations in one numba kernel and equals it bit for bit.
 """
 
 from __future__ import annotations
@@ -43,7 +40,7 @@ def _numpy(x) -> np.ndarray:
 
 
 def _checked(heatmaps, gt_maps, batch: bool) -> tuple[np.ndarray, np.ndarray]:
-    """float64 heatmaps and float32/64 gt maps as contiguous numpy arrays, shapes and heatmap values checked."""
+    """Contiguous float64 heatmaps and float32/64 gt maps, shapes and heatmap values checked."""
     hm, gt = _numpy(heatmaps), _numpy(gt_maps)
     if batch and (hm.ndim != 3 or gt.ndim != 3 or len(hm) != len(gt)):
         raise ValueError(f"ciou_batch expects heatmaps (B,h,w) and gt_maps (B,H,W) with the same B, "
@@ -83,8 +80,7 @@ def axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, ...]:
 
 
 def upsample(maps, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of maps (..., h, w) to (..., *size), float64: the width pass, then the height pass, each
-    value w0 * a + w1 * b (no FMA), so that the numba kernel gives the same bits."""
+    """Bilinear resize of maps (..., h, w) to (..., *size) in float64: width, then height, each w0 * a + w1 * b."""
     m = np.asarray(_numpy(maps), dtype=np.float64)
     iy0, iy1, wy0, wy1 = axis_weights(m.shape[-2], size[0])
     ix0, ix1, wx0, wx1 = axis_weights(m.shape[-1], size[1])
@@ -145,8 +141,7 @@ def _upsample_into(h, iy0, iy1, wy0, wy1, ix0, ix1, wx0, wx1, t_, u, lo_x, hi_x)
 
 @_jit
 def _mask_ciou(u, g, lo, scale, t, g_x, inter_x, outside_x, invalid_x):
-    """`mask_ciou` of mask = (u - lo) / scale >= t against g (H,W), summed per column; and the number of gt
-    values outside [0, 1] (or NaN), counted on this one read of g."""
+    """`mask_ciou` of (u - lo) / scale >= t against g, and the count of g's values outside [0, 1] (one read)."""
     g_x[:] = 0.0
     inter_x[:] = 0.0
     outside_x[:] = 0.0
@@ -165,8 +160,7 @@ def _mask_ciou(u, g, lo, scale, t, g_x, inter_x, outside_x, invalid_x):
 
 @_jit
 def _ciou_kernel(hm, gt, iy0, iy1, wy0, wy1, ix0, ix1, wx0, wx1, median, threshold, out, invalid):
-    """`ciou` of each map, the same operations in the same order: hm (B,h,w) float64, gt (B,H,W) -> out (B,);
-    invalid (B,): gt values outside [0, 1] per map."""
+    """`ciou` of each map (hm (B,h,w) float64, gt (B,H,W)) into out (B,), gt values outside [0, 1] into invalid."""
     nh, nw = gt.shape[1], gt.shape[2]
     t_, u = np.empty((hm.shape[1], nw)), np.empty((nh, nw))
     c1, c2, c3, c4 = np.empty(nw), np.empty(nw), np.empty(nw), np.empty(nw)  # per-column scratch
@@ -180,14 +174,13 @@ def _ciou_kernel(hm, gt, iy0, iy1, wy0, wy1, ix0, ix1, wx0, wx1, median, thresho
 
 
 def ciou_batch(heatmaps, gt_maps, protocol: str = "fixed", threshold: float = 0.5) -> torch.Tensor:
-    """`ciou` of each pair: heatmaps (B,h,w), gt_maps (B,H,W) (numpy or torch, any device) -> (B,) float64 CPU
-    tensor. The maps are split over torch.get_num_threads() threads (the kernel releases the GIL)."""
+    """`ciou` of each pair: heatmaps (B,h,w), gt_maps (B,H,W) (numpy or torch) -> (B,) float64 CPU tensor."""
     _check_options(protocol, threshold)
     hm, gt = _checked(heatmaps, gt_maps, batch=True)
     out, invalid = np.zeros(len(hm)), np.zeros(len(hm))
     (h, w), (nh, nw) = hm.shape[1:], gt.shape[1:]
     args = (*axis_weights(h, nh), *axis_weights(w, nw), protocol == "median", float(threshold))
-    n = max(1, min(torch.get_num_threads(), len(hm) // 8))  # threads of >= 8 maps each
+    n = max(1, min(torch.get_num_threads(), len(hm) // 8))  # threads of >= 8 maps (the kernel releases the GIL)
     ends = np.linspace(0, len(hm), n + 1).astype(int)
     with ThreadPoolExecutor(n) as pool:  # started per call: nothing to inherit across fork()
         list(pool.map(lambda a, b: _ciou_kernel(hm[a:b], gt[a:b], *args, out[a:b], invalid[a:b]), ends[:-1],

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics import localization_mask
+from ..metrics import localization_mask, minmax
 from ..viz import draw_boxes, overlay
 
 PANEL = 224  # display size = the metrics' gt size
@@ -132,8 +132,7 @@ def spectrogram_png(spects: np.ndarray, title: str = "", *, cmap: str = "magma",
     from PIL import Image, ImageDraw
 
     spec = np.concatenate(list(np.asarray(spects, np.float32).reshape(-1, 96, 64)), axis=0)  # (T, 64)
-    lo, hi = float(spec.min()), float(spec.max())
-    rgb = (matplotlib.colormaps[cmap]((spec.T[::-1] - lo) / max(hi - lo, 1e-6))[..., :3] * 255).astype(np.uint8)
+    rgb = (matplotlib.colormaps[cmap](minmax(spec.T[::-1]))[..., :3] * 255).astype(np.uint8)
     w, h = spec.shape[0], 64 * scale  # one column per 10 ms frame
     plot = Image.fromarray(rgb).resize((w, h), Image.NEAREST)
     left, top, bottom = 46, 22, 34
