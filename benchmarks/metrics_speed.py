@@ -1,19 +1,29 @@
-"""Throughput of cIoU + AUC: per-sample numpy loop (official-style) vs scalar ``ciou`` vs ``ciou_batch``.
+"""cIoU + AUC from heatmaps: the official evaluation loop against `ciou_batch` (and the reference `ciou`).
 
-Run from the repo root: ``python -m benchmarks.metrics_speed --n 2048 --batch 256 --threads 2``;
-``--old REV`` also times ``ciou_batch`` of sspl_lib/metrics.py at git revision REV (same process).
-All rows are run ``--rounds`` times interleaved; the best wall rate and the rate per CPU-second of
-each are printed (the CPU figure is less sensitive to other processes on a shared machine).
+    python -m benchmarks.metrics_speed [--n 4096] [--batch 256] [--threads 2] [--rounds 7]
+           [--official-src PATH --official-pkgs PATH] [--old REV]
+
+Rows: (a) the official `eval_cal_ciou` (cv2 resize) + its sklearn AUC, imported from --official-src by
+`benchmarks.official_side` (without it, `official_loop`: the same procedure with a numpy stand-in for
+cv2.resize); (b) the reference `ciou`, one map at a time (on --n-scalar maps); (c) `ciou_batch`, fixed and
+median protocol, --batch maps per call; (d) with --old REV, `ciou_batch` of sspl_lib at git revision REV.
+The rows run interleaved --rounds times; printed per row: the min and median wall rate (maps/s), the median rate
+per CPU-second, and the ratio of the median wall rates to (a); then the load average and the largest
+|cIoU (c) - cIoU (a)|.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
+import os
+import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +31,15 @@ import torch
 
 from sspl_lib import metrics as M
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def _axis(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out,n_in) half-pixel bilinear weights (cv2 INTER_LINEAR; cv2 is not installed here)."""
-    d = np.arange(n_out)
-    src = np.maximum((d + 0.5) * n_in / n_out - 0.5, 0)
-    i0 = np.minimum(np.floor(src).astype(int), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    lam = np.where(i0 < n_in - 1, src - i0, 0.0)
+    """(n_out,n_in) half-pixel bilinear weights (cv2 INTER_LINEAR), float32 as cv2 computes."""
+    i0, i1, w0, w1 = M.axis_weights(n_in, n_out)
     w = np.zeros((n_out, n_in), dtype=np.float32)
-    np.add.at(w, (d, i0), 1 - lam)
-    np.add.at(w, (d, i1), lam)
+    np.add.at(w, (np.arange(n_out), i0), w0)
+    np.add.at(w, (np.arange(n_out), i1), w1)
     return w
 
 
@@ -48,74 +56,96 @@ def official_loop(heatmaps: np.ndarray, gts: np.ndarray, thres: float = 0.5) -> 
     return out
 
 
-def _load_old(rev: str):
-    """sspl_lib/metrics.py at git revision ``rev`` as a separate module."""
-    root = Path(__file__).resolve().parents[1]
-    src = subprocess.run(["git", "show", f"{rev}:sspl_lib/metrics.py"], cwd=root, check=True,
-                         capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "metrics_old.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location("metrics_old", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["metrics_old"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+def old_metrics(rev: str):
+    """sspl_lib.metrics at git revision `rev`, imported as the package `sspl_old` from a temporary folder."""
+    tar = subprocess.run(["git", "archive", rev, "sspl_lib"], cwd=ROOT, check=True, capture_output=True).stdout
+    tmp = Path(tempfile.mkdtemp(prefix="sspl_old_"))
+    with tarfile.open(fileobj=BytesIO(tar)) as t:
+        t.extractall(tmp, filter="data")
+    (tmp / "sspl_lib").rename(tmp / "sspl_old")
+    for f in (tmp / "sspl_old").rglob("*.py"):
+        f.write_text(f.read_text().replace("sspl_lib", "sspl_old"))
+    sys.path.insert(0, str(tmp))
+    return importlib.import_module("sspl_old.metrics")
 
 
-def _time(fn) -> tuple[float, float]:
-    w, c = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - w, time.process_time() - c
+def random_inputs(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """float32 heatmaps (n,size,size) and gt maps (n,224,224) with one random box each."""
+    rng = np.random.default_rng(seed)
+    hm = rng.normal(size=(n, size, size)).astype(np.float32)
+    gt = np.zeros((n, 224, 224), np.float32)
+    for k in range(n):
+        x0, y0 = rng.integers(0, 112, 2)
+        w, h = rng.integers(28, 112, 2)
+        gt[k, y0:y0 + h, x0:x0 + w] = 1
+    return hm, gt
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--n", type=int, default=1024, help="number of maps")
-    ap.add_argument("--batch", type=int, default=256, help="batch size of ciou_batch")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=4096, help="maps per timed repetition")
+    ap.add_argument("--n-scalar", type=int, default=256, help="maps per repetition of the reference `ciou` row")
+    ap.add_argument("--batch", type=int, default=256, help="maps per ciou_batch call")
     ap.add_argument("--size", type=int, default=14, help="heatmap side")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions (best one kept)")
-    ap.add_argument("--old", default="", help="git revision whose ciou_batch is timed too (e.g. HEAD~1)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (ciou_batch uses as many)")
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved repetitions")
+    ap.add_argument("--official-src", help="the official SSPL repository (its cv2-based eval_cal_ciou)")
+    ap.add_argument("--official-pkgs", help="a pip --target folder with opencv-python-headless (and pandas)")
+    ap.add_argument("--old", default="", help="git revision whose ciou_batch is timed too (e.g. main)")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(0)
-    hm = rng.normal(size=(args.n, args.size, args.size)).astype(np.float32)
-    gt = np.zeros((args.n, 224, 224), dtype=np.float32)
-    for k, (x0, y0) in enumerate(rng.integers(0, 150, (args.n, 2))):
-        gt[k, y0:y0 + 70, x0:x0 + 70] = 1
+    torch.set_num_threads(args.threads)
+    if args.official_pkgs:
+        sys.path.append(str(Path(args.official_pkgs).resolve()))
+    hm, gt = random_inputs(args.n, args.size)
     hm_t, gt_t = torch.from_numpy(hm), torch.from_numpy(gt)
-    print(f"{args.n} maps {args.size}x{args.size} -> 224x224, batch {args.batch}, torch threads {torch.get_num_threads()}")
 
-    def batched(protocol):
-        c = torch.cat([M.ciou_batch(hm_t[i:i + args.batch], gt_t[i:i + args.batch], protocol)
+    def batched(metrics, protocol):
+        c = torch.cat([metrics.ciou_batch(hm_t[i:i + args.batch], gt_t[i:i + args.batch], protocol)
                        for i in range(0, args.n, args.batch)])
-        return M.summarize(c)
+        return M.summarize(c), c.numpy()
 
-    def batched_old(protocol):
-        c = torch.cat([old.ciou_batch(hm_t[i:i + args.batch], gt_t[i:i + args.batch], protocol)
-                       for i in range(0, args.n, args.batch)])
-        return M.summarize(c)
+    def run_official():
+        c = np.asarray(official_loop(hm, gt))
+        return M.summarize(c), c
 
-    for p in M.PROTOCOLS:  # warm-up (numba compilation / cache load)
-        M.ciou_batch(hm_t[:8], gt_t[:8], p)
-    rows = [("(a) numpy per-sample loop (official-style)", lambda: M.summarize(official_loop(hm, gt))),
-            ("(b) scalar ciou, fixed", lambda: M.summarize([M.ciou(hm[i], gt[i]) for i in range(args.n)])),
-            ("(c) ciou_batch, fixed", lambda: batched("fixed")),
-            ("(c) ciou_batch, median", lambda: batched("median"))]
+    official = "numpy stand-in of the official loop (no --official-src)"
+    if args.official_src:
+        from benchmarks.official_side import Official
+
+        off = Official(args.official_src, torch.device("cpu"), model=False)
+        official = f"official eval_cal_ciou ({'cv2' if off.has_cv2 else 'numpy stand-in: cv2 missing'}) + AUC"
+        run_official = lambda: (None, off.metric(hm, gt))  # noqa: E731
+    k = args.n_scalar
+    rows = {f"(a) {official}": (args.n, run_official),
+            "(b) reference ciou, one map at a time": (k, lambda: M.summarize([M.ciou(hm[i], gt[i]) for i in range(k)])),
+            "(c) ciou_batch, fixed": (args.n, lambda: batched(M, "fixed")),
+            "(c) ciou_batch, median": (args.n, lambda: batched(M, "median"))}
     if args.old:
-        old = _load_old(args.old)
-        rows += [(f"(d) ciou_batch @{args.old}, fixed", lambda: batched_old("fixed")),
-                 (f"(d) ciou_batch @{args.old}, median", lambda: batched_old("median"))]
-    best = {name: (0.0, 0.0) for name, _ in rows}
+        old = old_metrics(args.old)
+        rows[f"(d) ciou_batch @{args.old}, fixed"] = (args.n, lambda: batched(old, "fixed"))
+        rows[f"(d) ciou_batch @{args.old}, median"] = (args.n, lambda: batched(old, "median"))
+    outputs = {name: fn() for name, (_, fn) in rows.items()}  # warm-up (numba compiles or loads its cache)
+    wall, cpu = {name: [] for name in rows}, {name: [] for name in rows}
     for _ in range(args.rounds):
-        for name, fn in rows:
-            w, c = _time(fn)
-            best[name] = (max(best[name][0], args.n / w), max(best[name][1], args.n / max(c, 1e-9)))
-    base_w, base_c = best[rows[0][0]]
-    print(f"{'':45s} {'wall maps/s':>12s} {'(ratio)':>8s} {'maps/CPU-s':>12s} {'(ratio)':>8s}")
-    for name, (w, c) in best.items():
-        print(f"{name:45s} {w:12.0f} {w / base_w:7.1f}x {c:12.0f} {c / base_c:7.1f}x")
+        for name, (n, fn) in rows.items():
+            w, c = time.perf_counter(), time.process_time()
+            fn()
+            wall[name].append(n / (time.perf_counter() - w))
+            cpu[name].append(n / max(time.process_time() - c, 1e-9))
+    print(f"{args.n} maps {args.size}x{args.size} -> 224x224, batch {args.batch}, {args.threads} threads, "
+          f"{args.rounds} interleaved rounds; {os.cpu_count()} CPUs")
+    base = statistics.median(wall[next(iter(rows))])
+    print(f"{'':48s} {'wall maps/s: min':>17s} {'median':>8s} {'maps/CPU-s':>11s} {'vs (a)':>7s}")
+    for name in rows:
+        med = statistics.median(wall[name])
+        print(f"{name[:48]:48s} {min(wall[name]):17.0f} {med:8.0f} {statistics.median(cpu[name]):11.0f} "
+              f"{med / base:6.1f}x")
+    diff = np.abs(outputs["(c) ciou_batch, fixed"][1] - np.asarray(outputs[next(iter(rows))][1])).max()
+    print(f"load average {os.getloadavg()}; max |cIoU (c) fixed - (a)| over {args.n} maps: {diff:.1e}")
+    if args.old:
+        for p in M.PROTOCOLS:
+            same = np.array_equal(outputs[f"(c) ciou_batch, {p}"][1], outputs[f"(d) ciou_batch @{args.old}, {p}"][1])
+            print(f"{p}: ciou_batch now and @{args.old} give {'identical' if same else 'DIFFERENT'} values")
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def box_means(heatmaps, boxes, size: int = GT_SIZE, chunk: int = 64) -> np.ndarr
     x0, y0, x1, y1 = (np.clip(px[..., i], 0, size) for i in range(4))
     total = np.zeros(b.shape[:2])
     for s in range(0, len(hm), chunk):
-        up = metrics.upsample(hm[s:s + chunk], (size, size)).numpy()  # (c,S,S)
+        up = metrics.upsample(hm[s:s + chunk], (size, size))  # (c,S,S) float64
         integral = np.zeros((len(up), size + 1, size + 1))
         integral[:, 1:, 1:] = up.cumsum(1).cumsum(2)  # (c,S+1,S+1) summed-area table
         n, sl = np.arange(len(up))[:, None], slice(s, s + len(up))

@@ -1,53 +1,28 @@
-"""cIoU / AUC for sound source localization; knows no model, only heatmaps and gt maps.
+"""cIoU and AUC from heatmaps and ground-truth maps only (no model): SSPL's official `eval_cal_ciou`, NaN-free.
 
-Two protocols are provided:
-
-* ``"fixed"`` (SSPL, official ``eval_cal_ciou(..., thres=0.5)``): upsample the heatmap
-  bilinearly to the gt size, min-max normalize it to [0, 1], mask = map >= ``threshold``.
-* ``"median"`` (LVS / EZ-VSL): mask = map >= the value at index ``int(H*W/2)`` of the
-  ascending sort of the (normalized) upsampled map, i.e. the top half, ties included.
-
-cIoU = sum(mask*gt) / (sum(gt) + sum(mask*(gt==0))).
-
-Degenerate cases (the official code would produce NaN; here they are defined):
-
-* constant heatmap (ptp == 0): the normalized map is taken as all zeros, so the fixed
-  protocol gives an empty mask (for threshold > 0) and the median protocol a full mask;
-* empty union (gt all zero and empty mask): cIoU = 0, which is what a NaN amounts to in
-  the official success counts (NaN >= t is False).
-
-Bilinear upsampling has OpenCV ``INTER_LINEAR`` semantics (half-pixel centres, edge clamp,
-no antialias). ``upsample`` uses ``torch.nn.functional.interpolate(mode="bilinear",
-align_corners=False)``; ``ciou``/``ciou_batch`` use the float64 separable definition of
-``sspl_lib._upsample`` (same weights, every IEEE operation fixed, so numpy, torch and the fused numba
-kernel agree bit for bit; for float32 14x14 -> 224 maps it is the exact bilinear value). All
-thresholding is done in float64 whatever the heatmap dtype.
+Upsample the heatmap bilinearly to the gt size (OpenCV INTER_LINEAR), min-max normalize it (a constant map -> 0),
+mask = map >= threshold ("fixed", SSPL: 0.5) or >= its value at int(H*W/2) of the sort ("median", LVS / EZ-VSL);
+cIoU = sum(mask * gt) / (sum(gt) + sum(mask * (gt == 0))), 0 for an empty union. `ciou` is the reference;
+`ciou_batch` does the same IEEE operations in one numba kernel and equals it bit for bit.
 """
 
 from __future__ import annotations
 
-import os
+import functools
+from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 import torch
-import torch.nn.functional as F
-from einops import rearrange
-
-from sspl_lib import _upsample as _U
 
 PROTOCOLS = ("fixed", "median")
-AUC_THRESHOLDS = [0.05 * i for i in range(21)]  # same float values as the official code
-_CHUNK = 16  # maps per chunk in the torch path of ciou_batch: keeps full-res temporaries small
-_USE_NUMBA = _U.ciou_kernel is not None  # fused CPU kernel; False forces the torch path (tests)
+AUC_THRESHOLDS = [0.05 * i for i in range(21)]  # the official code's float values
 
 
-# ----------------------------------------------------------------------------- helpers
-def _check_protocol(protocol: str) -> None:
+# ----------------------------------------------------------------------------- input checks
+def _check_options(protocol: str, threshold) -> None:
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-
-
-def _check_threshold(threshold) -> None:
     try:
         t = float(threshold)
     except (TypeError, ValueError):
@@ -57,9 +32,31 @@ def _check_threshold(threshold) -> None:
                          "normalized heatmap; the official value is 0.5)")
 
 
-def _check_gt_range(lo, hi, name: str) -> None:
-    """lo, hi: min and max of a ground truth (NaN propagates through both)."""
-    lo, hi = float(lo), float(hi)
+def _numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        return (x if x.dtype in (torch.float32, torch.float64, torch.bool, torch.uint8) else x.float()).numpy()
+    return np.asarray(x)
+
+
+def _checked(heatmaps, gt_maps, batch: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Contiguous float64 heatmaps and float32/64 gt maps, shapes and heatmap values checked."""
+    hm, gt = _numpy(heatmaps), _numpy(gt_maps)
+    if batch and (hm.ndim != 3 or gt.ndim != 3 or len(hm) != len(gt)):
+        raise ValueError(f"ciou_batch expects heatmaps (B,h,w) and gt_maps (B,H,W) with the same B, "
+                         f"got {hm.shape} and {gt.shape}")
+    if not batch and (hm.ndim != 2 or gt.ndim != 2):
+        raise ValueError(f"ciou expects a 2-D heatmap and a 2-D gt map, got {hm.shape} and {gt.shape}")
+    if min(hm.shape[-2:]) == 0 or min(gt.shape[-2:]) == 0:
+        raise ValueError(f"{'ciou_batch' if batch else 'ciou'} got an empty heatmap or gt map")
+    hm = np.ascontiguousarray(hm, dtype=np.float64)
+    if not np.isfinite(hm).all():
+        raise ValueError(f"{'heatmaps contain' if batch else 'heatmap contains'} NaN or inf; expected finite values")
+    return hm, np.ascontiguousarray(gt if gt.dtype in (np.float32, np.float64) else gt.astype(np.float32))
+
+
+def _check_gt(gt: np.ndarray, name: str) -> None:
+    lo, hi = (float(gt.min()), float(gt.max())) if gt.size else (0.0, 0.0)
     if np.isnan(lo) or np.isnan(hi):
         raise ValueError(f"{name} contains NaN; expected a ground-truth map with values in [0, 1]")
     if lo < 0.0 or hi > 1.0:
@@ -68,232 +65,134 @@ def _check_gt_range(lo, hi, name: str) -> None:
                          f"[0, 1]{hint}")
 
 
-def _as_tensor(x) -> torch.Tensor:
-    return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+# ----------------------------------------------------------------------------- reference
+@functools.lru_cache(maxsize=64)
+def axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, ...]:
+    """(i0, i1, w0, w1) of OpenCV INTER_LINEAR along one axis: half-pixel centres, edge clamp, no antialias."""
+    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w1 = np.where(i0 < n_in - 1, src - i0, 0.0)
+    out = (i0, i1, 1.0 - w1, w1)
+    for a in out:
+        a.setflags(write=False)
+    return out
 
 
-def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear (OpenCV INTER_LINEAR semantics) resize of (B,h,w) maps to (B,*size)."""
-    x = rearrange(maps, "b h w -> b 1 h w")
-    y = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
-    return rearrange(y, "b 1 h w -> b h w")
+def upsample(maps, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of maps (..., h, w) to (..., *size) in float64: width, then height, each w0 * a + w1 * b."""
+    m = np.asarray(_numpy(maps), dtype=np.float64)
+    iy0, iy1, wy0, wy1 = axis_weights(m.shape[-2], size[0])
+    ix0, ix1, wx0, wx1 = axis_weights(m.shape[-1], size[1])
+    t = m[..., ix0] * wx0 + m[..., ix1] * wx1  # (..., h, W)
+    return t[..., iy0, :] * wy0[:, None] + t[..., iy1, :] * wy1[:, None]  # (..., H, W)
 
 
-def median_index(n_pixels: int) -> int:
-    """Index into the ascending sort used by the median protocol (``int(H*W/2)``)."""
-    return int(n_pixels / 2)
+def minmax(maps) -> np.ndarray:
+    """Min-max normalization of each map (..., H, W) to [0, 1], exact; a constant map becomes zeros."""
+    m = np.asarray(maps)
+    lo, hi = m.min(axis=(-2, -1), keepdims=True), m.max(axis=(-2, -1), keepdims=True)
+    return (m - lo) / np.where(hi > lo, hi - lo, np.inf)  # constant: 0 / inf = 0
 
 
-# ----------------------------------------------------------------------------- scalar
-def _normalize_np(m: np.ndarray) -> np.ndarray:
-    """Min-max normalize to [0,1]; a constant map becomes all zeros (no NaN)."""
-    lo, ptp = m.min(), np.ptp(m)
-    if ptp == 0:
-        return np.zeros_like(m)
-    return (m - lo) / ptp
+def localization_mask(heatmap, size: tuple[int, int], protocol: str = "fixed", threshold: float = 0.5) -> np.ndarray:
+    """The mask that `ciou` scores: bool (*size) of one heatmap (h, w)."""
+    _check_options(protocol, threshold)
+    norm = minmax(upsample(heatmap, size))
+    t = threshold if protocol == "fixed" else np.sort(norm.ravel())[norm.size // 2]
+    return norm >= t
 
 
-def _ciou_from_mask_np(mask: np.ndarray, gt: np.ndarray) -> float:
-    mask = mask.astype(np.float64)
-    inter = np.sum(mask * gt)
-    union = np.sum(gt) + np.sum(mask * (gt == 0))
-    return float(inter / union) if union > 0 else 0.0
+def mask_ciou(mask: np.ndarray, gt: np.ndarray) -> float:
+    """cIoU of a bool mask against a gt map of the same shape (the official formula; 0 for an empty union)."""
+    m = np.asarray(mask, dtype=np.float64)
+    union = np.sum(gt) + np.sum(m * (gt == 0))
+    return float(np.sum(m * gt) / union) if union > 0 else 0.0
 
 
 def ciou(heatmap, gt_map, protocol: str = "fixed", threshold: float = 0.5) -> float:
-    """cIoU of one heatmap (h,w) (numpy or torch) against one gt map (H,W) (usually 224x224) with values in
-    [0, 1]; `threshold` in [0, 1]. NaN in either, or values out of range, raise ValueError."""
-    _check_protocol(protocol)
-    _check_threshold(threshold)
-    hm, gt = _as_tensor(heatmap), np.asarray(_as_tensor(gt_map).detach().cpu(), dtype=np.float64)
-    if hm.ndim != 2 or gt.ndim != 2:
-        raise ValueError(f"ciou expects a 2-D heatmap and a 2-D gt map, got {tuple(hm.shape)} and {gt.shape}")
-    if hm.numel() == 0 or gt.size == 0:
-        raise ValueError("ciou got an empty heatmap or gt map")
-    _check_gt_range(gt.min(), gt.max(), "gt_map")
-    hm = hm.detach().cpu().to(torch.float64)
-    if not torch.isfinite(hm).all():
-        raise ValueError("heatmap contains NaN or inf; expected finite values")
-    up = _U.upsample_np(hm.numpy(), gt.shape)  # (H,W) float64
-    norm = _normalize_np(up)
-    if protocol == "fixed":
-        mask = norm >= threshold
-    else:
-        thr = np.sort(norm.flatten())[median_index(norm.size)]
-        mask = norm >= thr
-    return _ciou_from_mask_np(mask, gt)
+    """cIoU of one heatmap (h, w) against one gt map (H, W) with values in [0, 1] (numpy or torch)."""
+    hm, gt = _checked(heatmap, gt_map, batch=False)
+    _check_gt(gt, "gt_map")
+    return mask_ciou(localization_mask(hm, gt.shape, protocol, threshold), gt)
 
 
-# ----------------------------------------------------------------------------- batch
-_INT = {torch.float32: torch.int32, torch.float64: torch.int64}
+# ----------------------------------------------------------------------------- batched
+_jit = numba.njit(nogil=True, cache=True)
 
 
-def _ordered_key(v: torch.Tensor) -> torch.Tensor:
-    """Map floats to int64 keys with the same order (IEEE bit trick: flip non-sign bits of negatives)."""
-    i = v.view(_INT[v.dtype])
-    low = torch.iinfo(i.dtype).max  # all bits but the sign
-    return torch.where(i < 0, i ^ low, i).to(torch.int64)
+@_jit
+def _upsample_into(h, iy0, iy1, wy0, wy1, ix0, ix1, wx0, wx1, t_, u, lo_x, hi_x):
+    """`upsample` of one map h (h,w) into u (H,W) (t_: (h,W) scratch); returns the min and max of u."""
+    for r in range(h.shape[0]):
+        for x in range(u.shape[1]):
+            t_[r, x] = h[r, ix0[x]] * wx0[x] + h[r, ix1[x]] * wx1[x]
+    lo_x[:] = np.inf  # per column: the loop over x vectorizes
+    hi_x[:] = -np.inf
+    for y in range(u.shape[0]):
+        r0, r1, a0, a1 = iy0[y], iy1[y], wy0[y], wy1[y]  # hoisted: the stores to u might alias them
+        for x in range(u.shape[1]):
+            v = t_[r0, x] * a0 + t_[r1, x] * a1
+            u[y, x] = v
+            lo_x[x] = min(lo_x[x], v)
+            hi_x[x] = max(hi_x[x], v)
+    return lo_x.min(), hi_x.max()
 
 
-def _from_key(k: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    i = k.to(_INT[dtype])
-    low = torch.iinfo(i.dtype).max
-    return torch.where(i < 0, i ^ low, i).view(dtype)
+@_jit
+def _mask_ciou(u, g, lo, scale, t, g_x, inter_x, outside_x, invalid_x):
+    """`mask_ciou` of (u - lo) / scale >= t against g, and the count of g's values outside [0, 1] (one read)."""
+    g_x[:] = 0.0
+    inter_x[:] = 0.0
+    outside_x[:] = 0.0
+    invalid_x[:] = 0.0
+    for y in range(g.shape[0]):
+        for x in range(g.shape[1]):
+            gv = np.float64(g[y, x])
+            m = (u[y, x] - lo) / scale >= t
+            g_x[x] += gv
+            inter_x[x] += gv if m else 0.0
+            outside_x[x] += 1.0 if (m and gv == 0) else 0.0
+            invalid_x[x] += 0.0 if (gv >= 0.0 and gv <= 1.0) else 1.0
+    union = g_x.sum() + outside_x.sum()
+    return inter_x.sum() / union if union > 0 else 0.0, invalid_x.sum()
 
 
-def _normalized_value(v, lo, hi):
-    """(v-lo)/(hi-lo) as the official normalize_img computes it; 0 for constant maps."""
-    ptp = hi - lo
-    const = ptp == 0
-    return torch.where(const, torch.zeros_like(v), (v - lo) / torch.where(const, torch.ones_like(ptp), ptp))
-
-
-def raw_threshold(lo: torch.Tensor, hi: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Smallest raw value v with ``normalize(v) >= t``, normalize(v) = (v-lo)/(hi-lo) (0 if hi == lo).
-
-    lo, hi, t: (B,) in the working dtype. ``u >= raw_threshold(...)`` reproduces exactly the mask
-    ``normalize(u) >= t`` for lo <= u <= hi (normalization is monotone) without normalizing every
-    pixel. Returns +inf where no value qualifies. Bisection over the float bit order (<= 64 steps).
-    """
-    left = _ordered_key(lo) - 1  # largest key known to fail (virtual when lo itself passes)
-    right = _ordered_key(hi)  # smallest key known to pass (if hi passes at all)
-    while True:
-        active = right > left + 1
-        if not bool(active.any()):
-            break
-        mid = (left & right) + ((left ^ right) >> 1)  # floor((left+right)/2) without overflow
-        good = _normalized_value(_from_key(mid, lo.dtype), lo, hi) >= t
-        right = torch.where(active & good, mid, right)
-        left = torch.where(active & ~good, mid, left)
-    out = _from_key(right, lo.dtype)
-    none = _normalized_value(hi, lo, hi) < t
-    return torch.where(none, torch.full_like(out, float("inf")), out)
-
-
-def _chunk_stats(up: torch.Tensor, protocol: str, threshold: float):
-    """up (c,N) upsampled maps -> lo (c,), hi (c,), normalized threshold t (c,)."""
-    lo, hi = up.amin(1), up.amax(1)
-    if protocol == "fixed":
-        return lo, hi, torch.full_like(lo, threshold)
-    kth = torch.kthvalue(up, median_index(up.shape[1]) + 1, dim=1).values  # np.sort(x)[k] = (k+1)-th smallest
-    return lo, hi, _normalized_value(kth, lo, hi)
-
-
-def _chunk_ciou(up: torch.Tensor, g: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-    """up (c,N), g (c,N) gt, tau (c,) raw thresholds -> (c,) float64 cIoU."""
-    mask = up >= tau[:, None]  # (c,N) bool
-    inter = torch.where(mask, g, 0).sum(1, dtype=torch.float64)
-    outside = (mask & (g == 0)).sum(1).to(torch.float64)
-    union = g.sum(1, dtype=torch.float64) + outside
-    return torch.where(union > 0, inter / torch.where(union > 0, union, 1.0), torch.zeros_like(union))
-
-
-def _ciou_torch(hm: torch.Tensor, gt: torch.Tensor, protocol: str, threshold: float) -> torch.Tensor:
-    """Chunked torch path (any device, or no numba): float64 maps, one raw-threshold bisection."""
-    chunk = _CHUNK if hm.device.type == "cpu" else hm.shape[0]
-    size, spans = gt.shape[-2:], range(0, hm.shape[0], chunk)
-    ups = [rearrange(_U.upsample_torch(hm[i:i + chunk], size), "c h w -> c (h w)") for i in spans]
-    lo, hi, t = (torch.cat(v) for v in zip(*(_chunk_stats(u, protocol, threshold) for u in ups)))  # (B,)
-    tau = raw_threshold(lo, hi, t)  # (B,) one bisection for the whole batch
-    gts = (rearrange(gt[i:i + chunk], "c h w -> c (h w)") for i in spans)
-    return torch.cat([_chunk_ciou(u, g, tau[i:i + len(u)]) for i, u, g in zip(spans, ups, gts)])
-
-
-def _ciou_numba(hm_np: np.ndarray, gt_np: np.ndarray, protocol: str, threshold: float) -> torch.Tensor:
-    """Fused kernel (one read of each gt pixel), maps split over torch.get_num_threads() threads.
-
-    numpy arrays in (float64 maps, float32/64 gt): no torch op runs here, because a torch parallel
-    region just before would leave its OpenMP threads spinning on the cores the kernel threads need."""
-    hm_np = np.ascontiguousarray(hm_np, dtype=np.float64)
-    gt_np = np.ascontiguousarray(gt_np)
-    n_pix = gt_np.shape[1] * gt_np.shape[2]
-    (h, w), (H, W) = hm_np.shape[1:], gt_np.shape[1:]
-    args = (*_U.axis_weights(h, H), *_U.axis_weights(w, W), _U.axis_edges(h, H), _U.axis_edges(w, W),
-            protocol == "median", float(threshold), median_index(n_pix))
-    out = np.empty(hm_np.shape[0])
-    n = max(1, min(torch.get_num_threads(), hm_np.shape[0] // 8))  # >= 8 maps per thread
-    bounds = np.linspace(0, hm_np.shape[0], n + 1).astype(int)
-    run = lambda a, b: _U.ciou_kernel(hm_np[a:b], gt_np[a:b], *args, out[a:b])  # noqa: E731
-    if n == 1:
-        run(0, hm_np.shape[0])
-    else:
-        list(_pool(n).map(run, bounds[:-1], bounds[1:]))  # the kernel releases the GIL
-    return torch.from_numpy(out)
-
-
-_POOLS: dict = {}
-
-
-def _pool(n: int):
-    """A persistent thread pool of n workers for this process (a forked child, e.g. a DataLoader worker,
-    gets its own: the parent's threads do not exist there)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    key = (os.getpid(), n)
-    if key not in _POOLS:
-        _POOLS[key] = ThreadPoolExecutor(n, thread_name_prefix="sspl-ciou")
-    return _POOLS[key]
-
-
-def _on_cpu(x) -> bool:
-    return not isinstance(x, torch.Tensor) or x.device.type == "cpu"
-
-
-def _to_numpy(x) -> np.ndarray:
-    if not isinstance(x, torch.Tensor):
-        return np.asarray(x)
-    x = x.detach()
-    return (x if x.dtype in (torch.float32, torch.float64, torch.bool, torch.uint8) else x.float()).numpy()
+@_jit
+def _ciou_kernel(hm, gt, iy0, iy1, wy0, wy1, ix0, ix1, wx0, wx1, median, threshold, out, invalid):
+    """`ciou` of each map (hm (B,h,w) float64, gt (B,H,W)) into out (B,), gt values outside [0, 1] into invalid."""
+    nh, nw = gt.shape[1], gt.shape[2]
+    t_, u = np.empty((hm.shape[1], nw)), np.empty((nh, nw))
+    c1, c2, c3, c4 = np.empty(nw), np.empty(nw), np.empty(nw), np.empty(nw)  # per-column scratch
+    for b in range(hm.shape[0]):
+        lo, hi = _upsample_into(hm[b], iy0, iy1, wy0, wy1, ix0, ix1, wx0, wx1, t_, u, c1, c2)
+        scale = hi - lo if hi > lo else np.inf  # as `minmax`
+        t = threshold
+        if median:  # normalization is monotone: the median of the normalized map is the normalized median
+            t = (np.partition(u.ravel(), nh * nw // 2)[nh * nw // 2] - lo) / scale
+        out[b], invalid[b] = _mask_ciou(u, gt[b], lo, scale, t, c1, c2, c3, c4)
 
 
 def ciou_batch(heatmaps, gt_maps, protocol: str = "fixed", threshold: float = 0.5) -> torch.Tensor:
-    """Vectorized cIoU: heatmaps (B,h,w), gt_maps (B,H,W) -> (B,) float64 tensor (heatmap's device).
-
-    Same definition as ``ciou`` (float64 upsampling of ``sspl_lib._upsample``, mask =
-    normalized >= t, evaluated as raw >= ``raw_threshold``); on CPU a fused numba kernel, else torch.
-    gt_maps must lie in [0, 1], `threshold` in [0, 1]; NaN or values out of range raise ValueError.
-    """
-    _check_protocol(protocol)
-    _check_threshold(threshold)
-    if _USE_NUMBA and _on_cpu(heatmaps) and _on_cpu(gt_maps):  # numpy end to end (see _ciou_numba)
-        hm, gt = _to_numpy(heatmaps), _to_numpy(gt_maps)
-        if gt.dtype not in (np.float32, np.float64):
-            gt = gt.astype(np.float32)
-        _check_batch(hm.shape, gt.shape)
-        if hm.shape[0] == 0:
-            return torch.zeros(0, dtype=torch.float64)
-        _check_gt_range(gt.min(), gt.max(), "gt_maps")
-        hm = np.asarray(hm, dtype=np.float64)
-        if not np.isfinite(hm).all():
-            raise ValueError("heatmaps contain NaN or inf; expected finite values")
-        return _ciou_numba(hm, gt, protocol, threshold)
-    hm, gt = _as_tensor(heatmaps), _as_tensor(gt_maps)
-    _check_batch(tuple(hm.shape), tuple(gt.shape))
-    if hm.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.float64, device=hm.device)
-    hm = hm.detach().to(torch.float64)
-    if not torch.isfinite(hm).all():
-        raise ValueError("heatmaps contain NaN or inf; expected finite values")
-    gt = gt.detach().to(hm.device)
-    if not gt.is_floating_point():
-        gt = gt.to(torch.float32)
-    _check_gt_range(*torch.aminmax(gt), "gt_maps")
-    return _ciou_torch(hm, gt, protocol, threshold)
-
-
-def _check_batch(hm_shape: tuple, gt_shape: tuple) -> None:
-    if len(hm_shape) != 3 or len(gt_shape) != 3 or hm_shape[0] != gt_shape[0]:
-        raise ValueError(f"ciou_batch expects heatmaps (B,h,w) and gt_maps (B,H,W) with the same B, "
-                         f"got {tuple(hm_shape)} and {tuple(gt_shape)}")
-    if hm_shape[0] and (min(hm_shape[1:]) == 0 or min(gt_shape[1:]) == 0):
-        raise ValueError("ciou_batch got empty heatmaps or gt maps")
+    """`ciou` of each pair: heatmaps (B,h,w), gt_maps (B,H,W) (numpy or torch) -> (B,) float64 CPU tensor."""
+    _check_options(protocol, threshold)
+    hm, gt = _checked(heatmaps, gt_maps, batch=True)
+    out, invalid = np.zeros(len(hm)), np.zeros(len(hm))
+    (h, w), (nh, nw) = hm.shape[1:], gt.shape[1:]
+    args = (*axis_weights(h, nh), *axis_weights(w, nw), protocol == "median", float(threshold))
+    n = max(1, min(torch.get_num_threads(), len(hm) // 8))  # threads of >= 8 maps (the kernel releases the GIL)
+    ends = np.linspace(0, len(hm), n + 1).astype(int)
+    with ThreadPoolExecutor(n) as pool:  # started per call: nothing to inherit across fork()
+        list(pool.map(lambda a, b: _ciou_kernel(hm[a:b], gt[a:b], *args, out[a:b], invalid[a:b]), ends[:-1],
+                      ends[1:]))
+    if invalid.any():
+        _check_gt(gt, "gt_maps")  # raises, naming the problem
+    return torch.from_numpy(out)
 
 
 # ----------------------------------------------------------------------------- summaries
 def _as_array(cious) -> np.ndarray:
-    if isinstance(cious, torch.Tensor):
-        cious = cious.detach().cpu().numpy()
-    a = np.asarray(cious, dtype=np.float64).reshape(-1)
+    a = np.asarray(_numpy(cious), dtype=np.float64).reshape(-1)
     if a.size == 0:
         raise ValueError("no cIoU values given")
     return a
@@ -302,9 +201,7 @@ def _as_array(cious) -> np.ndarray:
 def success_curve(cious) -> tuple[np.ndarray, np.ndarray]:
     """(thresholds (21,), success rates (21,)): fraction of samples with cIoU >= 0.05*i."""
     a = _as_array(cious)
-    x = np.array(AUC_THRESHOLDS)
-    y = np.array([np.sum(a >= t) / a.size for t in AUC_THRESHOLDS])
-    return x, y
+    return np.array(AUC_THRESHOLDS), np.array([np.sum(a >= t) / a.size for t in AUC_THRESHOLDS])
 
 
 def auc(cious) -> float:

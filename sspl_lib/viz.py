@@ -6,25 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from .metrics import auc, minmax, success_curve, upsample
 from .paths import FIGURES_DIR, resolve
 
 
 # ----------------------------------------------------------------------------- images
-def normalize_map(heatmap, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Heatmap (h,w) -> float32 (H,W) in [0,1]: bilinear upsampling to `size` (as the metrics do), min-max."""
-    hm = torch.as_tensor(np.asarray(heatmap, dtype=np.float32))
-    if hm.ndim != 2:
-        raise ValueError(f"heatmap must be 2-D, got shape {tuple(hm.shape)}")
-    if size is not None and tuple(hm.shape) != tuple(size):
-        hm = F.interpolate(hm[None, None], size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
-    hm = hm.numpy()
-    ptp = float(hm.max() - hm.min())
-    return (hm - hm.min()) / ptp if ptp > 0 else np.zeros_like(hm)
-
-
 def colorize(values01: np.ndarray, cmap: str = "jet") -> np.ndarray:
     """Float map in [0,1] (H,W) -> uint8 RGB (H,W,3) through a matplotlib colormap."""
     import matplotlib
@@ -36,13 +23,15 @@ def colorize(values01: np.ndarray, cmap: str = "jet") -> np.ndarray:
 def overlay(frame_uint8, heatmap, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
     """Blend a colour-mapped heatmap (h,w) onto a uint8 RGB frame (H,W,3): returns uint8 (H,W,3).
 
-    The heatmap is upsampled bilinearly to the frame and min-max normalized; `alpha` is its weight."""
+    The heatmap is upsampled to the frame and min-max normalized as the cIoU does; `alpha` is its weight."""
     frame = np.asarray(frame_uint8)
     if frame.ndim != 3 or frame.shape[-1] != 3:
         raise ValueError(f"frame must be (H,W,3) RGB, got shape {frame.shape}")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0,1], got {alpha}")
-    colour = colorize(normalize_map(heatmap, frame.shape[:2]), cmap).astype(np.float32)
+    if np.ndim(heatmap) != 2:
+        raise ValueError(f"heatmap must be 2-D, got shape {tuple(np.shape(heatmap))}")
+    colour = colorize(minmax(upsample(heatmap, frame.shape[:2])), cmap).astype(np.float32)
     out = (1 - alpha) * frame.astype(np.float32) + alpha * colour
     return out.round().clip(0, 255).astype(np.uint8)
 
@@ -76,7 +65,6 @@ def _figure(ax=None, figsize=(5, 4)):
 
 def plot_success_curves(curves: dict, ax=None, title: str = ""):
     """Success rate vs cIoU threshold. `curves`: {label: per-sample cIoU array} (AUC in the legend)."""
-    from .metrics import auc, success_curve
 
     fig, ax = _figure(ax)
     for label, cious in curves.items():

@@ -1,4 +1,5 @@
-"""Tests of sspl_lib.metrics against an independent numpy reference and hand-computed cases."""
+"""Tests of sspl_lib.metrics against an independent numpy reference (the official procedure) and hand-computed
+cases; the batched kernel against the reference `ciou`, bit for bit."""
 
 from __future__ import annotations
 
@@ -80,10 +81,25 @@ def test_reference_resize_agrees_with_scipy():
 @pytest.mark.parametrize("shape", [(14, 14), (7, 7), (13, 17), (224, 224)])
 def test_upsample_matches_reference(shape):
     img = np.random.default_rng(1).normal(size=shape)
-    up64 = M.upsample(torch.from_numpy(img)[None], (224, 224))[0].numpy()
+    up64 = M.upsample(torch.from_numpy(img)[None], (224, 224))[0]
+    assert up64.dtype == np.float64 and up64.shape == (224, 224)
     np.testing.assert_allclose(up64, resize_ref(img, (224, 224)), atol=1e-12)
-    up32 = M.upsample(torch.from_numpy(img).float()[None], (224, 224))[0].numpy()
+    img32 = img.astype(np.float32)
+    up32 = M.upsample(img32, (224, 224))  # computed in float64 whatever the input dtype
     np.testing.assert_allclose(up32, resize_ref(img, (224, 224)), atol=1e-5)
+    np.testing.assert_allclose(up32, resize_ref(img32, (224, 224)), atol=1e-12)
+    if shape[0] in (7, 14, 224):  # power-of-two scale: mirrored weights are exact, symmetry is kept exactly
+        sym = img + img[::-1]
+        assert np.array_equal(M.upsample(sym, (224, 224)), M.upsample(sym, (224, 224))[::-1])
+
+
+def test_minmax_exact_and_constant_maps():
+    m = M.minmax(M.upsample(np.array([[0.0, 2.0], [1.0, 4.0]]), (8, 8)))
+    assert m.shape == (8, 8) and m.min() == 0.0 and m.max() == 1.0
+    np.testing.assert_array_equal(M.minmax(np.array([[-1.0, 0.0], [1.0, 3.0]])), [[0.0, 0.25], [0.5, 1.0]])
+    assert np.all(M.minmax(np.ones((3, 3))) == 0) and np.all(M.minmax(np.full((2, 5, 5), -7.5)) == 0)
+    batch = np.stack([np.arange(4.0).reshape(2, 2), np.full((2, 2), 3.0)])  # each map normalized on its own
+    np.testing.assert_array_equal(M.minmax(batch), [[[0, 1 / 3], [2 / 3, 1]], [[0, 0], [0, 0]]])
 
 
 # ----------------------------------------------------------------------------- hand-computed cIoU
@@ -140,6 +156,24 @@ def test_consensus_half_values():
     assert M.ciou(hm, gt) == pytest.approx(ciou_ref(hm, gt), abs=1e-15)
 
 
+def test_ties_at_the_threshold_are_in_the_mask():
+    """Normalized values exactly at the threshold are in the mask, the next float below is not (identity resize)."""
+    hm = np.zeros((224, 224))
+    hm[:, 112:] = 1.0
+    hm[:56, :56] = 0.5  # exactly the fixed threshold after normalization
+    hm[56:112, :56] = np.nextafter(0.5, 0.0)
+    gt = np.zeros((224, 224))
+    gt[:112, :56] = 1
+    expected = 56 * 56 / (112 * 56 + 224 * 112)  # hits rows 0..55; false alarms: the right half
+    assert M.ciou(hm, gt) == pytest.approx(expected, abs=1e-15)
+    assert float(M.ciou_batch(hm[None], gt[None])[0]) == M.ciou(hm, gt)
+    mask = M.localization_mask(hm, (224, 224))
+    assert mask[:56, :56].all() and not mask[56:112, :56].any()
+    for t in (0.0, 1.0):  # the extreme levels: everything, and only the maximum
+        assert float(M.ciou_batch(hm[None], gt[None], threshold=t)[0]) == M.ciou(hm, gt, threshold=t)
+    assert M.localization_mask(hm, (224, 224), threshold=0.0).all()
+
+
 def test_constant_map_is_nan_safe():
     gt = square_gt()
     for c in (0.0, 3.5, -2.0):
@@ -179,11 +213,11 @@ def test_batch_matches_scalar_float32(protocol):
     gt = torch.from_numpy(random_gt(rng, n)).float()
     batch = M.ciou_batch(hm, gt, protocol).numpy()
     scalar = np.array([M.ciou(hm[i], gt[i].numpy(), protocol) for i in range(n)])
-    np.testing.assert_allclose(batch, scalar, atol=1e-6)
+    np.testing.assert_array_equal(batch, scalar)
     for thr in (0.3, 0.7):
         b = M.ciou_batch(hm, gt, threshold=thr).numpy()
         s = np.array([M.ciou(hm[i].numpy(), gt[i].numpy(), threshold=thr) for i in range(n)])
-        np.testing.assert_allclose(b, s, atol=1e-6)
+        np.testing.assert_array_equal(b, s)
 
 
 def test_batch_chunking_and_empty():
@@ -193,23 +227,6 @@ def test_batch_chunking_and_empty():
     parts = torch.cat([M.ciou_batch(hm[i:i + 5], gt[i:i + 5]) for i in range(0, 37, 5)])
     assert torch.equal(full, parts) and full.dtype == torch.float64 and full.shape == (37,)
     assert M.ciou_batch(hm[:0], gt[:0]).shape == (0,)
-
-
-def test_raw_threshold_is_exact_boundary():
-    rng = np.random.default_rng(5)
-    for dtype in (torch.float32, torch.float64):
-        lo = torch.tensor(rng.normal(size=200) * 10.0 ** rng.integers(-3, 4, 200), dtype=dtype)
-        hi = lo + torch.tensor(rng.random(200) * 10.0 ** rng.integers(-3, 4, 200), dtype=dtype)
-        lo[:3], hi[:3] = torch.tensor([-1.0, -1e-3, 0.0], dtype=dtype), torch.tensor([1.0, 1e-3, 0.0], dtype=dtype)
-        t = torch.tensor(rng.random(200), dtype=dtype)
-        t[:3] = 0.5
-        tau = M.raw_threshold(lo, hi, t)
-        norm = lambda v: M._normalized_value(v, lo, hi)  # noqa: E731
-        fin = torch.isfinite(tau)
-        assert (fin == (hi > lo)).all()  # constant maps normalize to 0 < t -> no pixel qualifies
-        assert (norm(tau)[fin] >= t[fin]).all()
-        below = torch.nextafter(tau, torch.full_like(tau, -float("inf")))
-        assert (norm(below)[fin] < t[fin]).all()
 
 
 # ----------------------------------------------------------------------------- errors
@@ -229,6 +246,21 @@ def test_shape_and_protocol_errors():
         M.ciou(np.full((14, 14), np.nan), gt)
     with pytest.raises(ValueError, match="no cIoU"):
         M.auc([])
+
+
+def test_batch_finds_a_bad_gt_value_anywhere():
+    """The kernel counts gt values outside [0, 1] on its one read of the gt: one bad pixel in any map of any thread's
+    share raises the reference's error."""
+    hm, gt = np.random.default_rng(0).random((40, 14, 14)), np.zeros((40, 224, 224), np.float32)
+    for k, (v, msg) in enumerate([(np.nan, "gt_maps contains NaN"), (1.5, r"gt_maps has values in \[0, 1\.5\]"),
+                                  (-0.25, r"gt_maps has values in \[-0\.25, 0\]"),
+                                  (255.0, r"divide it by 255")]):
+        bad = gt.copy()
+        bad[(7, 33, 39, 0)[k], 223, 5] = v
+        with pytest.raises(ValueError, match=msg):
+            M.ciou_batch(hm, bad)
+        with pytest.raises(ValueError, match=msg.replace("gt_maps", "gt_map")):
+            M.ciou(hm[0], bad[(7, 33, 39, 0)[k]])
 
 
 # ----------------------------------------------------------------------------- AUC and summaries
@@ -291,112 +323,67 @@ def test_center_prior_on_vggss():
                              "n": 4692}
 
 
-# ----------------------------------------------------------------------------- fused kernel vs torch path
-from sspl_lib import _upsample as U  # noqa: E402
+# ----------------------------------------------------------------------------- batched kernel vs reference
+def test_kernel_upsample_is_bit_identical():
+    rng = np.random.default_rng(11)
+    for shape in [(14, 14), (7, 7), (13, 17), (224, 224)]:
+        img = rng.normal(size=shape)
+        t_, u, lo_x, hi_x = np.empty((shape[0], 224)), np.empty((224, 224)), np.empty(224), np.empty(224)
+        lo, hi = M._upsample_into(img, *M.axis_weights(shape[0], 224), *M.axis_weights(shape[1], 224), t_, u,
+                                  lo_x, hi_x)
+        up = M.upsample(img, (224, 224))
+        assert np.array_equal(u, up) and lo == up.min() and hi == up.max()
 
 
-@pytest.mark.parametrize("shape", [(14, 14), (7, 7), (13, 17), (224, 224)])
-def test_exact_upsample_numpy_torch_numba_bit_identical(shape):
-    img = np.random.default_rng(11).normal(size=shape)
-    up = U.upsample_np(img, (224, 224))
-    np.testing.assert_allclose(up, resize_ref(img, (224, 224)), atol=1e-12)
-    assert np.array_equal(U.upsample_torch(torch.from_numpy(img)[None], (224, 224))[0].numpy(), up)
-    if U.upsample_nb is not None:
-        w = (*U.axis_weights(shape[0], 224), *U.axis_weights(shape[1], 224))
-        assert np.array_equal(U.upsample_nb(img, *w), up)
-    if shape[0] in (7, 14, 224):  # power-of-two scale: mirrored weights are exact, symmetry is kept exactly
-        sym = img + img[::-1]
-        assert np.array_equal(U.upsample_np(sym, (224, 224)), U.upsample_np(sym, (224, 224))[::-1])
-
-
-def _hard_maps(rng, n):
+def _hard_maps(rng, n, size=14):
     """Random maps plus plateaus, ties, constant, symmetric and centre-prior-like maps."""
-    hm = rng.normal(size=(n, 14, 14))
+    hm = rng.normal(size=(n, size, size))
     hm[0] = 2.0  # constant
     hm[1] = np.round(hm[1])  # many ties
-    hm[2, :, :7] = 5.0  # plateau holding the median
-    hm[3] = np.outer(np.hanning(14), np.hanning(14))  # symmetric
+    hm[2, :, :size // 2] = 5.0  # plateau holding the median
+    hm[3] = np.outer(np.hanning(size), np.hanning(size))  # symmetric
     hm[4] = 0.0
-    hm[4, 7, 7] = 1.0  # one peak: most of the map equal to the minimum
-    hm[5] = rng.normal(size=(14, 14)) * 1e-300  # tiny (subnormal-range) differences
+    hm[4, size // 2, size // 2] = 1.0  # one peak: most of the map equal to the minimum
+    hm[5] = rng.normal(size=(size, size)) * 1e-300  # tiny (subnormal-range) differences
+    hm[6] = rng.normal(size=(size, size)) * 1e300  # huge values
+    hm[7] = np.where(rng.random((size, size)) < 0.5, 0.0, 1.0)  # two levels: ties at any threshold
+    hm[8] = -np.abs(hm[8])  # all negative
     return hm
 
 
 @pytest.mark.parametrize("protocol", ["fixed", "median"])
-def test_numba_and_torch_paths_identical(protocol, monkeypatch):
-    rng = np.random.default_rng(21)
+@pytest.mark.parametrize("size", [14, 224])
+def test_batch_equals_reference_on_hard_maps(protocol, size):
+    rng = np.random.default_rng([21, size])
     n = 40
-    hm, gt = _hard_maps(rng, n), random_gt(rng, n)
-    ref = np.array([ciou_ref(hm[i], gt[i], protocol) for i in range(n)])
+    hm, gt = _hard_maps(rng, n, size), random_gt(rng, n)
+    gt[9], gt[10] = 0.0, 1.0  # empty and full ground truth
     scalar = np.array([M.ciou(hm[i], gt[i], protocol) for i in range(n)])
-    fused = M.ciou_batch(torch.from_numpy(hm), torch.from_numpy(gt), protocol)
-    monkeypatch.setattr(M, "_USE_NUMBA", False)
-    plain = M.ciou_batch(torch.from_numpy(hm), torch.from_numpy(gt), protocol)
-    assert torch.equal(fused, plain)
-    np.testing.assert_array_equal(fused.numpy(), scalar)
-    np.testing.assert_allclose(scalar[6:], ref[6:], atol=1e-12)  # random maps: same masks as the reference
+    batch = M.ciou_batch(torch.from_numpy(hm), torch.from_numpy(gt), protocol)
+    np.testing.assert_array_equal(batch.numpy(), scalar)
+    ref = np.array([ciou_ref(hm[i], gt[i], protocol) for i in range(n)])
+    np.testing.assert_allclose(scalar[11:], ref[11:], atol=1e-12)  # random maps: same masks as the reference
+    for t in (0.0, 0.25, 1.0):
+        np.testing.assert_array_equal(M.ciou_batch(hm, gt, threshold=t).numpy(),
+                                      [M.ciou(hm[i], gt[i], threshold=t) for i in range(n)])
     # float32 heatmaps and gt: same values -> same results (everything is done in float64)
-    monkeypatch.setattr(M, "_USE_NUMBA", U.ciou_kernel is not None)
-    f32 = M.ciou_batch(torch.from_numpy(hm).float(), torch.from_numpy(gt).float(), protocol)
-    f32_ref = M.ciou_batch(torch.from_numpy(hm).float().double(), torch.from_numpy(gt), protocol)
-    assert torch.equal(f32, f32_ref)
+    hm32 = np.delete(hm, 6, axis=0).astype(np.float32)  # all but the map beyond float32's range
+    f32 = M.ciou_batch(torch.from_numpy(hm32), torch.from_numpy(np.delete(gt, 6, axis=0)).float(), protocol)
+    assert torch.equal(f32, M.ciou_batch(hm32.astype(np.float64), np.delete(gt, 6, axis=0), protocol))
 
 
-@pytest.mark.skipif(U.ciou_kernel is None, reason="numba not installed")
-def test_kernel_median_value_is_exact_kth():
-    rng = np.random.default_rng(5)
-    w = (*U.axis_weights(14, 224), *U.axis_weights(14, 224))
-    hist, cand, full = np.empty(U._HIST_BINS, np.int64), np.empty(224 * 224 + 1), np.empty(224 * 224 + 1)
-    for hm in _hard_maps(rng, 30):
-        up = U.upsample_nb(hm, *w)
-        t_ = np.empty((14, 224))
-        U._t_rows(hm, *w[4:], t_)
-        for k in (0, 1, 25088, 50175):
-            got = U._median_value(t_, *w[:4], k, up.min(), up.max(), hist, cand, full)
-            assert got == np.sort(up.ravel())[k]
-
-
-@pytest.mark.skipif(U.ciou_kernel is None, reason="numba not installed")
-def test_kernel_raw_threshold_matches_torch():
-    rng = np.random.default_rng(8)
-    lo = rng.normal(size=300) * 10.0 ** rng.integers(-3, 4, 300)
-    hi = lo + rng.random(300) * 10.0 ** rng.integers(-3, 4, 300)
-    hi[:5] = lo[:5]
-    t = rng.random(300)
-    want = M.raw_threshold(torch.from_numpy(lo), torch.from_numpy(hi), torch.from_numpy(t)).numpy()
-    fb = np.empty(1)
-    got = np.array([U._raw_threshold(a, b, c, fb, fb.view(np.int64)) for a, b, c in zip(lo, hi, t)])
-    assert np.array_equal(got, want)
-
-
-@pytest.mark.parametrize("h, H", [(14, 224), (7, 224), (13, 224), (14, 100), (20, 224)])
-def test_axis_edges_hold_the_min_and_max(h, H):
-    """Bilinear values are extreme at the ends of each source cell, so the min / max of the upsampled map
-    are among the (edge row, edge column) values, here for float32 and wide-range float64 maps."""
-    rng = np.random.default_rng(h * 1000 + H)
-    e = U.axis_edges(h, H)
-    assert e[0] == 0 and e[-1] == H - 1 and len(e) <= 2 * h + 2
-    maps = list(rng.normal(size=(30, h, h)).astype(np.float32))
-    maps += list(rng.normal(size=(30, h, h)) * 10.0 ** rng.integers(-20, 5, (30, h, h)))
-    for m in maps:
-        up = U.upsample_np(m, (H, H))
-        sub = up[np.ix_(e, e)]
-        assert sub.min() == up.min() and sub.max() == up.max()
-
-
-@pytest.mark.skipif(U.ciou_kernel is None, reason="numba not installed")
-def test_kernel_redoes_the_pass_when_the_edge_range_is_not_exact():
-    """Given edges that miss the true min / max (one pixel only), the kernel's full-pass check finds the
-    exact range and the result is still the reference one."""
-    rng = np.random.default_rng(3)
-    n = 12
-    hm, gt = _hard_maps(rng, n), random_gt(rng, n)
-    w = (*U.axis_weights(14, 224), *U.axis_weights(14, 224))
-    want = np.array([ciou_ref(hm[i], gt[i], "fixed") for i in range(n)])
-    for ey, ex in ((U.axis_edges(14, 224),) * 2, (np.array([100]), np.array([37]))):
-        out = np.empty(n)
-        U.ciou_kernel(hm, gt.astype(np.float32), *w, ey, ex, False, 0.5, 25088, out)
-        assert np.array_equal(out, want)
+def test_batch_does_not_depend_on_threads():
+    rng = np.random.default_rng(2)
+    hm, gt = rng.normal(size=(50, 14, 14)), random_gt(rng, 50)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = M.ciou_batch(hm, gt, "median")
+        torch.set_num_threads(3)
+        three = M.ciou_batch(hm, gt, "median")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, three)
 
 
 def _ciou_in_child(args):
@@ -405,13 +392,12 @@ def _ciou_in_child(args):
 
 
 def test_ciou_batch_works_in_a_forked_child_after_the_parent_used_its_threads():
-    """The kernel's thread pool is per process: a forked child (a DataLoader worker) must not wait on the
-    parent's threads, which do not exist there."""
+    """A forked child (a DataLoader worker) must not wait on the parent's threads, which do not exist there."""
     import multiprocessing
 
     rng = np.random.default_rng(4)
     hm, gt = rng.normal(size=(32, 14, 14)), random_gt(rng, 32)
-    want = M.ciou_batch(torch.from_numpy(hm), torch.from_numpy(gt)).numpy()  # parent: pool started
+    want = M.ciou_batch(torch.from_numpy(hm), torch.from_numpy(gt)).numpy()  # parent: threads used
     with multiprocessing.get_context("fork").Pool(1) as pool:
         got = pool.apply_async(_ciou_in_child, ((hm, gt),)).get(timeout=120)
     assert np.array_equal(got, want)

@@ -88,11 +88,11 @@ def test_lite0_converts_imagenet_normalization_to_its_own():
 @pytest.mark.parametrize("features, size", [("head", 448), ("head_dilated", 224), ("stride16", 224)])
 def test_lite0_feature_choices_give_a_14x14_grid(features, size):
     from sspl_lib.config import SSPLConfig
-    from sspl_lib.model import SSPL
+    from sspl_lib.methods.registry import build_model
 
     cfg = SSPLConfig(visual_encoder="efficientnet_lite0", visual_features=features, img_size=size,
                      audio_encoder="small", pretrained=False)
-    model = SSPL(cfg).train()
+    model = build_model(cfg).train()
     visual = model.visual
     with torch.no_grad():
         v = visual(torch.randn(2, 3, size, size))

@@ -25,10 +25,15 @@ def test_overlay_uint8_rgb_of_frame_size():
         viz.overlay(frame[..., 0], hm)
 
 
-def test_normalize_map_and_constant_map():
-    m = viz.normalize_map(np.array([[0.0, 2.0], [1.0, 4.0]]), (8, 8))
-    assert m.shape == (8, 8) and m.min() == 0.0 and m.max() == 1.0
-    assert np.all(viz.normalize_map(np.ones((3, 3))) == 0)
+def test_overlay_colours_the_normalized_map():
+    """The colours are those of the cIoU's normalized map: min -> the colormap's 0, max -> its 1, constant -> 0."""
+    frame = np.zeros((8, 8, 3), np.uint8)
+    out = viz.overlay(frame, np.array([[0.0, 2.0], [1.0, 4.0]]), alpha=1.0)
+    assert tuple(out[0, 0]) == tuple(viz.colorize(np.zeros(1))[0]) and tuple(out[7, 7]) == tuple(viz.colorize(np.ones(1))[0])
+    flat = viz.overlay(frame, np.full((3, 3), 5.0), alpha=1.0)
+    assert (flat == viz.colorize(np.zeros(1))[0]).all()
+    with pytest.raises(ValueError, match="heatmap must be 2-D"):
+        viz.overlay(frame, np.zeros((2, 3, 3)))
 
 
 def test_draw_boxes():

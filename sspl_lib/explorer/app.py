@@ -32,7 +32,7 @@ import ipywidgets as W
 
 from ..av_metrics import box_means, follows
 from ..experiments.runs import is_run
-from ..metrics import ciou, ciou_batch
+from ..metrics import ciou_batch, localization_mask, mask_ciou
 from ..paths import resolve, shown
 from . import render as R
 from .sources import CENTRE_PRIOR, CentrePrior, RunModel, SplitData, class_names, default_compare, find_splits
@@ -227,8 +227,8 @@ class Explorer:
             stack = self.maps(name, i, a)
             step = min(self.ui.cycle.value, m.cycles) if m.has_pcm else len(stack) - 1
             hm = stack[step]
-            mask = R.protocol_mask(R.normalized(hm), protocol, thr)
-            self.cious[name] = c = ciou(hm, gt, protocol, thr)
+            mask = localization_mask(hm, gt.shape, protocol, thr)
+            self.cious[name] = c = mask_ciou(mask, gt)  # the drawn mask is the scored one
             if k == 0:
                 self.current_heatmap, self.current_mask, self.current_ciou = hm, mask, c
             sub = f"cIoU {c:.3f}" + (f" · cycle {step}/{m.cycles}" if m.has_pcm else "") + \

@@ -1,8 +1,8 @@
 """Pixels and bytes for the explorer: heatmap overlays with gt boxes and the thresholded mask, the
 mask-vs-gt panel, the log-mel spectrogram, PNG and WAV encoding. Pure numpy / PIL / matplotlib Agg.
 
-Overlays and masks are drawn at the gt resolution (224 px) from the same bilinear upsampling and
-min-max normalization as `sspl_lib.metrics.ciou`, so the mask on screen is the one that is scored.
+Overlays and masks are drawn at the gt resolution (224 px); the mask is `sspl_lib.metrics.localization_mask`,
+the one that `sspl_lib.metrics.ciou` scores.
 The heatmap colouring itself is `sspl_lib.viz.overlay`; this module adds what viz has no use for
 (mask contours, the TP/FP/FN panel, captions, the spectrogram image, WAV bytes).
 """
@@ -15,9 +15,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ..metrics import median_index, upsample
+from ..metrics import localization_mask, minmax
 from ..viz import draw_boxes, overlay
 
 PANEL = 224  # display size = the metrics' gt size
@@ -28,30 +27,6 @@ TP, FP, FN = (46, 204, 64), (230, 60, 50), (60, 120, 255)
 
 
 # ----------------------------------------------------------------------------- maps
-def normalized(heatmap: np.ndarray, size: int = PANEL) -> np.ndarray:
-    """(h,w) -> (size,size) in [0,1] exactly as metrics.ciou computes it (float32; constant -> zeros)."""
-    hm = torch.as_tensor(np.asarray(heatmap, dtype=np.float32))
-    up = upsample(hm[None], (size, size))[0].numpy()
-    lo, ptp = up.min(), np.ptp(up)
-    return np.zeros_like(up) if ptp == 0 else (up - lo) / ptp
-
-
-def protocol_mask(norm: np.ndarray, protocol: str = "fixed", threshold: float = 0.5) -> np.ndarray:
-    """The scored mask of a normalized map: >= threshold (fixed) or >= the median value (median)."""
-    if protocol == "fixed":
-        return norm >= threshold
-    if protocol == "median":
-        return norm >= np.sort(norm.flatten())[median_index(norm.size)]
-    raise ValueError(f"protocol must be 'fixed' or 'median', got {protocol!r}")
-
-
-def mask_ciou(mask: np.ndarray, gt: np.ndarray) -> float:
-    """cIoU of a mask (the metrics' formula); used to check the drawn mask against metrics.ciou."""
-    m = mask.astype(np.float64)
-    union = gt.sum() + np.sum(m * (gt == 0))
-    return float(np.sum(m * gt) / union) if union > 0 else 0.0
-
-
 def _edges(mask: np.ndarray) -> np.ndarray:
     """Boundary pixels of a boolean mask (4-neighbourhood)."""
     p = np.pad(mask, 1, constant_values=False)
@@ -134,7 +109,7 @@ def swap_columns(frame224: np.ndarray, maps, boxes, other_boxes, names, follows,
     object k's box (green) among the others (grey), titled by its class and whether the map follows it."""
     cols = []
     for hm, box, name, ok in zip(maps, boxes, names, follows):
-        mask = protocol_mask(normalized(hm), protocol, threshold)
+        mask = localization_mask(hm, (PANEL, PANEL), protocol, threshold)
         cols.append({"title": f"sound of {name}", "subtitle": "follows the sound" if ok else "does not follow",
                      "panels": [overlay_panel(frame224, hm, mask, box=box, other_boxes=other_boxes, cmap=cmap,
                                               alpha=alpha)]})
@@ -157,8 +132,7 @@ def spectrogram_png(spects: np.ndarray, title: str = "", *, cmap: str = "magma",
     from PIL import Image, ImageDraw
 
     spec = np.concatenate(list(np.asarray(spects, np.float32).reshape(-1, 96, 64)), axis=0)  # (T, 64)
-    lo, hi = float(spec.min()), float(spec.max())
-    rgb = (matplotlib.colormaps[cmap]((spec.T[::-1] - lo) / max(hi - lo, 1e-6))[..., :3] * 255).astype(np.uint8)
+    rgb = (matplotlib.colormaps[cmap](minmax(spec.T[::-1]))[..., :3] * 255).astype(np.uint8)
     w, h = spec.shape[0], 64 * scale  # one column per 10 ms frame
     plot = Image.fromarray(rgb).resize((w, h), Image.NEAREST)
     left, top, bottom = 46, 22, 34
