@@ -94,7 +94,7 @@ def run_pipeline(profile: str = "quick", *, notebooks=REPRODUCE, in_place: bool 
     t_start = time.time()
     t0 = time.perf_counter()
     check_kernel(kernel)
-    from .config import load_profile
+    from .profiles import load_profile
 
     try:
         load_profile(profile, **(extra or {}).get("config", {}))  # a bad profile fails here, before any notebook

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from sspl_lib.config import SSPLConfig, load_profile
+from sspl_lib.config import SSPLConfig
+from sspl_lib.profiles import load_profile
 from sspl_lib.data.testset import load_test_set
 from sspl_lib.experiments.evaluate import evaluate_model
 from sspl_lib.experiments.provenance import RunConflict

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import SSPLConfig, load_profile
+from ..config import SSPLConfig
+from ..profiles import load_profile
 from ..distributed import choose_device
 from ..paths import RUNS_DIR, resolve
 from .evaluate import evaluate_model, find_test_splits

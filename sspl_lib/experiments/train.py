@@ -18,7 +18,7 @@ import torch
 
 from .. import distributed as D
 from .. import perf
-from ..config import SSPLConfig, load_profile, parse_overrides
+from ..config import SSPLConfig
 from ..data.stream import TrainStream, check_training_data, seeded_generator, split_path, train_views
 from ..data.testset import TestSet, load_test_set
 from ..data.transforms import AugmentConfig
@@ -26,6 +26,7 @@ from ..metrics import summarize
 from ..methods.registry import build_model
 from ..model import SSPL
 from ..paths import resolve, shown
+from ..profiles import load_profile, parse_overrides
 from . import provenance, runs
 from .atomic import atomic_save
 from .evaluate import compute_heatmaps, score_heatmaps
