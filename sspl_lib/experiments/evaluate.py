@@ -1,19 +1,14 @@
-"""Evaluation of trained models and baselines on whole test splits: cIoU under both protocols, AUC,
-success curves, audio controls (matched / shuffled / silent), per-sample arrays for figures.
+"""Evaluation on a whole split, one path for a trained model (its method's test-time map, or another setting of
+it) and a baseline prior: heatmaps -> cIoU under both protocols, AUC, success curves, per-sample arrays; audio
+controls (matched / shuffled / silent). A swap split adds the follow rate, an extended split AP / max-F1 over
+every clip (`av_metrics`). A study's runs at once: `study.evaluate_methods`.
 
-    model = load_run("runs/quick/sspl")  # experiments.runs
-    res = evaluate_model(model, "data/synthetic/quick/test_single.h5", batch_size=64, device="cpu")
+    res = evaluate_model(load_run("runs/quick/sspl"), "data/synthetic/quick/test_single.h5")
     res["summary"]["fixed"]  # {"ciou": fraction >= 0.5, "auc": ..., "n": ...}
 
-Ground truth of a split (`gt=`): "auto" uses a stored `gt` dataset (packed real test sets), else the
-sounding object's `boxes` (synthetic; VGG-SS rules); or a folder of `<id>.xml` (Flickr consensus) or a
-VGG-SS JSON file. Samples without a sounding object (`label` < 0) are left out, except on the extended split.
-A profile's methods over seeds, their audio controls and the baselines at once: `study.evaluate_profile`.
-
-The audio-dependence splits (sspl_lib.data.synthetic `n_swap` / `n_extended`) are scored by the same calls:
-on `swap.h5` a result adds "follow_rate" (+ "box_means", "follows", "n_scenes"), on `extended.h5` it keeps
-every clip, its cIoU summary is over the clips with a visible source, and it adds "ap", "max_f1" (fixed
-protocol) and "extended" {protocol: {"ap", "max_f1", "n_clips", "n_visible"}} (sspl_lib.av_metrics).
+Ground truth of a split (`gt=`): "auto" uses a stored `gt` dataset (packed real test sets), else the sounding
+object's `boxes` (VGG-SS rules); or a folder of `<id>.xml` (Flickr) or a VGG-SS JSON file. Samples without a
+sounding object (`label` < 0) are left out, except on the extended split.
 """
 
 from __future__ import annotations
@@ -135,7 +130,7 @@ def evaluate_model(model, split_path, *, batch_size: int = 64, device="cpu", pro
     "cious": {protocol: (N,)}, "summary": {protocol: {"ciou","auc","n"}}, "curves": {protocol: (x, y)}, "seconds"}.
     """
     if isinstance(split_path, torch.utils.data.Dataset):  # a reader of a real layout (FlickrTest, VGGSSTest)
-        return evaluate_dataset(model, split_path, batch_size=batch_size, device=device, protocol=protocol,
+        return _evaluate_dataset(model, split_path, batch_size=batch_size, device=device, protocol=protocol,
                                 audio=audio, seed=seed, limit=limit, amp=amp, method=method)
     t0 = time.perf_counter()
     data = data if data is not None else load_eval_split(split_path, gt=gt, limit=limit)
@@ -147,7 +142,7 @@ def evaluate_model(model, split_path, *, batch_size: int = 64, device="cpu", pro
 
 
 @torch.inference_mode()
-def evaluate_dataset(model, dataset, *, batch_size: int = 64, device="cpu", protocol=("fixed", "median"),
+def _evaluate_dataset(model, dataset, *, batch_size: int = 64, device="cpu", protocol=("fixed", "median"),
                      audio: str = "matched", seed: int = 0, limit: int = 0, workers: int = 0, amp: str = "none",
                      method=None) -> dict:
     """`evaluate_model` on a torch Dataset of eval items {"frame" (3,S,S) normalized at the model's img_size,
@@ -232,30 +227,6 @@ def evaluate_baseline(name: str, split_path=None, *, size: int = 14, protocol=("
     res = score_heatmaps(hm, data, protocol)
     return {"split": data.name, "audio": None, "n": data.n, "ids": data.ids, "index": data.index, "heatmaps": hm,
             "perm": None, **res, "seconds": time.perf_counter() - t0}
-
-
-def _evaluate_any(model, split_path, data, needs: str, what: str, **kw) -> dict:
-    data = data if data is not None else load_eval_split(split_path, gt=kw.pop("gt", "auto"), limit=kw.pop("limit", 0))
-    if needs not in data.rows:
-        raise ValueError(f"{data.path}: no `{needs}` field; expected the {what} split of a generated benchmark "
-                         f"(generate_benchmark(..., n_{what}=N) writes {what}.h5)")
-    if isinstance(model, str):
-        return evaluate_baseline(model, data=data, **kw)
-    return evaluate_model(model, None, data=data, **kw)
-
-
-def evaluate_swap(model, split_path=None, *, data: TestSet | None = None, **kw) -> dict:
-    """A model (or a baseline's name) on the swap split: `evaluate_model` / `evaluate_baseline` keywords; the
-    result's "cious" are per (scene, sound) row, "summary" its cIoU@0.5 / AUC, plus "follow_rate", "n_scenes",
-    "box_means" (N,M) and "follows" (N,)."""
-    return _evaluate_any(model, split_path, data, "scene", "swap", **kw)
-
-
-def evaluate_extended(model, split_path=None, *, data: TestSet | None = None, **kw) -> dict:
-    """A model (or a baseline's name) on the extended split (every clip): "ap", "max_f1" (fixed protocol),
-    "extended" {protocol: {...}}, "confidence" (N,), and "summary" = cIoU of the clips with a visible source
-    ("cious" is NaN for the others)."""
-    return _evaluate_any(model, split_path, data, "visible", "extended", **kw)
 
 
 # ----------------------------------------------------------------------------- real benchmark

@@ -1,5 +1,5 @@
 """Reporting: figures of evaluation results (cases, the swap test) and the ablation's tables, figures and headline
-numbers from runner records; the facts of a training history. results.json and its tables: `results`.
+numbers from a study's records; the facts of a training history. results.json and its tables: `results`.
 
 Reads results and records; never trains or evaluates.
 """
@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..config import SSPLConfig
-from .runner import QUESTION_FIELDS, Budget, aggregate
+from .jobs import QUESTION_FIELDS, Budget
+from .results import aggregate
 
 if TYPE_CHECKING:
     from ..data.testset import TestSet
@@ -127,8 +128,8 @@ def markdown(rows: list[dict], key: str) -> str:
         n = 0
         for s in splits:
             r = next((r for r in rows if r[key] == st and r["split"] == s), None)
-            cells += [f"{r['ciou_mean']:.3f} ± {r['ciou_std']:.3f}", f"{r['auc_mean']:.3f} ± {r['auc_std']:.3f}"] if r else ["", ""]
-            n = max(n, r["seeds"] if r else 0)
+            cells += [f"{r['ciou']:.3f} ± {r['ciou_std']:.3f}", f"{r['auc']:.3f} ± {r['auc_std']:.3f}"] if r else ["", ""]
+            n = max(n, len(r["seeds"]) if r else 0)
         lines.append("| " + " | ".join(cells + [str(n)]) + " |")
     return "\n".join(lines)
 
@@ -145,11 +146,11 @@ def figure(rows: list[dict], key: str, question: str):
         if key == "pcm_cycles":
             for s in dict.fromkeys(r["split"] for r in rows):
                 rs = sorted((r for r in rows if r["split"] == s), key=lambda r: r[key])
-                viz.plot_curve_vs([r[key] for r in rs], [r[f"{metric}_mean"] for r in rs],
+                viz.plot_curve_vs([r[key] for r in rs], [r[metric] for r in rs],
                                   [r[f"{metric}_std"] for r in rs], xlabel="PCM cycles", ylabel=name, label=s, ax=ax)
             ax.set_xticks(sorted({r[key] for r in rows}))
         else:
-            bars = [{**r, "variant": LABELS.get(r[key], str(r[key]))} for r in rows]
+            bars = [{**r, "variant": LABELS.get(r[key], str(r[key])), f"{metric}_mean": r[metric]} for r in rows]
             viz.plot_ablation(bars, metric=metric, group="split", ax=ax)
             ax.set_ylabel(name)
     fig.suptitle(f"ablation: {question} (mean ± std over seeds)")
@@ -185,7 +186,7 @@ def headline(records: list[dict], digits: int = 2) -> dict:
     """{variant: {split: mean cIoU@0.5 (fixed, matched audio)}} rounded (for the notebook's checked output)."""
     out: dict = {}
     for r in aggregate(records):
-        out.setdefault(r["variant"], {})[r["split"]] = round(r["ciou_mean"], digits)
+        out.setdefault(r["variant"], {})[r["split"]] = round(r["ciou"], digits)
     return out
 
 

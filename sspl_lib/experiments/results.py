@@ -1,9 +1,8 @@
-"""results.json and its tables: evaluation results of every model (the mean over its seeds' runs, with the
-sample std and the per-seed values) -> the file, a per-split table, the README's headline table, and the facts
-that hold on any machine (what nbval checks).
+"""Records and their aggregation: one flat record per score (variant, overrides, seed, split, audio, protocol:
+ciou, auc, n, and follow_rate / ap / max_f1 where the split has them), the mean and sample std over seeds of any
+grouping, and results.json (each model's scores on each split, the mean over its seeds' runs) with its tables.
 
-Reads evaluation results (`study.evaluate_profile`, `study.evaluate_methods`) or a results.json dict;
-never trains or evaluates.
+Reads evaluation results (`scoring.score`) and records; never trains or evaluates.
 """
 
 from __future__ import annotations
@@ -15,60 +14,80 @@ import numpy as np
 from ..paths import resolve
 from .atomic import write_json
 
-SEED_KEYS = ("ciou", "auc", "follow_rate", "ap", "max_f1")  # kept per seed, with a sample std over seeds
+RECORD = ("variant", "overrides", "seed", "split", "audio", "protocol")
+SEED_KEYS = ("ciou", "auc", "follow_rate", "ap", "max_f1")  # aggregated with a sample std over seeds
 
 
-def _record(r: dict, protocols) -> dict:
-    """One evaluate result -> {"ciou","auc","n", ...} (fixed protocol; other protocols suffixed)."""
-    s = r["summary"]
-    rec = {"ciou": float(s["fixed"]["ciou"]), "auc": float(s["fixed"]["auc"]), "n": int(s["fixed"]["n"])}
-    for p in protocols:
-        if p != "fixed" and p in s:
-            rec[f"ciou_{p}"], rec[f"auc_{p}"] = float(s[p]["ciou"]), float(s[p]["auc"])
-    if "follow_rate" in r:
-        rec["follow_rate"] = float(r["follow_rate"])
-    for p, e in r.get("extended", {}).items():
-        if p == "fixed" or p in protocols:
-            tag = "" if p == "fixed" else f"_{p}"
-            rec[f"ap{tag}"], rec[f"max_f1{tag}"] = float(e["ap"]), float(e["max_f1"])
-    return rec
+def records(results: dict) -> list[dict]:
+    """{entry: {split: result}} (a result per seed under "per_seed", or a baseline's) -> flat records, ordered by
+    variant, seed, split, audio, protocol (first-seen order of each)."""
+    tagged = [(split, x) for per in results.values() for split, r in per.items()
+              for x in (r["per_seed"].values() if "per_seed" in r else [r])]
+    order = {k: {} for k in ("variant", "seed", "split", "audio")}
+    for split, x in tagged:
+        for k, v in (("variant", x["variant"]), ("seed", x["seed"]), ("split", split), ("audio", x["audio"])):
+            order[k].setdefault(v, len(order[k]))
+    tagged.sort(key=lambda t: (order["variant"][t[1]["variant"]], order["seed"][t[1]["seed"]], order["split"][t[0]],
+                               order["audio"][t[1]["audio"]]))
+    out = []
+    for split, x in tagged:
+        extra = {"follow_rate": float(x["follow_rate"])} if "follow_rate" in x else {}
+        for p, sm in x["summary"].items():
+            ext = {k: float(v) for k, v in x["extended"][p].items() if k in ("ap", "max_f1")} if "extended" in x else {}
+            out.append({"variant": x["variant"], "overrides": dict(x["overrides"]), "seed": x["seed"], "split": split,
+                        "audio": x["audio"], "protocol": p, **sm, **extra, **ext})
+    return out
 
 
-def _over_seeds(per_seed: dict) -> dict:
-    """{seed: record} -> one record: every score the mean over the seeds, `<key>_std` (sample std, ddof=1; 0.0
-    with one seed) for SEED_KEYS, `seeds` and `per_seed` {"<seed>": {SEED_KEYS it has}}."""
-    recs = list(per_seed.values())
-    out = {}
-    for k, v in recs[0].items():
-        vals = np.array([r[k] for r in recs], dtype=np.float64)
-        out[k] = int(v) if k == "n" else float(vals.mean())
-        if k in SEED_KEYS:
-            out[f"{k}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
-    out["seeds"] = [int(s) for s in per_seed]
-    out["per_seed"] = {str(s): {k: r[k] for k in SEED_KEYS if k in r} for s, r in per_seed.items()}
+def aggregate(recs: list[dict], *, by=("variant", "split"), audio="matched", protocol="fixed") -> list[dict]:
+    """One row per `by` key (records filtered by audio / protocol unless those are in `by`): each score of
+    SEED_KEYS the mean over the rows' seeds with `<score>_std` (sample std, ddof=1; 0.0 for one seed), `n`,
+    `seeds` [seed] and `per_seed` {"<seed>": scores}. Rows come grouped by the first key, in first-seen order."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in recs:
+        if ("audio" not in by and r["audio"] != audio) or ("protocol" not in by and r["protocol"] != protocol):
+            continue
+        groups.setdefault(tuple(r[k] for k in by), []).append(r)
+    first = {k[0]: i for i, k in reversed(list(enumerate(groups)))}
+    out = []
+    for key in sorted(groups, key=lambda k: first[k[0]]):
+        rs, row = groups[key], dict(zip(by, key))
+        for k in (k for k in SEED_KEYS if k in rs[0]):
+            vals = np.array([r[k] for r in rs], dtype=np.float64)
+            row[k], row[f"{k}_std"] = float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+            if k == "auc":
+                row["n"] = int(rs[0]["n"])
+        row["seeds"] = [r["seed"] for r in rs if r["seed"] is not None]
+        row["per_seed"] = {str(r["seed"]): {k: r[k] for k in SEED_KEYS if k in r} for r in rs if r["seed"] is not None}
+        out.append(row)
     return out
 
 
 def results_json(results: dict, protocols=("fixed", "median")) -> dict:
-    """{model: {split: evaluate result}} -> {model: {split: {"ciou","auc","n", ...}}} (fixed protocol), plus
-    `ciou_<protocol>`/`auc_<protocol>` keys for the other protocols; `follow_rate` on the swap split and
-    `ap`, `max_f1` (+ `ap_<protocol>`, `max_f1_<protocol>`) on the extended one (n = its visible clips).
+    """{model: {split: result}} -> {model: {split: {"ciou","auc","n", ...}}}: the fixed protocol's scores (mean over
+    seeds, `<score>_std`, `seeds`, `per_seed`; a baseline: seeds [], stds 0.0), and `ciou_<p>`, `auc_<p>` (`ap_<p>`,
+    `max_f1_<p>` on the extended split) of the other protocols. The audio controls of a model are named
+    `<model>_<mode>_audio`."""
+    out: dict = {}
+    rows = aggregate(records(results), by=("protocol", "variant", "audio", "split"))
+    for row in (r for p in protocols for r in rows if r["protocol"] == p):  # the fixed protocol first
+        model = row["variant"] if row["audio"] in (None, "matched") else f"{row['variant']}_{row['audio']}_audio"
+        scores = {k: v for k, v in row.items() if k not in ("protocol", "variant", "audio", "split")}
+        if row["protocol"] == "fixed":
+            out.setdefault(model, {})[row["split"]] = scores
+        else:
+            extra = {f"{k}_{row['protocol']}": scores[k] for k in ("ciou", "auc", "ap", "max_f1") if k in scores}
+            out[model][row["split"]] = {**out[model][row["split"]], **extra}
+    return {m: {s: _ordered(r) for s, r in out[m].items()} for m in results if m in out}
 
-    A trained model's result carries "per_seed" (evaluate_profile): its scores are then the mean over its seeds'
-    runs, with `ciou_std`, `auc_std` (and `follow_rate_std`, `ap_std`, `max_f1_std` where those exist; sample
-    std, 0.0 with one seed), `seeds` [int] and `per_seed` {"<seed>": {"ciou","auc", ...}}. A baseline
-    (deterministic) has `seeds` [], `per_seed` {} and stds 0.0."""
-    out = {}
-    for model, per_split in results.items():
-        out[model] = {}
-        for split, r in per_split.items():
-            if "per_seed" in r:
-                out[model][split] = _over_seeds({s: _record(x, protocols) for s, x in r["per_seed"].items()})
-            else:
-                rec = _record(r, protocols)
-                out[model][split] = {**rec, **{f"{k}_std": 0.0 for k in SEED_KEYS if k in rec},
-                                     "seeds": [], "per_seed": {}}
-    return out
+
+def _ordered(r: dict) -> dict:
+    """results.json's key order: cIoU, AUC (each with its std), n, the other protocols' cIoU and AUC, the other
+    scores, seeds, per_seed."""
+    head = ("ciou", "ciou_std", "auc", "auc_std", "n")
+    other = [k for k in r if k.startswith(("ciou_", "auc_")) and not k.endswith("_std")]
+    rest = [k for k in r if k not in (*head, *other, "seeds", "per_seed")]
+    return {k: r[k] for k in (*head, *other, *rest, "seeds", "per_seed") if k in r}
 
 
 def write_results(results: dict, path) -> Path:

@@ -94,7 +94,7 @@ def sibling_runs(run_dir) -> list[Path]:
 
 def default_compare(run_dir) -> list[tuple[str, Path]]:
     """(name, run folder) of the runs offered next to `run_dir`: the other trained runs in its folder and the
-    ablation variants of `<folder>/ablation/<variant>/seed<k>` (sspl_lib.experiments.runner layout), first seed each."""
+    ablation variants of `<folder>/ablation/<variant>/seed<k>` (sspl_lib.experiments.jobs.study_folder), first seed each."""
     run = resolve(run_dir)
     out = [(p.name, p) for p in sibling_runs(run)]
     abl = run.parent / "ablation"
