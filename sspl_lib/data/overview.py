@@ -10,7 +10,8 @@ import numpy as np
 
 from ..paths import resolve
 from .h5 import load_split
-from .synthetic import AV_SPLITS, LISTEN_SPLITS, class_table, generate_benchmark
+from .synth_sample import AV_SPLITS, class_table
+from .synthetic import LISTEN_SPLITS, generate_benchmark
 
 GENERATION_KEYS = ("seed", "frame_size", "n_classes", "off_screen_frac", "n_annotators", "store_audio")  # + assets
 
