@@ -185,17 +185,8 @@ def prepare_folder(src, out, *, frame_size: int = 256, annotations=None, gt_size
 
     t0, out = time.perf_counter(), Path(out)
     parts, report = out.with_name(out.name + ".parts"), PrepareReport(out=out)
-    items = find_items(src)
-    if ids is not None:
-        wanted = list(dict.fromkeys(str(i) for i in ids))
-        have = {it.id: it for it in items}
-        items = [have.get(i) or Item(id=i, problem=f"{src}: no frame / audio / video for this id") for i in wanted]
-        items.sort(key=lambda it: it.id)
-    ann = annotations
-    if ann is not None and Path(ann).suffix.lower() == ".json":
-        ann = load_vggss_annotations(ann)
-    elif ann is not None and not Path(ann).is_dir():
-        raise FileNotFoundError(f"{ann}: annotations must be a folder of <id>.xml or a VGG-SS .json file")
+    items = _items(src, ids)
+    ann = _annotation_source(annotations)
     params = dict(src=str(Path(src).resolve()), frame_size=frame_size, gt_size=gt_size, silent=silent,
                   annotations=None if annotations is None else str(Path(annotations).resolve()), source=source,
                   ids=None if ids is None else sorted(str(i) for i in ids))
@@ -208,23 +199,10 @@ def prepare_folder(src, out, *, frame_size: int = 256, annotations=None, gt_size
     if stop_after is not None:
         todo, report.interrupted = todo[:stop_after], stop_after < len(todo)
     _ANNOTATIONS["ann"] = ann
-    seg = sum(r["kind"] == "segment" for r in j.records)
     bar = tqdm(total=len(items), initial=len(seen), desc="prepare", unit="item", disable=not progress)
     try:
-        batch, lines = [], []
-        args = [(it, frame_size, gt_size, silent) for it in todo]
-        for k, (i, arrays, note) in enumerate(isolated_map(process_item, args, workers=workers, on_death=_died)):
-            lines.append((i, "ok" if arrays is not None else "skipped", note))
-            if arrays is not None:
-                batch.append((i, arrays))
-            if len(lines) >= chunk or k == len(todo) - 1:
-                rec = {"kind": "segment", "seg": seg, "items": lines, "file": None}
-                if batch:
-                    rec |= write_segment(parts, seg, {"ids": [b[0] for b in batch]} |
-                                         {key: np.stack([b[1][key] for b in batch]) for key in batch[0][1]})
-                j.append(rec)  # after the segment is on disk
-                bar.update(len(lines))
-                batch, lines, seg = [], [], seg + 1
+        _prepare_items(j, parts, [(it, frame_size, gt_size, silent) for it in todo], workers=workers, chunk=chunk,
+                       bar=bar)
     finally:
         bar.close()
     done = [tuple(x) for r in j.records if r["kind"] == "segment" for x in r["items"]]
@@ -241,6 +219,44 @@ def prepare_folder(src, out, *, frame_size: int = 256, annotations=None, gt_size
         j.path.unlink()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _items(src, ids) -> list[Item]:
+    """The items of `src`, or those of `ids` in id order (an id without media: an item with its problem)."""
+    items = find_items(src)
+    if ids is None:
+        return items
+    have = {it.id: it for it in items}
+    wanted = [have.get(i) or Item(id=i, problem=f"{src}: no frame / audio / video for this id")
+              for i in dict.fromkeys(str(i) for i in ids)]
+    return sorted(wanted, key=lambda it: it.id)
+
+
+def _annotation_source(annotations):
+    """A folder of <id>.xml (its path) or a VGG-SS .json (its table); None without annotations."""
+    if annotations is not None and Path(annotations).suffix.lower() == ".json":
+        return load_vggss_annotations(annotations)
+    if annotations is not None and not Path(annotations).is_dir():
+        raise FileNotFoundError(f"{annotations}: annotations must be a folder of <id>.xml or a VGG-SS .json file")
+    return annotations
+
+
+def _prepare_items(j, parts: Path, args: list, *, workers: int, chunk: int, bar) -> None:
+    """Process the items in isolated workers; every `chunk` results, a segment file, then its journal record."""
+    seg = sum(r["kind"] == "segment" for r in j.records)
+    batch, lines = [], []
+    for k, (i, arrays, note) in enumerate(isolated_map(process_item, args, workers=workers, on_death=_died)):
+        lines.append((i, "ok" if arrays is not None else "skipped", note))
+        if arrays is not None:
+            batch.append((i, arrays))
+        if len(lines) >= chunk or k == len(args) - 1:
+            rec = {"kind": "segment", "seg": seg, "items": lines, "file": None}
+            if batch:
+                rec |= write_segment(parts, seg, {"ids": [b[0] for b in batch]} |
+                                     {key: np.stack([b[1][key] for b in batch]) for key in batch[0][1]})
+            j.append(rec)  # after the segment is on disk
+            bar.update(len(lines))
+            batch, lines, seg = [], [], seg + 1
 
 
 def main(argv=None) -> None:
