@@ -1,24 +1,13 @@
 """Interactive explorer of a trained run (notebooks/05_explore.ipynb): ipywidgets over a split.
 
-    from sspl_lib.explorer.app import Explorer
     ex = Explorer("runs/quick/sspl")      # + compare=[other run dirs], split=, data_root=
-    ex                                    # shows the widget in a notebook
 
-Per sample: the frame with each selected model's heatmap overlay, the gt box and the scored mask
-(fixed / median protocol), the mask against the gt, the live cIoU (= `sspl_lib.metrics.ciou` of that
-heatmap), the log-mel spectrogram and a player of the sound. The sound can be swapped for another
-sample's clip (the counterfactual heatmap), PCM models can be inspected cycle by cycle, samples can be
-sorted by cIoU (worst first) to find failure modes. The centre prior is a pseudo-model to compare with.
-On the swap split (one row per object's sound of a scene) a "sound of" selector chooses which object of the
-shown scene is heard (the gt box follows it), and a row below shows the first model's maps for every sound of
-the scene side by side (`swap_bytes`, `swap_follows`, `swap_heatmaps`; `choose_sound(k)` from scripts).
-
-Forward passes are cached per (model, split, frame sample, audio sample). State for tests and scripts:
-`image_bytes`, `spectrogram_bytes`, `audio_bytes`, `current_ciou`, `cious`, `current_heatmap`,
-`current_gt`, `current_mask`, `current_index`, `current_audio_index`, `last_update_ms`; the widgets live in
-`ex.ui` (`sspl_lib.explorer.widgets.ExplorerUI`: `sample`, `play`, `split`, `sort`, `model_select`, `protocol`,
-`threshold`, `colormap`, `opacity`, `cycle`, `audio_source`, `other_clip`, `player`, `image`, `spectrogram`),
-composed here with callbacks; the heatmap sources and split readers are in `sources`, the drawing in `render`.
+Per sample: each selected model's heatmap over the frame with the gt box and the scored mask, the live cIoU
+(`metrics.ciou`), the spectrogram and a player; another sample's clip can be heard instead (the counterfactual
+map), PCM models shown cycle by cycle, samples sorted by cIoU. On the swap split a "sound of" selector chooses
+which object of the scene is heard, and a row shows the first model's maps for every sound of the scene.
+The widgets are `ui` (`widgets.ExplorerUI`), the heatmap sources and split readers `sources`, the drawing `render`;
+the shown state (`image_bytes`, `current_ciou`, `cious`, `current_heatmap`, `swap_follows`, ...) is kept for tests.
 """
 
 from __future__ import annotations
@@ -47,14 +36,9 @@ def _unique(name: str, taken) -> str:
 
 
 class Explorer:
-    """The explorer widget of a run (display the object, or `.widget`, in a notebook).
-
-    run_dir: the main run (its config names the data folder). compare: other run folders to offer in the
-    model selector; None = the other trained runs next to run_dir plus the ablation variants under
-    `<its folder>/ablation/` (first seed). split: the split opened first (default: test_single if present).
-    data_root: the benchmark folder (default: the run's). centre_prior: offer the centre prior.
-    sounding_only: leave out silent / off-screen samples, as the evaluation does.
-    """
+    """The explorer widget of a run. compare: other run folders for the model selector (None: the trained runs
+    next to run_dir and the ablation's, `sources.default_compare`); data_root: default the run's; sounding_only:
+    leave out silent / off-screen samples, as the evaluation does."""
 
     def __init__(self, run_dir="runs/quick/sspl", *, compare=None, data_root=None, split: str | None = None,
                  centre_prior: bool = True, sounding_only: bool = True, cache_size: int = 512, device: str = "cpu"):
@@ -145,8 +129,7 @@ class Explorer:
 
     def split_cious(self, model: str | None = None) -> np.ndarray:
         """Per-sample cIoU (own sound, final heatmap) of the split under the current protocol/threshold, from
-        batched forward passes (cached per model and split; for the sort). It can differ from the shown
-        per-sample cIoU in the 5th decimal (float rounding of batched convolutions moving a boundary pixel)."""
+        batched forward passes (cached per model and split; for the sort)."""
         model = model or self.selected[0]
         key = (model, self.data.name)
         if key not in self._split_maps:
