@@ -1,9 +1,5 @@
-"""The experiment configuration: `SSPLConfig`, one flat set of fields composed of groups by concern (model,
-method, data, optimisation, execution), each group with its own checks. It is validated when built, saved as a
-run's config.json and inside every checkpoint; profiles are read into it by `sspl_lib.profiles`.
-
-    changed_fields(SSPLConfig.load(run / "config.json"), cfg, allow_longer=True)  # [] = safe to resume
-"""
+"""The experiment configuration: `SSPLConfig`, flat fields composed of groups by concern (`config_groups`),
+validated when built, saved as a run's config.json and in every checkpoint; profiles: `sspl_lib.profiles`."""
 
 from __future__ import annotations
 
@@ -69,12 +65,10 @@ class SSPLConfig(ExecutionConfig, OptimConfig, DataConfig, MethodConfig, ModelCo
         return dataclasses.replace(self, **changes)
 
     def portable(self) -> "SSPLConfig":
-        """The same config with its PATHS inside the repository written relative to it (a moved checkout, or
-        runs and data moved with it, keeps naming the same files)."""
+        """The config with its PATHS inside the repository relative to it (moved checkouts keep them)."""
         return self.replace(**{k: relative_to_repo(getattr(self, k)) for k in PATHS if getattr(self, k) is not None})
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write as JSON atomically (a temporary file in the same folder, then os.replace)."""
         path = Path(path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         try:
@@ -113,8 +107,7 @@ _TYPE_TEXT = {bool: "true or false", int: "an integer", float: "a number", str: 
 
 
 def _typed(name: str, value, hint):
-    """`value` as the field's type (an int for a float field -> float, a list for a tuple -> tuple), or
-    ConfigError. Strings are never converted to numbers or booleans."""
+    """`value` as the field's type (int -> float, list -> tuple) or ConfigError; strings are never converted."""
     if get_origin(hint) is UnionType and NoneType in get_args(hint):
         if value is None:
             return None
@@ -162,8 +155,7 @@ RENAMED = {
 
 
 def read_renamed(d: dict) -> dict:
-    """`d` with the keys of `RENAMED` under today's names; EZ-VSL with the object-guided MIL or gate (old
-    `ezvsl_prior_region` or `ogl_gamma` > 0) is the method `ezvsl_gated`."""
+    """`d` with the keys of `RENAMED` under today's names (old object-guided EZ-VSL: `ezvsl_gated`)."""
     out = dict(d)
     for old, (new, values) in RENAMED.items():
         if old not in out:
@@ -186,17 +178,15 @@ def read_renamed(d: dict) -> dict:
 
 # ----------------------------------------------------------------------------- comparing two configs
 def same_path(a: str | None, b: str | None) -> bool:
-    """Two path values naming the same file: compared resolved (relative ones from the repository root, symlinks
-    followed), so `data/x` and `<repo>/data/x` are one path."""
+    """Two path values naming the same file (resolved from the repository root, symlinks followed)."""
     if a is None or b is None:
         return a == b
     return os.path.realpath(resolve(a)) == os.path.realpath(resolve(b))
 
 
 def changed_fields(stored: SSPLConfig, new: SSPLConfig, *, allow_longer: bool = False) -> list[str]:
-    """Keys whose difference changes what a resumed run computes (RUN_ONLY settings are ignored; PATHS are
-    compared resolved); with `allow_longer`, `epochs` may grow and `patience` may change. Empty = the run may be
-    resumed."""
+    """Keys whose difference changes what a resumed run computes (not RUN_ONLY; PATHS resolved;
+    `allow_longer`: more epochs, other patience); [] = the run may be resumed."""
     out = []
     for f in fields(SSPLConfig):
         old, cur = getattr(stored, f.name), getattr(new, f.name)

@@ -1,5 +1,5 @@
-"""The groups of `config.SSPLConfig`'s fields by concern, each with its checks: enumerations (`CHOICES`), lower
-bounds (`AT_LEAST`; lr 0 is allowed: a frozen part) and the rest (`errors`), one message per bad value."""
+"""The groups of `SSPLConfig`'s fields by concern, each with its checks: `CHOICES`, lower bounds
+`AT_LEAST` (lr 0 is allowed: a frozen part) and `errors`, one message per bad value."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Profiles: `params/<name>.yaml` read once into an `SSPLConfig`, and `--set KEY=VALUE` overrides. YAML is read
-with YAML 1.2 floats (`1e-4` is a number, as in JSON) and refuses a key given twice.
-
-    cfg = load_profile("quick", epochs=5)
-    cfg = load_profile("quick", **parse_overrides(["lr_visual=1e-4", "use_pcm=false"]))
-"""
+"""Profiles: `params/<name>.yaml` read once into an `SSPLConfig` (YAML 1.2 floats; a key given twice
+refused), and `--set KEY=VALUE` overrides: `load_profile("quick", epochs=5)`."""
 
 from __future__ import annotations
 
@@ -21,8 +17,6 @@ class ProfileNotFoundError(ConfigError, FileNotFoundError):
 
 
 class DuplicateKey(ValueError):
-    """A key given twice in one YAML mapping (PyYAML would silently keep the last value)."""
-
     def __init__(self, key, line: int, first: int):
         super().__init__(f"line {line}: `{key}` given twice (first at line {first}); keep one")
         self.key, self.line, self.first = key, line, first
@@ -30,8 +24,7 @@ class DuplicateKey(ValueError):
 
 @lru_cache(maxsize=None)
 def _yaml_loader():
-    """PyYAML's SafeLoader plus the YAML 1.2 float forms (`1e-4`, `2E5`) that YAML 1.1 leaves as strings; a key
-    given twice in a mapping raises DuplicateKey."""
+    """PyYAML's SafeLoader with YAML 1.2 floats (`1e-4`); a repeated key raises DuplicateKey."""
     import yaml
 
     class Loader(yaml.SafeLoader):
@@ -52,15 +45,13 @@ def _yaml_loader():
 
 
 def read_yaml(text: str):
-    """Parse YAML text with the loader of profiles and `--set` values."""
     import yaml
 
     return yaml.load(text, Loader=_yaml_loader())
 
 
 def load_yaml(path: str | os.PathLike) -> SSPLConfig:
-    """A profile file (`profile: <its name>` and `config: {field: value, ...}`, the two names every notebook's
-    parameters cell declares) as a validated config; errors name the file, key and value."""
+    """A profile file (`profile:` and `config:`, as every notebook declares them) as a validated config."""
     import yaml
 
     path = Path(path)
@@ -88,8 +79,7 @@ def load_yaml(path: str | os.PathLike) -> SSPLConfig:
 
 
 def load_profile(name: str, **overrides) -> SSPLConfig:
-    """params/<name>.yaml as a validated config, plus validated `overrides` (flat field names). Raises
-    ConfigError naming the key and value; ProfileNotFoundError listing the profiles when there is no such file."""
+    """params/<name>.yaml as a validated config, plus validated `overrides`."""
     path = PARAMS_DIR / f"{name}.yaml"
     if not path.is_file():
         avail = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
@@ -102,8 +92,7 @@ def load_profile(name: str, **overrides) -> SSPLConfig:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """`--set KEY=VALUE` strings -> {KEY: value}, each value parsed as YAML (`epochs=5` -> 5, `use_pcm=false` ->
-    False, `seeds=[1,2]` -> [1, 2], `epochs="5"` -> the string "5"); validated where applied."""
+    """`--set KEY=VALUE` strings -> {KEY: value parsed as YAML}; validated where applied."""
     import yaml
 
     out = {}
@@ -119,5 +108,4 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def not_none(**values) -> dict:
-    """The given keyword values that are not None (a notebook's optional overrides)."""
     return {k: v for k, v in values.items() if v is not None}

@@ -1,7 +1,4 @@
-"""Data: synthetic benchmark, packed HDF5 format + datasets, ground-truth maps, real-data readers, preparation.
-
-Submodules are imported on first use of a name below (keeps `import sspl_lib.data` light).
-"""
+"""Data: benchmarks, packed HDF5 files, ground truth, real-data readers, preparation (imported lazily)."""
 
 from importlib import import_module
 

@@ -1,27 +1,5 @@
-"""Raw downloads -> one packed sspl HDF5 file (parallel, resumable, with a report of every skip).
-
-Inputs (`src`): a folder of videos (.mp4/.mkv/.webm/..., id = file stem, searched recursively), or a folder
-with `frames/` (`<id>.jpg` or `<id>/*.jpg`, the middle one is used) and `audio/` (`<id>.wav|.mp3|...`);
-`src/Data/` (the Flickr 5k_labeled layout) is looked into as well. Per item: middle frame resized to
-frame_size x frame_size RGB, the official audio clip (`audio.prepare_clip`: centred 3 s, 16 kHz mono,
-min-max to [-1, 1]) and its VGGish log-mel (3, 96, 64). Optional `annotations` (a folder of Flickr XML
-files or a VGG-SS JSON) add `gt` maps; ids without one are skipped (logged).
-
-Policy: undecodable or empty inputs, and any other per-item exception (e.g. PIL's DecompressionBombError) or
-a worker process that dies on an item, are skipped and listed in `<out stem>.skipped.csv` with the reason
-(file, exception type and message); silent audio (peak < 1e-4) is kept and flagged in `<out stem>.report.csv`
-(its clip is constant -1) unless `silent="skip"`; boxes outside the image are clipped, with a warning.
-
-Crash safety and resume (`journal.py` explains the design and does it): items are committed a chunk at a time to immutable
-segment files `<out>.parts/seg-*.npz`, each confirmed by a checksummed, fsync'ed line of `<out>.journal`; a
-rerun with the same arguments continues from the last consistent, verified prefix (a kill -9 at any point,
-torn journal lines included, costs at most the chunk in flight). The final file is assembled from the
-segments into a fresh `<out>.partial`, fsync'ed and renamed to `<out>`: it is the same (ids, order, array
-bytes) as an uninterrupted run's. Ids are stored as fixed-length utf-8 bytes (no HDF5 heap). Files this
-module writes carry the attribute `sspl_prepared`; an existing `<out>` or `<out>.partial` without it is
-never overwritten (FileExistsError naming it). Needs about twice the final size on disk while assembling.
-CLI: `python -m sspl_lib.data.prepare --src ... --out ...`.
-"""
+"""Raw downloads -> one packed HDF5 file: parallel, resumable after any kill, each skipped item reported
+(inputs, policy and crash safety: docs/data.md). CLI: `python -m sspl_lib.data.prepare --src ... --out ...`."""
 
 from __future__ import annotations
 
@@ -63,7 +41,7 @@ class PrepareReport:
 
 
 def find_items(src: str | Path) -> list[Item]:
-    """Items of a raw folder, sorted by id (see module doc for the layouts)."""
+    """Items of a raw folder, sorted by id (layouts: docs/data.md)."""
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: source folder not found")
@@ -176,9 +154,7 @@ def _write_csv(path: Path, rows) -> None:
 def prepare_folder(src, out, *, frame_size: int = 256, annotations=None, gt_size: int = 224, silent: str = "keep",
                    workers: int = 2, chunk: int = 16, resume: bool = True, stop_after: int | None = None,
                    source: str = "custom", progress: bool = True, ids=None) -> PrepareReport:
-    """Prepare every item of `src` into the packed file `out` (see module doc). `stop_after`: stop (as if
-    interrupted) after that many items of this call, leaving the journal and segments for a resume. `ids`: only
-    these items (e.g. a test list); an id with no media in `src` is a logged skip."""
+    """Prepare the items of `src` (or of `ids`) into `out`; `stop_after`: stop as if interrupted."""
     from tqdm.auto import tqdm
 
     import_module("..audio", __package__)  # imported once here (torch), inherited by the forked workers
@@ -222,7 +198,6 @@ def prepare_folder(src, out, *, frame_size: int = 256, annotations=None, gt_size
 
 
 def _items(src, ids) -> list[Item]:
-    """The items of `src`, or those of `ids` in id order (an id without media: an item with its problem)."""
     items = find_items(src)
     if ids is None:
         return items
@@ -233,7 +208,6 @@ def _items(src, ids) -> list[Item]:
 
 
 def _annotation_source(annotations):
-    """A folder of <id>.xml (its path) or a VGG-SS .json (its table); None without annotations."""
     if annotations is not None and Path(annotations).suffix.lower() == ".json":
         return load_vggss_annotations(annotations)
     if annotations is not None and not Path(annotations).is_dir():
@@ -242,7 +216,6 @@ def _annotation_source(annotations):
 
 
 def _prepare_items(j, parts: Path, args: list, *, workers: int, chunk: int, bar) -> None:
-    """Process the items in isolated workers; every `chunk` results, a segment file, then its journal record."""
     seg = sum(r["kind"] == "segment" for r in j.records)
     batch, lines = [], []
     for k, (i, arrays, note) in enumerate(isolated_map(process_item, args, workers=workers, on_death=_died)):

@@ -1,7 +1,5 @@
-"""One sample of the generated benchmark: its scene (drawn, or composited from an asset folder), its sound and
-its annotators' boxes. Deterministic: sample `index` of `split` uses the generator seeded by (seed, split code,
-index), so serial and parallel generation give identical bytes.
-"""
+"""One sample of the generated benchmark: scene, sound and annotators' boxes, from the generator seeded by
+(seed, split, index), so serial and parallel generation give identical bytes."""
 
 from __future__ import annotations
 
@@ -21,12 +19,10 @@ AREA_RANGE = {1: (0.07, 0.26), 2: (0.06, 0.17), 3: (0.05, 0.12)}  # per object, 
 
 
 def sample_rng(seed: int, split: str, index: int, stream: int = 0) -> np.random.Generator:
-    """The generator of one sample (stream 1 = annotators' jitter)."""
     return np.random.default_rng([int(seed), SPLITS[split], int(index), stream])
 
 
 def class_table(n_classes: int) -> list[dict]:
-    """Per class: index, name, shape, colour, texture, sound."""
     return [dict(index=k, name=f"{v.colour} {v.shape}", shape=v.shape, colour=v.colour, texture=v.texture, sound=s)
             for k, (v, s) in enumerate(zip(visual_classes(n_classes), sound_kinds(n_classes)))]
 
@@ -66,12 +62,8 @@ def _renderers(rng: np.random.Generator, frame_size: int, n_classes: int, vclass
 def render_sample(seed: int, split: str, index: int, *, frame_size: int = 128, n_classes: int = 8,
                   off_screen_frac: float = 0.0, vclasses: list[VisualClass] | None = None,
                   assets: LoadedAssets | None = None):
-    """One sample -> (frame uint8 (S,S,3) or None, raw wave float32 (48000,) or None, info dict).
-    `assets`: composite its cut-outs over its backgrounds and cut its recordings (n_classes = its classes).
-
-    info: id, split, index, label (-1 = silent / off-screen), box (4,) normalized (NaN if none),
-    all_boxes (MAXOBJ, 4) NaN-padded, all_labels (MAXOBJ,) -1 padded, n_objects, audio ("class k" | "noise").
-    """
+    """One sample -> (frame uint8 (S,S,3) | None, wave (48000,) | None, info: id, label (-1: none), box,
+    all_boxes, all_labels, n_objects, audio)."""
     if split == "swap":
         raise ValueError("split 'swap' has one row per object of a scene: use render_swap_scene")
     rng = sample_rng(seed, split, index)
@@ -111,9 +103,7 @@ def render_sample(seed: int, split: str, index: int, *, frame_size: int = 128, n
 
 def render_swap_scene(seed: int, index: int, *, frame_size: int = 128, n_classes: int = 8,
                       vclasses: list[VisualClass] | None = None, assets: LoadedAssets | None = None):
-    """Scene `index` of the swap split: 2-3 objects of different classes and one clip per object.
-    Returns (frame uint8 (S,S,3), waves [one float32 (48000,) per object, in object order], infos [one per
-    object: the `render_sample` info with that object as the sounding one, + scene and object])."""
+    """Swap scene `index`: its frame, one clip per object and one info per object (it sounding)."""
     rng = sample_rng(seed, "swap", index)
     n_classes, audio, scene = _renderers(rng, frame_size, n_classes, vclasses, assets)
     n_obj = min(int(rng.integers(2, MAXOBJ + 1)), n_classes)

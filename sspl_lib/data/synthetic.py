@@ -1,15 +1,6 @@
-"""The generated audio-visual localization benchmark: K visual classes (shape + colour + texture), each with a
-characteristic sound (one sample: `synth_sample`), written as a folder of packed splits, annotations and meta.json.
-
-Splits: train / val (1-3 objects, the first sounds), test_single (1 object), test_multi (2-3 objects of different
-classes, one sounds), labeled_images (1 object + label + box), labeled_sounds (clip + label). Written only when
-asked for (`n_swap`, `n_extended` > 0; otherwise the files are exactly as without them): swap (2-3 objects; each
-scene stored once per object, with that object's sound: rows grouped by `scene`, `object` = the sounding one's
-index in `all_boxes`) and extended (SLAVC's protocol: half the clips have their sounding object in view, half hear
-an off-screen class or only noise; `visible` flags the first kind, `sound_label` is the heard class or -1).
-With `assets=DIR` the splits are composited from a folder of cut-outs, recordings and photos (data/README.md).
-CLI: `python -m sspl_lib.data.synthetic --out data/synthetic/quick --n-train 3000 [--assets DIR]`.
-"""
+"""The generated benchmark folder (docs/data.md): packed splits, annotations and meta.json, drawn or
+composited from an asset folder.
+CLI: `python -m sspl_lib.data.synthetic --out data/synthetic/quick --n-train 3000 [--assets DIR]`."""
 
 from __future__ import annotations
 
@@ -36,8 +27,7 @@ FORMAT_VERSION = "sspl-synth/1"
 
 
 def render_chunk(task: tuple) -> tuple[str, dict]:
-    """Samples [i0, i1) of a split as arrays ready for H5Writer.append (+ `annotators` for the XML files).
-    task = (seed, split, i0, i1, frame_size, n_classes, off_screen_frac, n_annotators[, assets folder])."""
+    """Samples [i0, i1) of a split as arrays for H5Writer.append (+ `annotators` for the XML files)."""
     seed, split, i0, i1, frame_size, n_classes, off_screen_frac, n_annot, *rest = task
     from ..audio import batch_log_mel, prepare_clip
 
@@ -102,13 +92,7 @@ def generate_benchmark(out_dir, *, seed: int = 0, n_train: int = 3000, n_val: in
                        off_screen_frac: float = 0.0, n_annotators: int = 3, store_audio: bool = True, workers: int = 2,
                        chunk: int = 64, progress: bool = True, assets=None, n_swap: int = 0,
                        n_extended: int = 0) -> Path:
-    """Write the benchmark folder (h5 per split, annotations/, meta.json); returns its path.
-
-    Drawn shapes and synthesized sounds of `n_classes` classes (default 8), or, with `assets` (an asset folder,
-    relative paths from the repo root), scenes composited from its files; its class folders are the classes
-    (decoded and checked here first: a bad asset raises `AssetError` naming the file before any work starts).
-    `store_audio=False` leaves the 192 kB/sample `audio` out of the audio-visual splits (the spects stay).
-    `n_swap` scenes and `n_extended` clips of the audio-dependence splits; with 0 they are not written."""
+    """Write the benchmark folder (split files, annotations/, meta.json), drawn or from `assets`."""
     loaded = _load_for(assets, frame_size, n_classes)
     n_classes = loaded.n_classes if loaded else (8 if n_classes is None else n_classes)
     root = Path(out_dir)
@@ -137,8 +121,6 @@ def generate_benchmark(out_dir, *, seed: int = 0, n_train: int = 3000, n_val: in
 
 def _write_splits(root: Path, tasks: list, sizes: dict, attrs: dict, names: list[str], *, store_audio: bool,
                   workers: int, progress: bool) -> None:
-    """Render the chunks (`workers` processes) into one HDF5 file per split and the annotation files; a failure
-    leaves no half-written split."""
     from tqdm.auto import tqdm
 
     writers = {sp: H5Writer(root / f"{sp}.h5", attrs=attrs | {"split": sp}) for sp, n in sizes.items() if n > 0}
@@ -182,8 +164,7 @@ def _load_for(assets, frame_size: int, n_classes: int | None) -> LoadedAssets | 
 
 
 def split_gt_maps(root, split: str, *, style: str = "flickr", size: int = 224) -> np.ndarray:
-    """Ground-truth maps (N, size, size) float32 of a benchmark split, in file order, from its annotation
-    files: `style="flickr"` (annotators' XML, {0, 0.5, 1}) or `"vggss"` (the JSON, {0, 1}); silent -> zeros."""
+    """Ground-truth maps (N, size, size) of a split from its annotation files (flickr or vggss style)."""
     from .gt import flickr_gt_map, load_vggss_annotations, vggss_gt_map
     from .h5 import read_ids
 

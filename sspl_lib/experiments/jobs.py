@@ -1,9 +1,5 @@
-"""What a study trains: variants (a label and the config fields it changes), the methods compared under identical
-conditions, the ablation's variants, a budget, and the job list (variant x seed -> run folder and config).
-
-A derived variant (`train_as`) trains nothing: it is scored on the runs of the variant it names, with the settings
-`test_map` of that method's test-time map. A variant's name is a label only; its records carry its overrides.
-"""
+"""What a study trains: variants (a label and the config fields it changes), the methods compared under
+identical conditions, the ablation's variants, a budget, and the job list (docs/experiments.md)."""
 
 from __future__ import annotations
 
@@ -46,7 +42,6 @@ class Budget:
         return cls(**{**dict(n_val=0, label="full"), **kw})
 
     def changes(self) -> dict:
-        """The config fields this budget sets on every job."""
         pairs = (("epochs", self.epochs), ("batch_size", self.batch_size), ("val_samples", self.n_val))
         return {k: v for k, v in pairs if v is not None}
 
@@ -75,8 +70,7 @@ def methods(names) -> list[Variant]:
 
 
 def method_fields(cfg: SSPLConfig, method: str) -> dict:
-    """The fields that tell the methods apart, as `method` sets them on `cfg`: a run folder of that method must
-    hold a checkpoint with these values."""
+    """The fields that tell the methods apart, as `method` sets them: what its checkpoints must hold."""
     keys = sorted({k for v in METHODS.values() for k in v.overrides})
     want = cfg.replace(**METHODS[METHODS[method].train_as or method].overrides)
     return {k: getattr(want, k) for k in keys}
@@ -92,8 +86,7 @@ QUESTION_FIELDS = {"pcm": ({"use_pcm"}, "variant"), "cycles": ({"pcm_cycles"}, "
 
 
 def ablation_variants(base: SSPLConfig, questions=QUESTIONS, cycles=(0, 2, 4)) -> list[Variant]:
-    """The variants the questions need: pcm (w/o PCM vs w/), cycles (PCM cycles), streams (one view), scratch
-    (visual encoder trained from scratch), objective (contrastive InfoNCE); protocol and audio re-score SSPL."""
+    """The variants the ablation questions need (protocol and audio re-score SSPL)."""
     q = set(questions)
     out = [Variant("sspl", {}, audio=AUDIO_CONTROLS if "audio" in q else ("matched",))]
     if q & {"pcm", "objective"}:
@@ -122,8 +115,7 @@ def first_seeds(cfg: SSPLConfig, n_seeds: int) -> list[int]:
 
 
 def method_folder(root, main_seed: int):
-    """The methods' layout: the run of the profile's seed is `<root>/<name>/` (the one the explorer and figures
-    read), another seed k's `<root>/seeds/<name>/seed<k>/`."""
+    """The methods' layout: `<root>/<name>/` for the profile's seed, `<root>/seeds/<name>/seed<k>/` else."""
     root = resolve(root)
     return lambda name, seed: root / name if seed == main_seed else root / "seeds" / name / f"seed{seed}"
 
@@ -135,8 +127,7 @@ def study_folder(root):
 
 
 def method_runs(root, method: str, cfg: SSPLConfig, n_seeds: int = 1) -> dict[int, Path]:
-    """{seed: run folder} of a method for the first `n_seeds` study seeds (0: all); a derived method's are those
-    of the method it scores."""
+    """{seed: run folder} of a method for the first `n_seeds` study seeds (0: all)."""
     (v,) = methods([method])
     folder = method_folder(root, cfg.seed)
     return {s: folder(v.train_as or v.name, s) for s in first_seeds(cfg, n_seeds)}
@@ -157,16 +148,13 @@ class Job:
 
 
 def plan(base: SSPLConfig, variants, seeds, folder, *, changes: dict | None = None, resume: bool = True) -> list[Job]:
-    """The training jobs: every variant that trains x every seed, in that order, each with the base config and its
-    overrides, `changes` (a budget's, the study's data and encoders, threads) and its seed, in `folder(name, seed)`.
-    A derived variant trains nothing."""
+    """The training jobs: each variant that trains x each seed, with `changes`, in `folder(name, seed)`."""
     return [Job(v, int(s), folder(v.name, int(s)), base.replace(**{**v.overrides, **(changes or {}), "seed": int(s)}),
                 resume) for v in variants if not v.train_as for s in seeds]
 
 
 def subset_root(budget: Budget, base: SSPLConfig, root: Path) -> Path:
-    """A data root with the first n_train / n_val samples of train / val (only the fields `fit` reads);
-    the profile's own root when the budget uses whole splits."""
+    """A data root with the first n_train / n_val samples of train / val; the profile's own without them."""
     if not budget.n_train and not budget.n_val:
         return resolve(base.data_root)
     from ..data.h5 import H5Writer, load_split

@@ -1,12 +1,5 @@
-"""Watching a run: what `fit` logs while it trains, the history figures of a run folder, and a live plot that
-updates in a notebook.
-
-    live = LivePlot()                       # a display handle in the notebook output
-    fit(cfg, run_dir, on_event=live)        # step losses and per-epoch validation, redrawn as they come
-
-Figures are made with matplotlib's object API (no pyplot state, no backend switch), so inline plots in the
-rest of a notebook keep working.
-"""
+"""Watching a run: what `fit` shows while it trains, the history figures, a live plot in a notebook
+(matplotlib's object API: no pyplot state, so a notebook's inline plots keep working)."""
 
 from __future__ import annotations
 
@@ -18,8 +11,7 @@ from tqdm.auto import tqdm
 
 
 def history_figures(history: list[dict]) -> dict:
-    """{"loss": Figure, "val_ciou": Figure}: train & val loss, and val cIoU@0.5 & AUC per epoch (matplotlib's
-    object API: no pyplot state, no backend switch)."""
+    """{"loss": Figure, "val_ciou": Figure} of a history."""
     from matplotlib.figure import Figure
 
     ep = [h["epoch"] for h in history]
@@ -37,7 +29,6 @@ def history_figures(history: list[dict]) -> dict:
 
 
 def plot_history(history: list[dict], out_dir) -> list[Path]:
-    """figures/loss.png and figures/val_ciou.png of a run (see `history_figures`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -48,9 +39,7 @@ def plot_history(history: list[dict], out_dir) -> list[Path]:
 
 
 class TrainingLog:
-    """What `fit` shows while it trains (rank 0 only): a progress bar, TensorBoard scalars in <run>/tb, the
-    `on_event` callback ({"kind": "step", "epoch", "step", "steps", "loss"} and {"kind": "epoch", "record",
-    "history"}), a line per epoch, and the history figures at the end."""
+    """What `fit` shows while it trains (rank 0): a bar, TensorBoard, `on_event`, a line per epoch, figures."""
 
     def __init__(self, run_dir: Path, epochs: int, steps: int, *, on_event=None, progress: bool = True,
                  main: bool = True):
@@ -90,7 +79,6 @@ class TrainingLog:
 
 
 def _board(run_dir: Path):
-    """A TensorBoard writer on `<run>/tb` (None when the tensorboard package is missing)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
@@ -108,8 +96,7 @@ def history_table(history: list[dict]) -> str:
 
 
 class LivePlot:
-    """A `fit(on_event=...)` callback: one figure (step loss; per-epoch val loss, val cIoU@0.5 and AUC) shown
-    through an IPython display handle and redrawn at most every `every` seconds and at each epoch's end."""
+    """A `fit(on_event=...)` callback: step loss and validation per epoch, redrawn at most every `every` s."""
 
     def __init__(self, *, every: float = 5.0, display: bool = True):
         self.steps: list[tuple[float, float]] = []  # (epoch + fraction, loss)

@@ -1,9 +1,5 @@
-"""Records and their aggregation: one flat record per score (variant, overrides, seed, split, audio, protocol:
-ciou, auc, n, and follow_rate / ap / max_f1 where the split has them), the mean and sample std over seeds of any
-grouping, and results.json (each model's scores on each split, the mean over its seeds' runs) with its tables.
-
-Reads evaluation results (`scoring.score`) and records; never trains or evaluates.
-"""
+"""Records and their one aggregation (mean and sample std over seeds), results.json and its tables
+(docs/experiments.md). Reads evaluation results and records; never trains or evaluates."""
 
 from __future__ import annotations
 
@@ -19,8 +15,7 @@ SEED_KEYS = ("ciou", "auc", "follow_rate", "ap", "max_f1")  # aggregated with a 
 
 
 def records(results: dict) -> list[dict]:
-    """{entry: {split: result}} (a result per seed under "per_seed", or a baseline's) -> flat records, ordered by
-    variant, seed, split, audio, protocol (first-seen order of each)."""
+    """Evaluation results {entry: {split: result}} -> flat records, by variant, seed, split, audio, protocol."""
     tagged = [(split, x) for per in results.values() for split, r in per.items()
               for x in (r["per_seed"].values() if "per_seed" in r else [r])]
     order = {k: {} for k in ("variant", "seed", "split", "audio")}
@@ -40,9 +35,7 @@ def records(results: dict) -> list[dict]:
 
 
 def aggregate(recs: list[dict], *, by=("variant", "split"), audio="matched", protocol="fixed") -> list[dict]:
-    """One row per `by` key (records filtered by audio / protocol unless those are in `by`): each score of
-    SEED_KEYS the mean over the rows' seeds with `<score>_std` (sample std, ddof=1; 0.0 for one seed), `n`,
-    `seeds` [seed] and `per_seed` {"<seed>": scores}. Rows come grouped by the first key, in first-seen order."""
+    """One row per `by` key: each score's mean over seeds, `<score>_std` (ddof=1), `n`, `seeds`, `per_seed`."""
     groups: dict[tuple, list[dict]] = {}
     for r in recs:
         if ("audio" not in by and r["audio"] != audio) or ("protocol" not in by and r["protocol"] != protocol):
@@ -64,10 +57,7 @@ def aggregate(recs: list[dict], *, by=("variant", "split"), audio="matched", pro
 
 
 def results_json(results: dict, protocols=("fixed", "median")) -> dict:
-    """{model: {split: result}} -> {model: {split: {"ciou","auc","n", ...}}}: the fixed protocol's scores (mean over
-    seeds, `<score>_std`, `seeds`, `per_seed`; a baseline: seeds [], stds 0.0), and `ciou_<p>`, `auc_<p>` (`ap_<p>`,
-    `max_f1_<p>` on the extended split) of the other protocols. The audio controls of a model are named
-    `<model>_<mode>_audio`."""
+    """{model: {split: result}} -> results.json's {model: {split: scores}} (docs/experiments.md)."""
     out: dict = {}
     rows = aggregate(records(results), by=("protocol", "variant", "audio", "split"))
     for row in (r for p in protocols for r in rows if r["protocol"] == p):  # the fixed protocol first
@@ -81,9 +71,7 @@ def results_json(results: dict, protocols=("fixed", "median")) -> dict:
     return {m: {s: _ordered(r) for s, r in out[m].items()} for m in results if m in out}
 
 
-def _ordered(r: dict) -> dict:
-    """results.json's key order: cIoU, AUC (each with its std), n, the other protocols' cIoU and AUC, the other
-    scores, seeds, per_seed."""
+def _ordered(r: dict) -> dict:  # results.json's key order: cIoU, AUC, n, other protocols, other scores, seeds
     head = ("ciou", "ciou_std", "auc", "auc_std", "n")
     other = [k for k in r if k.startswith(("ciou_", "auc_")) and not k.endswith("_std")]
     rest = [k for k in r if k not in (*head, *other, "seeds", "per_seed")]
@@ -95,8 +83,7 @@ def write_results(results: dict, path) -> Path:
 
 
 def results_table(results: dict, protocols=("fixed", "median"), digits: int = 3) -> str:
-    """A markdown table: one row per model, cIoU@0.5 and AUC per split and protocol; a model scored over several
-    seeds shows mean ± std (fixed protocol) and its seed count."""
+    """A markdown table: per model, cIoU@0.5 and AUC per split and protocol (mean ± std over seeds)."""
     rows = results_json(results, protocols)
     splits = list(dict.fromkeys(s for r in rows.values() for s in r))
     head = ["model", "seeds"] + [f"{s} {m} ({p})" for s in splits for p in protocols for m in ("cIoU", "AUC")]
@@ -127,9 +114,7 @@ def results_facts(results: dict) -> dict:
 
 
 def listening_facts(results: dict, method: str = "ezvsl_gated", *, follow: float = 0.5, gap: float = 0.2) -> dict:
-    """Does `method` listen, per the bands of the seed study (issue 12: ezvsl_gated's follow rate 0.85-1.0 and multi
-    matched - shuffled 0.49-0.57 over seeds 1234/1/2; SSPL 0.05 and ~0)? Loose bands: facts that hold on any
-    machine, not decimals. Skipped splits / models are left out."""
+    """Does `method` listen? Loose bands that hold on any machine (docs/methods.md)."""
     out = {}
     for m in (method, "sspl"):
         per = results.get(m, {})
@@ -148,19 +133,16 @@ HEADLINE_MODELS = ("sspl", "sspl_wo_pcm", "ezvsl", "ezvsl_ogl", "sacl", "ezvsl_g
 
 
 def _pm(vals: list[float], digits: int) -> str:
-    """'mean ± sample std' of per-seed values ('mean' alone for one value)."""
     a = np.asarray(vals, dtype=np.float64)
     return f"{a.mean():.{digits}f}" + (f" ± {a.std(ddof=1):.{digits}f}" if len(a) > 1 else "")
 
 
 def _seed_values(entry: dict, key: str) -> list[float]:
-    """Per-seed values of one results.json entry's score (its mean alone for a baseline)."""
     return [v[key] for v in entry["per_seed"].values()] if entry.get("per_seed") else [entry[key]]
 
 
 def headline_table(rj: dict, models=HEADLINE_MODELS, digits: int = 3) -> str:
-    """The README's headline table from a results.json dict: per model, cIoU@0.5 on single and multi, multi
-    matched - shuffled (per seed, then mean ± std), swap cIoU, follow rate, extended AP / max-F1, seeds."""
+    """The README's headline table from a results.json dict."""
     head = ["model", "single", "multi", "multi: matched - shuffled", "swap cIoU", "follow rate", "extended AP",
             "extended max-F1", "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]

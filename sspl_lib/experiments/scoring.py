@@ -1,9 +1,5 @@
-"""Scoring a study's trained models, their audio controls and the baselines on test splits: one evaluation per
-(entry, seed, split, audio), each tagged with its variant, seed and overrides (`results.records` flattens them).
-
-Each split's encoder outputs are computed once for the models that share the encoders (`SharedFeatures`: the
-same heatmaps, bit for bit, in less time).
-"""
+"""Scoring trained models, their audio controls and the baselines on test splits, each result tagged with
+its variant, seed and overrides; encoder outputs shared by the models that share encoders."""
 
 from __future__ import annotations
 
@@ -17,13 +13,8 @@ from .features import SharedFeatures
 def score(models: dict, data: dict, *, audio: dict, test_maps: dict | None = None, overrides: dict | None = None,
           baselines=BASELINES, batch_size: int = 100, device="cpu", seed: int = 0, protocol=("fixed", "median"),
           amp: str = "none", share_features: bool = True, progress: bool = True) -> dict:
-    """{entry: {split: result}}: each entry of `models` ({name: {seed: model}}) under each of its `audio` modes
-    ({name: modes}; a mode other than matched is the entry `<name>_<mode>_audio`), then the `baselines`.
-
-    A result is that of the entry's first seed, with "per_seed" {seed: result}; `test_maps` {name: settings} of a
-    name's test-time map (a derived entry such as ezvsl_ogl); `overrides` {name: config fields} are tagged on its
-    results. "feature_l2norm" uses the first model's visual encoder (skipped when there is none). Entries come in
-    the order: matched entries, baselines, audio controls."""
+    """{entry: {split: result}} of each model {name: {seed: model}} under its `audio` modes (`<name>_<mode>_audio`),
+    then the `baselines`; a result is its first seed's, with "per_seed"."""
     first_model = next((m for per in models.values() for m in per.values()), None)
     results: dict = {}
     for s, d in data.items():

@@ -1,19 +1,7 @@
-"""The experiment orchestrator: a study is a job list (variant x seed, `jobs.plan`) trained (`train_jobs`) and
-scored (`scoring.score`) into records (`results.records`), aggregated one way (`results.aggregate`: mean and
-sample std over seeds). The method comparison (notebooks 02, 03 -> results.json), the ablation (notebook 04) and
-the seed study all run through it.
+"""The experiment orchestrator (docs/experiments.md): a study's job list trained (`train_jobs`), scored into
+records and aggregated one way, for the method comparison, the ablation and the seed study alike.
 
-    histories = train_methods(cfg, root, ["sspl", "sspl_wo_pcm", "ezvsl", "sacl"], n_seeds=0, jobs=2)
-    results, data = evaluate_methods(cfg, root, ["sspl", "ezvsl", "ezvsl_ogl"], n_seeds=0)
-    records = run_study(base, ablation_variants(base), seeds, root, Budget.reduced())
-
-    python -m sspl_lib.experiments.study seeds --profile quick            # the profile's seeds
-    python -m sspl_lib.experiments.study ablation --profile quick --grid full
-
-A finished run (best.pt, every epoch, the same configuration up to `config.RUN_ONLY`) is reused, an interrupted
-one resumed, one asked for with a longer schedule trained further in its folder; a folder holding another run is
-never deleted: that job is refused (`provenance.RunConflict`). A job that fails or is refused does not stop the
-others: each is printed with its folder as it comes, and `TrainingFailed` names them all at the end.
+    python -m sspl_lib.experiments.study seeds|ablation --profile quick [--grid full]
 """
 
 from __future__ import annotations
@@ -78,9 +66,7 @@ def _triage(jobs: list[Job], progress: bool) -> tuple[dict, list, list]:
 
 
 def train_jobs(jobs: list[Job], *, workers: int = 1, on_event=None, progress: bool = True) -> list[dict]:
-    """Train (or reuse) every job; per job {"history", "seconds", "status": "trained" | "cached"}. workers: jobs
-    trained at once, each in its own process (1: one after the other here, `on_event` passed to `fit`). Raises
-    TrainingFailed at the end when a job failed or was refused (the others are trained)."""
+    """Train (or reuse) every job, `workers` at a time; TrainingFailed at the end names each failed one."""
     done, pending, failed = _triage(jobs, progress)
     if progress and pending:
         print(f"[study] training {len(pending)} runs, {min(workers, len(pending))} at a time, "
@@ -110,9 +96,7 @@ def train_jobs(jobs: list[Job], *, workers: int = 1, on_event=None, progress: bo
 
 
 def study_encoders(cfg: SSPLConfig, root, progress: bool = False) -> str | None:
-    """The small encoders a study's runs share, pretrained on the profile's labeled splits: `<root>/encoders.pt`
-    or a matching one elsewhere under `root`'s parent (e.g. the methods' for the ablation), else pretrained into
-    `root` (cached); the config's own when it needs none."""
+    """The small encoders a study's runs share: found under `root` or its parent, else pretrained."""
     if not needs_pretraining(cfg):
         return cfg.encoders_checkpoint
     from . import pretrain
@@ -130,10 +114,7 @@ def study_encoders(cfg: SSPLConfig, root, progress: bool = False) -> str | None:
 
 def train_methods(cfg: SSPLConfig, root, names, *, n_seeds: int = 1, jobs: int = 2, threads: int | None = None,
                   resume: bool = True, on_event=None, progress: bool = True) -> dict[str, dict[int, list[dict]]]:
-    """Train (or reuse) every run of the methods `names` (`jobs.METHODS`) x the first `n_seeds` study seeds (0:
-    all) under `root` (`jobs.method_folder`); returns {method: {seed: history}}. jobs: runs trained at once (see
-    `train_jobs`), started in the order of `names`, then of the seeds; threads: torch threads per run (default
-    the config's, or every core, shared among the jobs). On a GPU the runs train one at a time."""
+    """Train (or reuse) the methods' runs for the first `n_seeds` study seeds; {method: {seed: history}}."""
     if jobs > 1 and choose_device(cfg.device).type != "cpu":  # CUDA cannot be used in a forked process
         jobs = 1
     threads = threads or max(1, (cfg.threads or os.cpu_count() or 1) // max(1, int(jobs)))
@@ -149,9 +130,7 @@ def train_methods(cfg: SSPLConfig, root, names, *, n_seeds: int = 1, jobs: int =
 
 # ----------------------------------------------------------------------------- scoring the runs
 def load_models(run_root, models, device="cpu", expect: dict | None = None) -> dict[str, dict[int, object]]:
-    """{name: {seed: model}}: `models` names run folders under `run_root` (the seed read from the run), or maps
-    names to {seed: run folder}. Folders without a run are skipped with a message; a run without best.pt, or
-    whose checkpoint disagrees with its folder or with `expect` {name: {field: value}}, raises (`runs.load_run`)."""
+    """{name: {seed: model}} of run folders; a folder without a run is skipped, a foreign checkpoint raises."""
     runs = dict(models) if isinstance(models, dict) else {m: {None: resolve(run_root) / m} for m in models}
     loaded: dict = {}
     for name, per_seed in runs.items():
@@ -167,8 +146,7 @@ def load_models(run_root, models, device="cpu", expect: dict | None = None) -> d
 
 def score_variants(variants, runs: dict, data: dict, *, expect: dict | None = None, device="cpu", controls=None,
                    **kw) -> dict:
-    """`scoring.score` of the runs {name: {seed: folder}} of `variants` (a derived one's are those of the variant it
-    names, scored with its test-time map) under each variant's audio modes (or matched + `controls`)."""
+    """`scoring.score` of the runs {name: {seed: folder}} of `variants` under their audio modes."""
     models = load_models(None, runs, device, expect)
     audio = {v.name: v.audio if controls is None else ("matched", *controls) for v in variants}
     return score(models, data, audio=audio, test_maps={v.name: v.test_map for v in variants if v.test_map},
@@ -177,10 +155,7 @@ def score_variants(variants, runs: dict, data: dict, *, expect: dict | None = No
 
 def evaluate_methods(cfg: SSPLConfig, root, names, *, n_seeds: int = 0, splits=None, device="auto",
                      controls=("shuffled", "silent"), progress: bool = True, **kw) -> tuple[dict, dict]:
-    """Every trained run of the methods `names` among the first `n_seeds` study seeds (0: all), their audio
-    controls and the baselines on the profile's test and listening splits (`splits`: short names; default all).
-    Returns (results {entry: {split: result}} (`scoring.score`), test sets {split: TestSet}); `kw` go to
-    `scoring.score` (batch_size, seed, protocol, amp, baselines, share_features)."""
+    """The methods' trained runs, their audio controls and the baselines on the test splits."""
     files = find_test_splits(cfg.data_root) | find_listen_splits(cfg.data_root)
     if not files:
         raise FileNotFoundError(f"{resolve(cfg.data_root)}: no test split (test.h5 or test_<name>.h5); prepare the "
@@ -201,9 +176,7 @@ def evaluate_methods(cfg: SSPLConfig, root, names, *, n_seeds: int = 0, splits=N
 # ----------------------------------------------------------------------------- a study with its own runs
 def run_study(base: SSPLConfig, variants: list[Variant], seeds, root, budget: Budget | None = None, *,
               device="cpu", progress: bool = True) -> list[dict]:
-    """Train (or reuse) every variant x seed in `<root>/<variant>/seed<k>` with `budget`, score each run on the
-    first `budget.n_test` samples of the test splits; returns the records (`results.records`) with the job's
-    "status" ("trained" / "cached") and training "seconds"."""
+    """Train (or reuse) and score every variant x seed in `<root>/<variant>/seed<k>`; returns the records."""
     source = {v.name: v.train_as or v.name for v in variants}
     orphans = sorted({f"{v!r} scores the runs of {s!r}" for v, s in source.items() if s not in source})
     if orphans:
@@ -229,8 +202,7 @@ def run_study(base: SSPLConfig, variants: list[Variant], seeds, root, budget: Bu
 
 def seed_study(profile: str = "quick", seeds=None, *, root=None, audio=("matched", "shuffled"), device="cpu",
                progress: bool = True, **overrides) -> list[dict]:
-    """The profile trained with each of its seeds (`seeds` in the profile, or given) at its own settings, in
-    `runs/<profile>/seed_study/` (not the methods' `seeds/` folder: another budget)."""
+    """The profile trained with each of its seeds at its own settings (runs/<profile>/seed_study/)."""
     base = load_profile(profile, **overrides)
     root = resolve(root) if root is not None else RUNS_DIR / profile / "seed_study"
     return run_study(base, [Variant("sspl", {}, audio=tuple(audio))], seeds or base.seeds, root, Budget(),

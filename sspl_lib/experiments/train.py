@@ -1,9 +1,5 @@
-"""Training: `fit(cfg, run_dir)` = epochs of `train_one_epoch`, `validate` and `save_checkpoint`, with resume,
-model selection on the validation split and DDP. The run folder is `runs`'s; a method's loss is its own
-(`SSPL.forward`), so nothing here names a method.
-
-CLI (works under torchrun): python -m sspl_lib.experiments.train --profile quick --run-dir runs/x [--set epochs=N] [--resume]
-"""
+"""Training one run: `fit` = epochs of `train_one_epoch`, `validate` and `save_checkpoint`, with resume and
+DDP (docs/experiments.md). CLI (also under torchrun): python -m sspl_lib.experiments.train --run-dir runs/x"""
 
 from __future__ import annotations
 
@@ -36,8 +32,7 @@ from .progress import TrainingLog
 
 # ----------------------------------------------------------------------------- optimisation
 def make_optimizer(model: SSPL, cfg: SSPLConfig) -> torch.optim.AdamW:
-    """The official AdamW groups: audio MLP (lr_sound), PCM convs+BNs (lr_visual), PCM rates (lr_visual, no
-    decay), SimSiam head (lr_head); then the method's own and a trainable visual encoder (lr_visual)."""
+    """The official AdamW groups, then the method's own and a trainable visual encoder's."""
     groups = [{"params": list(model.audio.mlp.parameters()), "lr": cfg.lr_sound}]
     if model.pcm is not None:
         rates = {id(p) for p in model.pcm.rate_parameters()}
@@ -67,8 +62,8 @@ def make_scheduler(opt, cfg: SSPLConfig, steps_per_epoch: int):
 # ----------------------------------------------------------------------------- one epoch, one validation, one checkpoint
 def train_one_epoch(model, batches, opt, sched, cfg: SSPLConfig, *, epoch: int, device, offset: int = 0,
                     on_step=None) -> float:
-    """One pass over `batches` ((uint8 frames, spects) of this rank): the two augmented views of each batch
-    (drawn from (seed, epoch, step) only), the method's loss, one AdamW step. Returns the mean loss."""
+    """One pass over `batches` ((uint8 frames, spects) of this rank): views from (seed, epoch, step),
+    the method's loss, an AdamW step; returns the mean loss."""
     model.train()
     aug = AugmentConfig(img_size=cfg.img_size)
     total, steps = 0.0, 0
@@ -132,8 +127,7 @@ def needs_pretraining(cfg: SSPLConfig) -> bool:
 
 def _open_run(cfg: SSPLConfig, run_dir: Path, info: D.DistInfo, *, resume: bool, allow_longer: bool,
               progress: bool) -> SSPLConfig:
-    """Another run in the folder refused, leftovers of a killed writer removed, the data checked, the small
-    encoders pretrained (rank 0, cached) when needed; returns the config the run trains with."""
+    """Another run refused, a killed writer's leftovers removed, the data checked, encoders pretrained."""
     if info.is_main:
         known = cfg.replace(encoders_checkpoint=str(run_dir / "encoders.pt")) if needs_pretraining(cfg) else cfg
         provenance.check_run(run_dir, known, resume=resume, allow_longer=allow_longer)
@@ -151,8 +145,7 @@ def _open_run(cfg: SSPLConfig, run_dir: Path, info: D.DistInfo, *, resume: bool,
 
 
 def _resume_state(run_dir: Path, cfg: SSPLConfig, info: D.DistInfo, *, allow_longer: bool) -> dict | None:
-    """The last.pt state to resume from (None: start afresh), refusing a config that changes the run; best.pt
-    and the history set right after a run killed between its writes."""
+    """The last.pt state to resume from (None: afresh), refusing a config that changes the run."""
     last = run_dir / "checkpoints" / "last.pt"
     if not last.is_file():
         if info.is_main and (run_dir / "config.json").is_file():  # a run that finished no epoch
@@ -167,7 +160,6 @@ def _resume_state(run_dir: Path, cfg: SSPLConfig, info: D.DistInfo, *, allow_lon
 
 
 def _restore(state: dict, model, opt, sched) -> tuple[list[dict], dict | None, int]:
-    """Weights, optimizer, scheduler and RNG from a last.pt state; returns (history, best, first epoch)."""
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
@@ -179,7 +171,6 @@ def _restore(state: dict, model, opt, sched) -> tuple[list[dict], dict | None, i
 
 
 def _distribute(model: SSPL, cfg: SSPLConfig, info: D.DistInfo, dev):
-    """The module the optimizer steps through: DDP with synchronized batch norms (as the official code)."""
     if not info.distributed:
         return model
     if not model.method.distributed:
@@ -193,9 +184,8 @@ def _distribute(model: SSPL, cfg: SSPLConfig, info: D.DistInfo, dev):
 
 def fit(cfg: SSPLConfig, run_dir, *, resume: bool = False, allow_longer: bool = False, progress: bool = True,
         on_event=None) -> list[dict]:
-    """Train; returns the history (one dict per epoch). resume: continue from `checkpoints/last.pt` (same config;
-    `allow_longer` lets `epochs` / `patience` grow); one writer per folder (`lock`). on_event: a callable given
-    each step's and each epoch's event (rank 0; `progress.TrainingLog`)."""
+    """Train into `run_dir`; returns the history. resume: from last.pt (`allow_longer`: more epochs / patience);
+    on_event: the step and epoch events (docs/experiments.md)."""
     main = int(os.environ.get("RANK", "0")) == 0
     with RunLock(resolve(run_dir)) if main else contextlib.nullcontext():
         return _fit(cfg, resolve(run_dir), resume=resume, allow_longer=allow_longer, progress=progress,

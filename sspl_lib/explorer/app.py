@@ -1,13 +1,7 @@
-"""Interactive explorer of a trained run (notebooks/05_explore.ipynb): ipywidgets over a split.
+"""Interactive explorer of a trained run (notebooks/05_explore.ipynb): heatmaps, masks and live cIoU of the
+selected models on a sample, its sound or another's, PCM cycles, cIoU order, the swap split's maps per sound.
 
     ex = Explorer("runs/quick/sspl")      # + compare=[other run dirs], split=, data_root=
-
-Per sample: each selected model's heatmap over the frame with the gt box and the scored mask, the live cIoU
-(`metrics.ciou`), the spectrogram and a player; another sample's clip can be heard instead (the counterfactual
-map), PCM models shown cycle by cycle, samples sorted by cIoU. On the swap split a "sound of" selector chooses
-which object of the scene is heard, and a row shows the first model's maps for every sound of the scene.
-The widgets are `ui` (`widgets.ExplorerUI`), the heatmap sources and split readers `sources`, the drawing `render`;
-the shown state (`image_bytes`, `current_ciou`, `cious`, `current_heatmap`, `swap_follows`, ...) is kept for tests.
 """
 
 from __future__ import annotations
@@ -36,9 +30,7 @@ def _unique(name: str, taken) -> str:
 
 
 class Explorer:
-    """The explorer widget of a run. compare: other run folders for the model selector (None: the trained runs
-    next to run_dir and the ablation's, `sources.default_compare`); data_root: default the run's; sounding_only:
-    leave out silent / off-screen samples, as the evaluation does."""
+    """The explorer widget of a run; compare: other run folders (None: `sources.default_compare`)."""
 
     def __init__(self, run_dir="runs/quick/sspl", *, compare=None, data_root=None, split: str | None = None,
                  centre_prior: bool = True, sounding_only: bool = True, cache_size: int = 512, device: str = "cpu"):
@@ -98,12 +90,10 @@ class Explorer:
 
     @property
     def selected(self) -> list[str]:
-        """Selected model names in the selector's order (the first one's cIoU is `current_ciou`)."""
         return self.ui.selected
 
     def _on_order(self, owner) -> None:
-        """Sort order, protocol, threshold or model selection changed: recompute the order, keep the sample
-        (or jump to the worst / best one after a new sort)."""
+        """Sort, protocol, threshold or models changed: reorder, keep the sample (a new sort: the first)."""
         keep = self.current_index
         with self.ui.quiet():
             self._reorder()
@@ -128,8 +118,7 @@ class Explorer:
         return out
 
     def split_cious(self, model: str | None = None) -> np.ndarray:
-        """Per-sample cIoU (own sound, final heatmap) of the split under the current protocol/threshold, from
-        batched forward passes (cached per model and split; for the sort)."""
+        """Per-sample cIoU of the split (own sound) from batched passes, cached per model and split."""
         model = model or self.selected[0]
         key = (model, self.data.name)
         if key not in self._split_maps:
@@ -152,7 +141,6 @@ class Explorer:
         self.order = np.argsort(c if self.ui.sort.value == "worst" else -c, kind="stable")
 
     def goto(self, index: int) -> None:
-        """Show the split's sample `index` (file order among the kept samples) whatever the sort order."""
         self.ui.sample.value = int(np.flatnonzero(self.order == index)[0])
 
     def pick_other_clip(self, seed: int | None = None) -> int:
@@ -195,7 +183,6 @@ class Explorer:
         return self._spec_cache[key]
 
     def refresh(self) -> None:
-        """Recompute the view from the widgets' values (called by every widget change)."""
         t0 = time.perf_counter()
         i, a = self.current_index, self.current_audio_index
         d, protocol, thr = self.data, self.ui.protocol.value, float(self.ui.threshold.value)
@@ -284,7 +271,6 @@ class Explorer:
         return self.ui.widget._repr_mimebundle_(**kwargs)
 
     def close(self) -> None:
-        """Close the split file and the widgets."""
         self.data.close()
         self.ui.close()
 

@@ -1,5 +1,4 @@
-"""The explorer's widgets: construction, layout and event wiring. The explorer (app.py) composes one
-`ExplorerUI` and gives it callbacks; the widgets know nothing of models or data beyond names and PCM cycles."""
+"""The explorer's widgets, layout and event wiring; they know nothing of models or data but names."""
 
 from __future__ import annotations
 
@@ -17,10 +16,8 @@ STYLE = {"description_width": "70px"}
 
 
 class ExplorerUI:
-    """The widgets of the explorer. `cycles`: {model name: PCM cycles (0 = no PCM)} in selector order, the
-    primary model first. Callbacks: on_split(name), on_order(owner widget), on_view(), on_other_clip(),
-    on_scene_sound(object index) (the swap split's "sound of" selector; shown by `show_swap`).
-    While `busy` is set (a batch of programmatic changes), widget events call nothing."""
+    """The explorer's widgets; `cycles`: {model: PCM cycles} in selector order, the primary first. While
+    `busy`, widget events call nothing."""
 
     def __init__(self, *, splits, split: str, cycles: dict[str, int], primary: str, on_split: Callable,
                  on_order: Callable, on_view: Callable, on_other_clip: Callable, on_scene_sound: Callable | None = None):
@@ -114,7 +111,6 @@ class ExplorerUI:
 
     @property
     def selected(self) -> list[str]:
-        """Selected model names in the selector's order."""
         chosen = set(self.model_select.value)
         return [n for n in self.model_select.options if n in chosen]
 
@@ -125,7 +121,6 @@ class ExplorerUI:
 
     @contextmanager
     def quiet(self):
-        """Widget changes inside this block trigger no callback."""
         was, self.busy = self.busy, True
         try:
             yield
