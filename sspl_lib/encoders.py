@@ -38,7 +38,7 @@ def find_weights(filename: str, url: str, explicit: str | None = None) -> Path:
     return path
 
 
-def load_state(path: Path) -> dict:
+def read_state_dict(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated or not a state dict
@@ -64,7 +64,7 @@ class VGG16Encoder(nn.Module):
         self.features = vgg16(weights=None).features[:29]
         if pretrained:
             path = find_weights(VGG16_FILE, VGG16_URL, weights)
-            state = {k[len("features."):]: v for k, v in load_state(path).items() if k.startswith("features.")}
+            state = {k[len("features."):]: v for k, v in read_state_dict(path).items() if k.startswith("features.")}
             state = {k: v for k, v in state.items() if int(k.split(".")[0]) < 29}
             self.features.load_state_dict(state)
 
@@ -117,7 +117,7 @@ class VGGish(nn.Module):
             nn.Linear(4096, 128), nn.ReLU(True),
         )
         if pretrained:
-            state = load_state(find_weights(VGGISH_FILE, VGGISH_URL, weights))
+            state = read_state_dict(find_weights(VGGISH_FILE, VGGISH_URL, weights))
             state = {k: v for k, v in state.items() if k.startswith(("features.", "embeddings."))}
             self.load_state_dict(state)
 
