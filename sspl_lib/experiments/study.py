@@ -144,7 +144,7 @@ def load_models(run_root, models, device="cpu", expect: dict | None = None) -> d
     return loaded
 
 
-def score_variants(variants, runs: dict, data: dict, *, expect: dict | None = None, device="cpu", controls=None,
+def _score_variants(variants, runs: dict, data: dict, *, expect: dict | None = None, device="cpu", controls=None,
                    **kw) -> dict:
     """`scoring.score` of the runs {name: {seed: folder}} of `variants` under their audio modes."""
     models = load_models(None, runs, device, expect)
@@ -167,7 +167,7 @@ def evaluate_methods(cfg: SSPLConfig, root, names, *, n_seeds: int = 0, splits=N
     for m in (m for m, per in runs.items() if not per):
         print(f"[study] {m}: no trained run under {shown(resolve(root))}, skipped")
     trained = [v for v in variants if runs[v.name]]
-    results = score_variants(trained, {v.name: runs[v.name] for v in trained}, data, device=choose_device(device),
+    results = _score_variants(trained, {v.name: runs[v.name] for v in trained}, data, device=choose_device(device),
                              expect={v.name: method_fields(cfg, v.name) for v in trained}, controls=controls,
                              progress=progress, **kw)
     return results, data
@@ -185,14 +185,13 @@ def run_study(base: SSPLConfig, variants: list[Variant], seeds, root, budget: Bu
     root.mkdir(parents=True, exist_ok=True)
     write_json({"budget": asdict(budget), "seeds": seeds, "variants": [asdict(v) for v in variants]},
                root / "study.json")
-    inputs = {"data_root": str(subset_root(budget, base, root)), "encoders_checkpoint": study_encoders(base, root,
-                                                                                                       progress)}
+    shared = {"data_root": str(subset_root(budget, base, root)), "encoders_checkpoint": study_encoders(base, root)}
     folder = study_folder(root)
-    todo = plan(base, variants, seeds, folder, changes={**budget.changes(), **inputs})
+    todo = plan(base, variants, seeds, folder, changes={**budget.changes(), **shared})
     trained = {(j.name, j.seed): r for j, r in zip(todo, train_jobs(todo, progress=progress))}
     data = {s: load_eval_split(p, limit=budget.n_test) for s, p in find_test_splits(base.data_root).items()}
     runs = {v.name: {s: folder(source[v.name], s) for s in seeds} for v in variants}
-    results = score_variants(variants, runs, data, device=choose_device(device), baselines=(), progress=False)
+    results = _score_variants(variants, runs, data, device=choose_device(device), baselines=(), progress=False)
     out = []
     for r in records(results):
         job = trained[(source[r["variant"]], r["seed"])]
