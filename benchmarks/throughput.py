@@ -31,7 +31,8 @@ import torch
 
 from benchmarks.official_side import Official, write_official_files
 from sspl_lib import perf
-from sspl_lib.config import SSPLConfig, load_profile
+from sspl_lib.config import SSPLConfig
+from sspl_lib.profiles import load_profile
 from sspl_lib.metrics import ciou_batch, summarize
 from sspl_lib.methods.registry import build_model
 from sspl_lib.paths import PARAMS_DIR

@@ -1,9 +1,5 @@
-"""Waveform -> VGGish log-mel examples, batched in torch.
-
-The VGGish front end (the reference `mel_features.py` / `vggish_input.py` algorithm):
-16 kHz mono, 25 ms periodic-Hann frames every 10 ms, |rFFT| over 512 points, 64 HTK-mel bands
-from 125 to 7500 Hz, log(mel + 0.01), then non-overlapping examples of 96 frames (0.96 s) x 64 bands.
-"""
+"""Waveform -> VGGish log-mel examples, batched in torch: the reference front end (16 kHz mono, 25 ms Hann
+frames every 10 ms, 64 HTK-mel bands 125-7500 Hz, log(mel + 0.01), examples of 96 frames x 64 bands)."""
 
 from __future__ import annotations
 
@@ -50,8 +46,7 @@ _PCM_SCALE = {torch.int16: (0.0, 32768.0), torch.int32: (0.0, 2147483648.0), tor
 
 
 def _as_tensor(waveform, name: str = "waveform") -> torch.Tensor:
-    """A float waveform tensor: integer PCM (int8/int16/int32/uint8, numpy or torch) scaled by its dtype's range
-    to [-1, 1), floats as they are. Rejects other dtypes, an empty waveform and NaN/inf."""
+    """A float waveform: integer PCM scaled by its dtype's range to [-1, 1); empty or NaN/inf raises."""
     if isinstance(waveform, np.ndarray):
         waveform = torch.from_numpy(np.ascontiguousarray(waveform))
     if not torch.is_tensor(waveform):
@@ -81,10 +76,7 @@ def resample(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
 
 
 def batch_log_mel(waves: torch.Tensor) -> torch.Tensor:
-    """16 kHz waveforms (B, T) -> log-mel examples (B, N, 96, 64), N = whole 0.96 s examples in T.
-
-    Computed in float64 like the numpy reference, returned as float32.
-    """
+    """16 kHz waveforms (B, T) -> log-mel examples (B, N, 96, 64) float32 (computed in float64)."""
     if waves.dim() != 2:
         raise ValueError(f"waves: expected waveforms of shape (B, T), got {tuple(waves.shape)}")
     if waves.shape[1] < MIN_SAMPLES:
@@ -103,13 +95,8 @@ def batch_log_mel(waves: torch.Tensor) -> torch.Tensor:
 
 
 def vggish_examples(waveform, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
-    """One waveform -> VGGish log-mel examples (N, 96, 64) float32.
-
-    Accepts a 1-D numpy array or tensor, or (T, C) / (C, T) multichannel audio (averaged to mono): float
-    samples in [-1, 1], or integer PCM scaled by its dtype's range (int16 / 32768, as the VGGish reference);
-    resamples to 16 kHz when `sample_rate` differs. NaN/inf samples, or a clip too short for one 0.96 s
-    example (N = 0), raise ValueError.
-    """
+    """One waveform (mono or (T, C) / (C, T), float or integer PCM, any `sample_rate`) -> log-mel
+    examples (N, 96, 64); NaN/inf or a clip shorter than one example raises ValueError."""
     x = _as_tensor(waveform)
     if x.dim() == 2:  # multichannel: average the shorter axis (channels)
         x = x.mean(dim=int(x.shape[0] > x.shape[1]))
@@ -124,9 +111,8 @@ def vggish_examples(waveform, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
 
 
 def prepare_clip(waveform, sample_rate: int = SAMPLE_RATE, seconds: int = CLIP_SECONDS) -> np.ndarray:
-    """The official audio pipeline: mono 16 kHz, tiled when shorter, the centred `seconds`,
-    min-max scaled to [-1, 1] (with the official 1e-3 guard). Integer PCM is first scaled by its dtype's range
-    (as `vggish_examples`); NaN/inf or an empty waveform raise ValueError. Returns float32 (seconds*16000,)."""
+    """The official audio pipeline: mono 16 kHz, tiled when short, the centred `seconds`, min-max to
+    [-1, 1] (1e-3 guard); float32 (seconds * 16000,)."""
     x = _as_tensor(waveform).to(torch.float32)
     if x.dim() == 2:
         x = x.mean(dim=int(x.shape[0] > x.shape[1]))

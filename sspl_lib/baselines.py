@@ -1,5 +1,5 @@
-"""Model-free and visual-only heatmap generators, scored by ``sspl_lib.metrics`` as baselines: the centre
-prior, random maps, the whole image, and the L2 norm over channels of the frozen visual map (audio-free)."""
+"""Model-free and visual-only heatmaps scored as baselines: the centre prior, random maps, the whole image,
+and the L2 norm over channels of the frozen visual map."""
 
 from __future__ import annotations
 
@@ -8,11 +8,7 @@ from einops import repeat
 
 
 def center_prior(n: int, size: int = 14, sigma: float | None = None) -> torch.Tensor:
-    """(n,size,size) float32 centred isotropic Gaussian, identical for every sample.
-
-    sigma is in grid cells, default ``size / 4`` (a quarter of the side: the map falls to
-    exp(-2) ~ 0.14 of its peak at the border midpoints). Cell centres are at i - (size-1)/2.
-    """
+    """(n,size,size) centred isotropic Gaussian, sigma = `size / 4` cells by default."""
     if n < 0 or size < 1:
         raise ValueError(f"center_prior needs n >= 0 and size >= 1, got n={n}, size={size}")
     sigma = size / 4 if sigma is None else float(sigma)
@@ -32,8 +28,7 @@ def uniform_random(n: int, size: int = 14, seed: int = 0) -> torch.Tensor:
 
 
 def whole_image(n: int, size: int = 14) -> torch.Tensor:
-    """(n,size,size) float32 ones: the whole frame as the prediction (a constant map: min-max normalized to
-    zeros, it scores an empty mask under the fixed protocol and the full frame under the median one)."""
+    """(n,size,size) ones: a constant map (an empty mask under the fixed protocol, all under median)."""
     if n < 0 or size < 1:
         raise ValueError(f"whole_image needs n >= 0 and size >= 1, got n={n}, size={size}")
     return torch.ones(n, size, size)
@@ -41,12 +36,8 @@ def whole_image(n: int, size: int = 14) -> torch.Tensor:
 
 @torch.no_grad()
 def feature_l2norm(encoder, frames: torch.Tensor) -> torch.Tensor:
-    """The L2 norm over channels of a frozen visual encoder's feature map: an audio-free saliency (EZ-VSL's object
-    prior is the mean |v| instead: `maps.object_prior`).
-
-    encoder: a visual encoder (frames -> (B,C,h,w)) or a model holding one as `.visual` (an `SSPL`);
-    frames: (B,3,S,S) float, already normalized for it (`sspl_lib.data.transforms.eval_frame`).
-    Returns (B,h,w) float32 on the frames' device."""
+    """The L2 norm over channels of a frozen visual map (B,h,w), an audio-free saliency (EZ-VSL's
+    object prior is the mean |v|: `maps.object_prior`). `encoder`: a visual encoder or a model with `.visual`."""
     visual = getattr(encoder, "visual", encoder)
     if frames.ndim != 4 or frames.shape[1] != 3:
         raise ValueError(f"feature_l2norm expects frames (B,3,S,S), got {tuple(frames.shape)}")

@@ -1,8 +1,5 @@
-"""torchrun / DistributedDataParallel helpers: process-group setup, device choice, synchronized batch norm.
-
-torch's `nn.SyncBatchNorm` refuses CPU tensors, so CPU (gloo) runs use `GlobalBatchNorm`: the same
-global-batch statistics, computed with differentiable all-reduces (`torch.distributed.nn`).
-"""
+"""torchrun / DDP helpers: process group, device choice, and `GlobalBatchNorm`, synchronized batch norm on
+CPU (gloo) through differentiable all-reduces (torch's SyncBatchNorm refuses CPU tensors)."""
 
 from __future__ import annotations
 
@@ -60,7 +57,6 @@ def barrier(info: DistInfo) -> None:
 
 
 def broadcast_object(obj, info: DistInfo):
-    """Rank 0's `obj` on every rank."""
     if not info.distributed:
         return obj
     box = [obj]

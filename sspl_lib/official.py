@@ -1,16 +1,6 @@
-"""Load the official SSPL checkpoints (zjsong/SSPL) into our `SSPL` model.
-
-The official training script saves four files:
-
-    frame_best.pth     VGG16 conv layers                 keys feat_extractor.<i>.*
-    sound_best.pth     VGGish + audio MLP  (DDP-wrapped)  keys module.features.* / module.embeddings.* / module.fc.{0,2}.*
-    pcm_best.pth       predictive coding module (DDP)    keys module.PredProcess.* / ErrorProcess.* / a0.* / b0.* / BN*
-    ssl_head_best.pth  SimSiam head (DDP)                keys module.projector.* / module.predictor.*
-
-`load_official(frame, sound, pcm, ssl_head)` returns the equivalent `SSPL` (VGG16 + VGGish, out_dim 512,
-SimSiam 2048/512) in eval mode; without `pcm` it is the w/o-PCM variant. tests/test_official.py checks
-loss, p/z and heatmaps against numbers produced by the official code.
-"""
+"""Load the official SSPL checkpoints (zjsong/SSPL) into our `SSPL`: `load_official(frame, sound, pcm,
+ssl_head)` with the four files the official training saves (frame_best.pth: VGG16; sound_best.pth: VGGish + MLP;
+pcm_best.pth; ssl_head_best.pth: the SimSiam head; DDP prefixes allowed). tests/test_official.py checks it."""
 
 from __future__ import annotations
 
@@ -55,15 +45,13 @@ class OfficialCheckpointError(ValueError):
 
 
 def _strip_module(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove the DistributedDataParallel `module.` prefix (when every key has it)."""
     if state and all(k.startswith("module.") for k in state):
         return {k[len("module."):]: v for k, v in state.items()}
     return dict(state)
 
 
 def official_key_map(part: str, keys, source: str | None = None) -> dict[str, str]:
-    """{official key: our key} for the keys of one official file (`part`: frame, sound, pcm, ssl_head);
-    keys outside the official layout raise `OfficialCheckpointError` naming `source`."""
+    """{official key: our key} of one official file; keys outside its layout raise."""
     out, unknown = {}, []
     for key in keys:
         for pattern, template in _RULES[part]:
@@ -87,12 +75,7 @@ def _convert_part(part: str, state: Mapping[str, torch.Tensor], source: str) -> 
 def convert_official_state_dicts(frame: Mapping, sound: Mapping, pcm: Mapping | None = None,
                                  ssl_head: Mapping | None = None, *, sources: Mapping[str, str] | None = None
                                  ) -> dict[str, torch.Tensor]:
-    """The four official state dicts (DDP `module.` prefixes allowed) -> one state dict of our `SSPL`.
-
-    `sources` optionally names where each part came from (for error messages). Keys that do not belong
-    to the official layout raise `OfficialCheckpointError`; completeness against a model is checked by
-    `load_official` (or `check_state_dict`).
-    """
+    """The four official state dicts -> one state dict of our `SSPL`."""
     sources = dict(sources or {})
     parts = {"frame": frame, "sound": sound, "pcm": pcm, "ssl_head": ssl_head}
     out: dict[str, torch.Tensor] = {}
@@ -126,8 +109,7 @@ def official_config(*, use_pcm: bool = True, cycles: int = 4) -> SSPLConfig:
 def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], *,
                      ignore_prefixes: tuple[str, ...] = (), sources: Mapping[str, str] | None = None,
                      origins: Mapping[str, str] | None = None) -> None:
-    """Raise `OfficialCheckpointError` listing missing / unexpected / mis-shaped keys (by file); `origins`
-    ({our key: official key}) names the official key of a mis-shaped tensor too."""
+    """Raise `OfficialCheckpointError` listing missing, unexpected and mis-shaped keys, by file."""
     sources, origins = dict(sources or {}), dict(origins or {})
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith(ignore_prefixes)}
     prefix_part = {"visual.": "frame", "audio.": "sound", "pcm.": "pcm", "head.": "ssl_head"}
@@ -177,12 +159,8 @@ def _load(path, part: str, device) -> dict:
 
 def load_official(frame, sound, pcm=None, ssl_head=None, *, cycles: int | None = None,
                   device: str | torch.device = "cpu") -> SSPL:
-    """Build our `SSPL` from the official checkpoint files, in eval mode on `device`.
-
-    frame, sound, pcm, ssl_head: paths to frame_best.pth, sound_best.pth, pcm_best.pth, ssl_head_best.pth.
-    With `pcm` the SSPL w/ PCM model (cycles inferred from the file unless given), else SSPL w/o PCM.
-    `ssl_head` is optional (heatmaps do not need it; the head then keeps its random initialization).
-    """
+    """Our `SSPL` from the official files in eval mode: w/ PCM with `pcm` (cycles from the file), else w/o
+    PCM; `ssl_head` is optional (heatmaps do not need it)."""
     paths = {"frame": frame, "sound": sound, "pcm": pcm, "ssl_head": ssl_head}
     states = {part: _load(p, part, "cpu") if p is not None else None for part, p in paths.items()}
     sources = {part: str(p) for part, p in paths.items() if p is not None}

@@ -22,8 +22,7 @@ def resolve(path: str | os.PathLike | None) -> Path | None:
 
 
 def relative_to_repo(path: str | os.PathLike) -> str:
-    """A path as stored in a run's config: relative to the repository root when it lies inside it (as given or
-    with symlinks resolved), else absolute."""
+    """A path as a run's config stores it: relative to the repository root when inside it."""
     p = Path(os.path.abspath(resolve(path)))
     for cand in (p, Path(os.path.realpath(p))):
         if cand.is_relative_to(REPO_ROOT):
@@ -41,9 +40,7 @@ def weights_dir() -> Path:
 
 
 def shown(path, *, name_outside: bool = False) -> str:
-    """A path as shown to a person (messages, figures, notebook outputs): relative to the repository root when
-    inside it, never this machine's absolute path to the repository; outside it the absolute path, or only
-    the last name with `name_outside` (a display that must not show machine paths at all)."""
+    """A path as shown to a person: relative to the repository, else absolute (or its name)."""
     p = resolve(path)
     try:
         return str(p.relative_to(REPO_ROOT))

@@ -20,8 +20,7 @@ LEVELS = 3
 
 
 def grouped_bn(bn: nn.Module, x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Batch norm with separate batch statistics for each of `groups` views stacked along the batch
-    (training); in eval mode (running statistics) one call serves all of them."""
+    """Batch norm with each of `groups` stacked views' own batch statistics (training); eval: one call."""
     if groups == 1 or not (bn.training or bn.running_mean is None):
         return bn(x)
     return torch.cat([bn(c) for c in x.chunk(groups)])
@@ -86,13 +85,8 @@ class PCM(nn.Module):
         return r
 
     def forward(self, v: torch.Tensor, audio: torch.Tensor, *, return_cycles: bool = False, groups: int = 1):
-        """v: visual map (B, dim, H, W); audio: L2-normalized embedding (B, audio_dim).
-
-        Returns the transformed map (B, out_dim, H, W); with `return_cycles`, the list of maps after the
-        initialization and after each cycle (the last equals the output).
-        `groups`: v stacks that many views (equal chunks along B) that are refined as if by separate calls
-        (each view's own batch-norm statistics) but with one convolution per layer for all of them (faster).
-        """
+        """v (B, dim, H, W), audio (B, audio_dim) L2-normalized -> (B, out_dim, H, W) (`return_cycles`: the maps
+        after the initialization and each cycle); `groups` views stacked along B keep their own batch-norm statistics."""
         if v.shape[0] % groups:
             raise ValueError(f"batch {v.shape[0]} is not divisible into {groups} groups")
         # initialization, top-down: level 2 = v, then levels 1, 0

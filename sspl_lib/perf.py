@@ -1,17 +1,6 @@
-"""Speed helpers that do not change what is computed: bf16 autocast, channels_last, optional torch.compile.
-
-    dev = perf.device("auto")                      # CUDA when available, else CPU
-    model = perf.to_channels_last(build_model(cfg).to(dev))
-    run = perf.maybe_compile(model, cfg.compile)   # the same model (eager) when compilation fails
-    with perf.autocast(dev, cfg.amp):
-        out = run(frames1, frames2, spects)
-    out["loss"].backward()                         # outside autocast (as torch recommends)
-
-`amp`: "auto" = bf16 on CUDA and float32 on CPU; "bf16" = bf16 everywhere (on CPUs with AMX VGG16 runs
-~5x faster than float32, with AVX512-BF16 only ~2x; heatmaps then differ from float32 by up to ~2e-2,
-cIoU not at all on the quick benchmark: benchmarks/README.md); "none" = float32. Parameters, optimizer
-state and the loss stay float32.
-"""
+"""Speed helpers that do not change what is computed: bf16 autocast (`amp`: "auto" = bf16 on CUDA only,
+"bf16", "none"; the measured speed and error: benchmarks/README.md), channels_last, torch.compile with an eager
+fallback."""
 
 from __future__ import annotations
 
@@ -25,14 +14,12 @@ AMP_MODES = ("auto", "bf16", "none")
 
 
 def device(name: str = "auto") -> torch.device:
-    """"auto": CUDA when available, else CPU; otherwise the named device (the training code's rule)."""
     from .distributed import choose_device
 
     return choose_device(name)
 
 
 def amp_dtype(device: torch.device | str, amp: str) -> torch.dtype | None:
-    """The autocast dtype of `amp` on `device` (None = float32)."""
     if amp not in AMP_MODES:
         raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
     dev = torch.device(device)
@@ -42,7 +29,6 @@ def amp_dtype(device: torch.device | str, amp: str) -> torch.dtype | None:
 
 
 def autocast(device: torch.device | str, amp: str = "auto"):
-    """A bf16 autocast context on `device` when `amp` asks for one, else a no-op context."""
     dtype = amp_dtype(device, amp)
     if dtype is None:
         return contextlib.nullcontext()
@@ -50,20 +36,16 @@ def autocast(device: torch.device | str, amp: str = "auto"):
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:
-    """Convert 4-D parameters/buffers to channels_last in place (oneDNN / cuDNN run NHWC without the
-    layout reorders around every convolution). Results are unchanged up to float rounding (~1e-6).
-    Inputs may stay NCHW: the first convolution produces channels_last output from channels_last weights."""
+    """Convert 4-D parameters / buffers to channels_last in place (same results up to float rounding)."""
     return model.to(memory_format=torch.channels_last)
 
 
 def channels_last_input(x: torch.Tensor) -> torch.Tensor:
-    """A 4-D batch in channels_last memory format (other tensors unchanged)."""
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 class CompiledWithFallback(nn.Module):
-    """Calls the compiled module; on the first exception raised by compilation it warns and runs eager
-    from then on. Attributes (e.g. `heatmap`, `cfg`) and the state dict are those of the eager module."""
+    """The compiled module, switching to eager (with a warning) at its first compilation error."""
 
     def __init__(self, eager: nn.Module, compiled):
         super().__init__()
@@ -101,13 +83,7 @@ class CompiledWithFallback(nn.Module):
 
 def maybe_compile(model: nn.Module, enabled: bool, *, backend="inductor", mode: str | None = None,
                   dynamic: bool | None = None) -> nn.Module:
-    """`model` itself when not `enabled`; else a `CompiledWithFallback` around `torch.compile(model)`.
-
-    Compilation errors never stop a run: an error raised by `torch.compile` itself (e.g. an unknown
-    backend) returns the eager model with a warning, and one raised lazily at the first call (the usual
-    case: missing C++ compiler, unsupported op) switches to eager with a warning. Save/load through the
-    eager model (`wrapper.eager` or the `model` you passed); the wrapper's state dict is the same.
-    """
+    """`model`, or a `CompiledWithFallback` around `torch.compile(model)` when `enabled`."""
     if not enabled:
         return model
     try:
@@ -120,7 +96,6 @@ def maybe_compile(model: nn.Module, enabled: bool, *, backend="inductor", mode: 
 
 
 def peak_memory_mib(dev: torch.device | str) -> float:
-    """Peak memory of this process in MiB: max allocated on CUDA, max RSS on CPU."""
     dev = torch.device(dev)
     if dev.type == "cuda":
         return torch.cuda.max_memory_allocated(dev) / 2**20

@@ -1,19 +1,7 @@
-"""`make reproduce`: execute the notebooks in order with papermill, with a profile's parameters.
+"""`make reproduce`: the notebooks in order with papermill and a profile's parameters (outputs in
+runs/<profile>/; `n_seeds = 0`: every study seed).
 
-    python -m sspl_lib.pipeline --profile quick              # executed copies in runs/quick/notebooks/
-    python -m sspl_lib.pipeline --notebooks 04_ablation       # the ablation only (`make ablation`)
-    python -m sspl_lib.pipeline --notebooks-in-place          # re-execute notebooks/*.ipynb themselves
-
-`make reproduce` runs REPRODUCE (01, 02, 03, 05); the ablation (04) is its own target, `make ablation`.
-
-Parameters: every notebook declares `profile` and reads all its settings from `params/<profile>.yaml`
-(sspl_lib.config.load_profile); the pipeline injects `profile`, `n_seeds = 0` (02 trains and 03 scores every
-seed of the profile's study; the notebooks' own default trains one) and, for a profile other than quick,
-`figures_dir = runs/<profile>/figures` (figures/ keeps the quick profile's figures that the README shows).
-Outputs go to `runs/<profile>/`.
-In-place runs inject nothing: the committed notebooks keep their own (quick-profile) defaults, and the
-per-run papermill metadata and the widget state are stripped so that only the outputs change. Works from
-any CWD (notebooks run with CWD = notebooks/); kernel `sspl` (installed by `make setup`).
+    python -m sspl_lib.pipeline --profile quick [--notebooks 04_ablation] [--notebooks-in-place]
 """
 
 from __future__ import annotations
@@ -37,7 +25,6 @@ class PipelineError(RuntimeError):
 
 
 def profile_parameters(notebook: str | Path, profile: str, extra: dict | None = None) -> dict:
-    """`profile` plus the `extra` parameters (e.g. {"config": {...}, "runs_dir": ...}) that the notebook declares."""
     import papermill as pm
 
     declared = pm.inspect_notebook(str(notebook))
@@ -58,8 +45,7 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def strip_run_metadata(path: Path) -> None:
-    """Drop papermill's per-run metadata (timings, paths) and the saved widget state (hundreds of kB of image
-    bytes that only a live kernel can use) from an executed notebook; a widget's output keeps a text note."""
+    """Drop papermill's per-run metadata and the saved widget state (a text note stays) from a notebook."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
@@ -76,7 +62,6 @@ def strip_run_metadata(path: Path) -> None:
 
 def run_notebook(src: Path, dst: Path, params: dict, *, kernel: str = KERNEL, cwd: Path = NOTEBOOK_DIR,
                  log_output: bool = False, timeout: int | None = None) -> float:
-    """Execute `src` into `dst` with papermill; returns the wall time in seconds."""
     import papermill as pm
 
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -89,12 +74,11 @@ def run_notebook(src: Path, dst: Path, params: dict, *, kernel: str = KERNEL, cw
 def run_pipeline(profile: str = "quick", *, notebooks=REPRODUCE, in_place: bool = False, kernel: str = KERNEL,
                  log_output: bool = False, notebook_dir: Path = NOTEBOOK_DIR, out_dir: Path | None = None,
                  require_results: bool = True, extra: dict | None = None, runs_dir: Path = RUNS_DIR) -> dict:
-    """Run the notebooks in order; returns {"executed": {name: seconds}, "skipped": [...], "figures": [...],
-    "results": path | None, "seconds": total}. Raises PipelineError on a failed notebook."""
+    """Run the notebooks in order; returns the executed ones' seconds, the skipped, figures, results.json."""
     t_start = time.time()
     t0 = time.perf_counter()
     check_kernel(kernel)
-    from .config import load_profile
+    from .profiles import load_profile
 
     try:
         load_profile(profile, **(extra or {}).get("config", {}))  # a bad profile fails here, before any notebook
@@ -143,7 +127,6 @@ def run_pipeline(profile: str = "quick", *, notebooks=REPRODUCE, in_place: bool 
 
 
 def select_notebooks(only=None) -> list[str]:
-    """The notebooks named (or prefixed, e.g. "04") by `only`, in pipeline order; REPRODUCE when none are given."""
     if not only:
         return list(REPRODUCE)
     unknown = [o for o in only if not any(n.startswith(o) for n in NOTEBOOKS)]

@@ -6,8 +6,8 @@ from dataclasses import fields
 import numpy as np
 import pytest
 
-from sspl_lib.config import (RENAMED, ConfigError, ProfileNotFoundError, SSPLConfig, changed_fields, load_profile,
-                             load_yaml, parse_overrides)
+from sspl_lib.config import RENAMED, ConfigError, SSPLConfig, changed_fields
+from sspl_lib.profiles import ProfileNotFoundError, load_profile, load_yaml, parse_overrides
 from sspl_lib.methods.registry import build_method
 from sspl_lib.paths import PARAMS_DIR
 

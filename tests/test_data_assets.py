@@ -14,7 +14,8 @@ from sspl_lib.data.asset_sound import loop_to, pitch_tempo
 from sspl_lib.data.assets import AssetError, load_assets
 from sspl_lib.data.demo_assets import make_demo_assets
 from sspl_lib.data.h5 import load_split
-from sspl_lib.data.synthetic import generate_benchmark, main, sample_rng
+from sspl_lib.data.synth_sample import sample_rng
+from sspl_lib.data.synthetic import generate_benchmark, main
 
 SIZES = dict(n_train=10, n_val=6, n_test=8, n_labeled=8)
 SPLITS = ("train", "val", "test_single", "test_multi", "labeled_images", "labeled_sounds")
@@ -238,7 +239,7 @@ def test_mask_file_and_overview(tmp_path, bench):
 
 
 def test_off_screen_clips_and_class_count(demo):
-    from sspl_lib.data.synthetic import render_sample
+    from sspl_lib.data.synth_sample import render_sample
 
     a = load_assets(demo, frame_size=32)
     infos = [render_sample(4, "train", i, frame_size=32, off_screen_frac=0.5, assets=a) for i in range(16)]

@@ -9,7 +9,8 @@ import pytest
 
 from sspl_lib.data.gt import flickr_gt_map, load_vggss_annotations, vggss_gt_map
 from sspl_lib.data.h5 import load_split
-from sspl_lib.data.synthetic import MAXOBJ, generate_benchmark, render_chunk, render_sample
+from sspl_lib.data.synth_sample import MAXOBJ, render_sample
+from sspl_lib.data.synthetic import generate_benchmark, render_chunk
 
 SPLITS = ("train", "val", "test_single", "test_multi", "labeled_images", "labeled_sounds")
 

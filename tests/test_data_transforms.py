@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from sspl_lib.data.synthetic import render_sample
+from sspl_lib.data.synth_sample import render_sample
 from sspl_lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, eval_frame, random_views
 
 OFFICIAL_EVAL = T.Compose([T.Resize(224, Image.BICUBIC), T.CenterCrop(224), T.ToTensor(),

@@ -18,7 +18,7 @@ from sspl_lib.experiments.evaluate import (derangement, evaluate_baseline, evalu
                                            find_test_splits, vggss_center_prior)
 from sspl_lib.experiments.results import results_json, results_table, write_results
 from sspl_lib.experiments.runs import load_run
-from sspl_lib.experiments.study import evaluate_profile
+from sspl_lib.experiments.study import evaluate_methods
 from sspl_lib.experiments.train import fit
 from sspl_lib.methods.registry import build_model
 
@@ -127,8 +127,9 @@ def test_test_splits_of_a_data_root(bench, tmp_path):
     assert list(find_test_splits(tmp_path)) == ["test"]
 
 
-def test_evaluate_profile_and_results_json(tmp_path, run_root, bench):
-    res, data = evaluate_profile(run_root, bench, batch_size=5, device="cpu", progress=False)
+def test_evaluate_methods_and_results_json(tmp_path, run_root, bench):
+    cfg = SSPLConfig(data_root=str(bench), **TINY)
+    res, data = evaluate_methods(cfg, run_root, ["sspl", "sspl_wo_pcm"], batch_size=5, device="cpu", progress=False)
     models = ["sspl", "sspl_wo_pcm", "center_prior", "whole_image", "feature_l2norm", "random", "sspl_shuffled_audio",
               "sspl_silent_audio", "sspl_wo_pcm_shuffled_audio", "sspl_wo_pcm_silent_audio"]
     assert list(res) == models and list(data) == ["single", "multi"]
@@ -145,9 +146,9 @@ def test_evaluate_profile_and_results_json(tmp_path, run_root, bench):
     direct = evaluate_model(load_run(run_root / "sspl"), bench / "test_multi.h5", batch_size=7)["summary"]["fixed"]
     assert out["sspl"]["multi"]["ciou"] == direct["ciou"] and out["sspl"]["multi"]["auc"] == direct["auc"]
     assert results_table(res).count("\n") == len(res) + 1
-    missing, _ = evaluate_profile(run_root, bench, models=("sspl", "absent"), controls=(), progress=False)
+    missing, _ = evaluate_methods(cfg, run_root, ["sspl", "sacl"], controls=(), progress=False)  # sacl: no run
     assert list(missing) == ["sspl", "center_prior", "whole_image", "feature_l2norm", "random"]
-    alone, _ = evaluate_profile(tmp_path / "no_runs", bench, models=("sspl",), progress=False)
+    alone, _ = evaluate_methods(cfg, tmp_path / "no_runs", ["sspl"], progress=False)
     assert list(alone) == ["center_prior", "whole_image", "random"]  # feature_l2norm needs a run's visual encoder
 
 

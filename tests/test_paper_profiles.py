@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sspl_lib import pipeline
-from sspl_lib.config import load_profile
+from sspl_lib.profiles import load_profile
 from sspl_lib.experiments.runs import load_checkpoint, read_history
 
 from official_layouts import tree_hash, write_flickr, write_vggsound, write_weights

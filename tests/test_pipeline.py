@@ -118,7 +118,7 @@ def test_papermill_f_profile_file_runs_a_notebook_on_that_profile(tmp_path):
     import subprocess
     import sys
 
-    from sspl_lib.config import load_profile
+    from sspl_lib.profiles import load_profile
     from sspl_lib.paths import PARAMS_DIR
 
     _kernel()

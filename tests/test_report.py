@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from sspl_lib.config import SSPLConfig, load_profile
+from sspl_lib.config import SSPLConfig
+from sspl_lib.profiles import load_profile
 from sspl_lib.experiments import runs
 from sspl_lib.experiments.progress import LivePlot, history_table
 from sspl_lib.experiments.report import history_facts, report
 from sspl_lib.experiments.results import results_facts
-from sspl_lib.experiments.runner import Budget
+from sspl_lib.experiments.jobs import Budget
 from sspl_lib.experiments.train import fit
 
 

@@ -1,5 +1,6 @@
-"""sspl_lib.experiments.runner and its report: a real tiny study through fit (cached, resumed, refused on a
-changed configuration), records that carry their overrides, seed statistics with the sample std."""
+"""A study with its own runs (experiments.study.run_study: ablation, seed study) and its report: a real tiny study
+through fit (cached, refused on a changed configuration), records that carry their overrides, seed statistics with
+the sample std (experiments.results.aggregate)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from sspl_lib.config import SSPLConfig, load_profile
+from sspl_lib.config import SSPLConfig
+from sspl_lib.profiles import load_profile
 from sspl_lib.data.testset import load_test_set
 from sspl_lib.experiments.evaluate import evaluate_model
-from sspl_lib.experiments.provenance import RunConflict
 from sspl_lib.experiments.report import headline, markdown, question_rows
-from sspl_lib.experiments.runner import Budget, Variant, ablation_variants, aggregate, run_study, seed_study
+from sspl_lib.experiments.jobs import METHODS, Budget, Variant, ablation_variants
+from sspl_lib.experiments.results import aggregate
+from sspl_lib.experiments.study import TrainingFailed, run_study, seed_study
 from sspl_lib.experiments.runs import load_run
 
 TINY = dict(img_size=48, encoder_width=8, pretrain_epochs=1, pretrain_batch_size=8, threads=1)
@@ -39,9 +42,9 @@ def test_ablation_variants_carry_their_overrides():
 def test_aggregate_is_mean_and_sample_std():
     recs = [_rec("a", s, c) for s, c in enumerate((0.2, 0.4, 0.9))]
     (row,) = aggregate(recs)
-    assert row["ciou_mean"] == pytest.approx(0.5)
+    assert row["ciou"] == pytest.approx(0.5)
     assert row["ciou_std"] == pytest.approx(np.std([0.2, 0.4, 0.9], ddof=1))  # sample std, not population
-    assert row["auc_mean"] == pytest.approx(0.25) and row["seeds"] == 3
+    assert row["auc"] == pytest.approx(0.25) and row["seeds"] == [0, 1, 2] and row["per_seed"]["2"]["ciou"] == 0.9
     assert "0.500 ± 0.361" in markdown([row], "variant")
     (one,) = aggregate(recs[:1])
     assert one["ciou_std"] == 0.0
@@ -55,7 +58,7 @@ def test_report_reads_overrides_not_names():
     recs = [_rec("sspl", 0, 0.8), _rec("misleading_name_7", 0, 0.3, {"pcm_cycles": 2}),
             _rec("sspl_wo_pcm", 0, 0.5, {"use_pcm": False})]
     rows, key = question_rows(recs, "cycles", base)
-    assert key == "pcm_cycles" and {r["pcm_cycles"]: r["ciou_mean"] for r in rows} == {2: 0.3, base.pcm_cycles: 0.8}
+    assert key == "pcm_cycles" and {r["pcm_cycles"]: r["ciou"] for r in rows} == {2: 0.3, base.pcm_cycles: 0.8}
     rows, key = question_rows(recs, "pcm", base)
     assert key == "variant" and [r["variant"] for r in rows] == ["sspl", "sspl_wo_pcm"]
     with pytest.raises(ValueError, match="unknown question"):
@@ -84,7 +87,7 @@ def test_tiny_study_runs_caches_and_refuses_another_configuration(bench, tmp_pat
     for name in ("sspl", "sspl_wo_pcm"):
         for s in (0, 1):
             run = root / name / f"seed{s}"
-            assert (run / "checkpoints" / "best.pt").is_file() and (run / "eval.json").is_file()
+            assert (run / "checkpoints" / "best.pt").is_file()
             cfg = SSPLConfig.load(run / "config.json")
             assert cfg.seed == s and cfg.epochs == 1 and cfg.val_samples == 8 and cfg.use_pcm == (name == "sspl")
     # a record is the evaluation of that run's best checkpoint on the first n_test samples
@@ -99,7 +102,8 @@ def test_tiny_study_runs_caches_and_refuses_another_configuration(bench, tmp_pat
     # another configuration: refused before anything is trained, naming the difference; the runs are kept
     best = root / "sspl_wo_pcm" / "seed0" / "checkpoints" / "best.pt"
     before = best.stat().st_mtime_ns
-    with pytest.raises(RunConflict, match=r"sspl_wo_pcm/seed0: cannot reuse or resume.*lr_head: 0\.002 -> 0\.0001"):
+    with pytest.raises(TrainingFailed, match=r"1 of 1 runs failed(.|\n)*RunConflict: .*sspl_wo_pcm/seed0: cannot "
+                                             r"reuse or resume.*lr_head: 0\.002 -> 0\.0001"):
         run_study(base.replace(lr_head=1e-4), variants[1:], (0,), root, budget, progress=False)
     assert best.stat().st_mtime_ns == before
 
@@ -112,13 +116,11 @@ def test_seed_study_uses_the_profile_settings(bench, tmp_path):
     rows = aggregate(recs, by=("variant", "split", "audio"))
     single = [r for r in recs if r["split"] == "single" and r["audio"] == "matched" and r["protocol"] == "fixed"]
     (row,) = [x for x in rows if x["split"] == "single" and x["audio"] == "matched"]
-    assert row["ciou_mean"] == pytest.approx(np.mean([r["ciou"] for r in single]))
-    assert row["seeds"] == 2
+    assert row["ciou"] == pytest.approx(np.mean([r["ciou"] for r in single]))
+    assert row["seeds"] == [3, 4]
 
 
-def test_run_study_refuses_a_derived_variant(tmp_path):
-    from sspl_lib.experiments.runner import METHODS
-
-    with pytest.raises(ValueError, match=r"\['ezvsl_ogl'\] are derived"):
+def test_run_study_refuses_a_derived_variant_without_its_runs(tmp_path):
+    with pytest.raises(ValueError, match=r"derived variant 'ezvsl_ogl' scores the runs of 'ezvsl': add that variant"):
         run_study(load_profile("quick"), [METHODS["ezvsl_ogl"]], (0,), tmp_path / "study")
     assert not (tmp_path / "study").exists()

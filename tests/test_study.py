@@ -1,6 +1,7 @@
-"""sspl_lib.experiments.study: the methods x seeds of a profile on a tiny generated benchmark, real runs trained by
-fit in parallel processes (run layout, reuse across thread counts, a failing job), scored with shared encoder
-outputs (bit-identical heatmaps), a derived entry (ezvsl_ogl) and results.json aggregated over seeds."""
+"""sspl_lib.experiments.study: the methods x seeds of a profile on a tiny generated benchmark, the job list, real
+runs trained by fit in parallel processes (run layout, reuse across thread counts, a failing job), scored with
+shared encoder outputs (bit-identical heatmaps), a derived entry (ezvsl_ogl) and results.json aggregated over
+seeds."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from sspl_lib.experiments.evaluate import evaluate_model, load_eval_split
 from sspl_lib.experiments.features import SharedFeatures
 from sspl_lib.experiments.results import results_json, results_table, write_results
 from sspl_lib.experiments.provenance import study_action
-from sspl_lib.experiments.runner import METHODS, method_runs, study_seeds
+from sspl_lib.experiments.jobs import METHODS, method_folder, method_runs, methods, plan, study_seeds
 from sspl_lib.experiments.runs import load_run
-from sspl_lib.experiments.study import TrainingFailed, evaluate_methods, plan, train_methods
+from sspl_lib.experiments.study import TrainingFailed, evaluate_methods, train_methods
 from sspl_lib.methods.ezvsl import EZVSL, EZVSLGated
 
 TINY = dict(img_size=48, pretrained=False, pcm_cycles=1, encoder_width=8, visual_dim=16, out_dim=16, audio_hidden=32,
@@ -52,9 +53,11 @@ def test_method_runs_layout(tmp_path):
     assert method_runs(tmp_path, "sacl", cfg) == {7: tmp_path / "sacl"}  # n_seeds=1: the profile's seed only
     assert method_runs(tmp_path, "ezvsl_ogl", cfg, 2) == method_runs(tmp_path, "ezvsl", cfg, 2)  # derived: ezvsl's
     assert METHODS["ezvsl_ogl"].test_map == {"ogl_alpha": 0.4} and METHODS["ezvsl_ogl"].train_as == "ezvsl"
-    jobs = plan(cfg, tmp_path, ["sspl_wo_pcm", "ezvsl_ogl"], n_seeds=0, threads=1)
-    assert [(j.method, j.seed, j.cfg.seed, j.cfg.use_pcm, j.cfg.threads) for j in jobs] == \
-        [("sspl_wo_pcm", s, s, False, 1) for s in (7, 1, 2)]
+    jobs = plan(cfg, methods(["sspl_wo_pcm", "ezvsl_ogl"]), study_seeds(cfg), method_folder(tmp_path, cfg.seed),
+                changes={"threads": 1})
+    assert [(j.name, j.seed, j.cfg.seed, j.cfg.use_pcm, j.cfg.threads) for j in jobs] == \
+        [("sspl_wo_pcm", s, s, False, 1) for s in (7, 1, 2)]  # the derived ezvsl_ogl trains nothing
+    assert [j.run_dir for j in jobs] == list(method_runs(tmp_path, "sspl_wo_pcm", cfg, 0).values())
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         method_runs(tmp_path, "nope", cfg)
 

@@ -10,7 +10,8 @@ import torch
 
 from sspl_lib import metrics
 from sspl_lib.audio import prepare_clip, vggish_examples
-from sspl_lib.config import ConfigError, SSPLConfig, load_profile, load_yaml, parse_overrides
+from sspl_lib.config import ConfigError, SSPLConfig
+from sspl_lib.profiles import load_profile, load_yaml, parse_overrides
 from sspl_lib.data.gt import AnnotationError, flickr_gt_map, gt_maps_for_split, vggss_box_pixels, vggss_gt_map
 from sspl_lib.methods.registry import build_model
 from sspl_lib.model import SSPL

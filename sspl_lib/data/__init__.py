@@ -1,12 +1,9 @@
-"""Data: synthetic benchmark, packed HDF5 format + datasets, ground-truth maps, real-data readers, preparation.
-
-Submodules are imported on first use of a name below (keeps `import sspl_lib.data` light).
-"""
+"""Data: benchmarks, packed HDF5 files, ground truth, real-data readers, preparation (imported lazily)."""
 
 from importlib import import_module
 
 _EXPORTS = {
-    "generate_benchmark": "synthetic", "render_sample": "synthetic", "class_table": "synthetic",
+    "generate_benchmark": "synthetic", "render_sample": "synth_sample", "class_table": "synth_sample",
     "split_gt_maps": "synthetic",
     "H5Writer": "h5", "AVDataset": "h5", "load_split": "h5", "open_h5": "h5", "DataFileError": "h5",
     "AugmentConfig": "transforms", "batch_train_views": "transforms", "eval_frame": "transforms",

@@ -1,8 +1,4 @@
-"""Composited scenes: cut-outs of real objects pasted over a random crop of a background photo.
-
-Randomness comes only from the `rng` passed in (a scene is a pure function of its generator state). The box of
-an object is the extent of its scaled alpha mask (alpha > 0.5), however much of it is occluded afterwards.
-"""
+"""Composited scenes: cut-outs pasted over a random crop of a background photo (a pure function of `rng`)."""
 
 from __future__ import annotations
 
@@ -17,7 +13,6 @@ MAX_OVERLAP = 0.12  # of the smaller box: objects may hide a little of each othe
 
 
 def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
-    """uint8 image to (h, w) bilinear (RGBA is resized premultiplied by PIL, no dark fringes)."""
     from PIL import Image
 
     if img.shape[1] == w and img.shape[0] == h:
@@ -43,8 +38,7 @@ def colour_jitter(rng: np.random.Generator, rgb: np.ndarray) -> np.ndarray:
 
 
 def scaled_cutout(rng: np.random.Generator, rgba: np.ndarray, area: float, size: int) -> np.ndarray:
-    """The cut-out scaled so its box covers `area` of a size x size frame (kept inside it), randomly flipped,
-    colour-jittered; float32 RGBA (h, w, 4) in [0, 1], cropped to its mask's extent (alpha > 0.5)."""
+    """A cut-out scaled to cover `area` of the frame, flipped, colour-jittered: RGBA (h, w, 4) in [0, 1]."""
     h0, w0 = rgba.shape[:2]
     s = np.sqrt(area * size * size / (h0 * w0))
     s = min(s, 0.9 * size / max(h0, w0))
@@ -66,8 +60,7 @@ def _overlap(a, b) -> float:
 
 
 def place_boxes(rng: np.random.Generator, size: int, dims: list[tuple[int, int]]) -> list[np.ndarray] | None:
-    """Pixel boxes [x0, y0, x1, y1) for objects of (h, w) `dims`, inside the frame, overlapping at most
-    MAX_OVERLAP; None when 200 tries do not fit them."""
+    """Pixel boxes for objects of (h, w) `dims`, overlapping at most MAX_OVERLAP (None: no fit)."""
     out: list[np.ndarray] = []
     for _ in range(200):
         if len(out) == len(dims):
@@ -82,11 +75,7 @@ def place_boxes(rng: np.random.Generator, size: int, dims: list[tuple[int, int]]
 
 def compose_scene(rng: np.random.Generator, size: int, assets: LoadedAssets, labels, *,
                   area_range=AREA_RANGE[1], occlusion_p: float = 0.35) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Paste one cut-out of each class in `labels` (the first is the sounding object) over a background crop.
-
-    Returns the frame uint8 (size, size, 3), the boxes (n, 4) normalized x0,y0,x1,y1 and the pasted masks
-    (n, size, size) float32: each object's whole alpha in frame coordinates, before any occlusion.
-    """
+    """One cut-out per class of `labels` over a background: frame, normalized boxes (n, 4), masks."""
     img = background_crop(rng, assets.backgrounds[int(rng.integers(len(assets.backgrounds)))], size)
     img = colour_jitter(rng, img)
     objs = []
@@ -116,7 +105,6 @@ def compose_scene(rng: np.random.Generator, size: int, assets: LoadedAssets, lab
 
 
 def _shrunk(obj: np.ndarray) -> np.ndarray:
-    """A float RGBA object at 80% of its size, cropped to its mask's extent again."""
     h, w = obj.shape[:2]
     small = _resize((obj * 255 + 0.5).astype(np.uint8), max(3, int(w * 0.8)), max(3, int(h * 0.8)))
     small = small.astype(np.float32) / 255

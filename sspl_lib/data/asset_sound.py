@@ -1,8 +1,4 @@
-"""Clips from real recordings: a random 3 s segment of one of a class's recordings (looped with a short fade
-when shorter), random gain, mild pitch and tempo change (librosa), ambient noise at a random SNR.
-
-Recordings arrive decoded at 16 kHz mono (`assets.load_assets`); randomness comes only from the `rng` passed in.
-"""
+"""Clips from real recordings: a random 3 s segment, gain, mild pitch and tempo change, ambient noise."""
 
 from __future__ import annotations
 

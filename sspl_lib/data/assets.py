@@ -1,12 +1,5 @@
-"""An asset folder of real media for the composited benchmark: layout, validation, decoding (cached per process).
-
-Layout (folder names are the class names, sorted):
-    classes/<name>/*.png|webp          RGBA cut-outs, alpha = the object's mask (or an RGB image + `<stem>_mask.png`)
-    classes/<name>/*.wav|flac|ogg|mp3  recordings of the class's sound (any rate, any channel count)
-    backgrounds/*.jpg|jpeg|png         photos (any size)
-    noise/*.wav|flac|ogg|mp3           optional ambient recordings mixed under the source
-Every problem raises `AssetError` whose message starts with the offending file or folder.
-"""
+"""An asset folder of real media for the composited benchmark: layout (data/README.md), validation,
+decoding cached per process; every problem raises `AssetError` naming the file."""
 
 from __future__ import annotations
 
@@ -39,8 +32,6 @@ class AssetClass:
 
 @dataclass(frozen=True, kw_only=True)
 class AssetIndex:
-    """The files of an asset folder (validated layout, nothing decoded yet)."""
-
     root: Path
     classes: tuple[AssetClass, ...]
     backgrounds: tuple[Path, ...]
@@ -207,8 +198,7 @@ _CACHE: dict[tuple, LoadedAssets] = {}
 
 
 def load_assets(root: str | os.PathLike, *, frame_size: int) -> LoadedAssets:
-    """Scan, validate and decode an asset folder; cached per process by (folder, frame size, fingerprint), so a
-    worker decodes each file once (forked workers inherit the parent's cache)."""
+    """Scan, validate and decode an asset folder (cached per process: forked workers inherit it)."""
     index = scan_assets(Path(root).resolve())
     key = (str(index.root), int(frame_size), index.fingerprint())
     if key not in _CACHE:
@@ -224,6 +214,5 @@ def load_assets(root: str | os.PathLike, *, frame_size: int) -> LoadedAssets:
 
 
 def asset_class_table(assets: LoadedAssets) -> list[dict]:
-    """meta.json's class table: index, name (the folder name), number of cut-outs and recordings."""
     return [dict(index=k, name=c.name, images=len(c.images), recordings=len(c.sounds))
             for k, c in enumerate(assets.index.classes)]

@@ -1,10 +1,5 @@
-"""Checks of a packed split when it is opened, before any training or scoring: what would otherwise train anyway
-(wrong frame encodings, NaN ground truth) or fail late (a missing dataset, different lengths, an empty split).
-
-Each error is a DataFileError naming the file, the dataset and, where it helps, the row. The checks read the
-datasets in chunks (no full copy of a large split); NaN / Inf is looked for over at most `SCAN_BYTES` per
-dataset, spread evenly over the file.
-"""
+"""Checks of a packed split when it is opened, before any training or scoring (docs/data.md); each error
+is a DataFileError naming the file, the dataset and the row."""
 
 from __future__ import annotations
 
@@ -68,7 +63,6 @@ def _check_spects(f, path) -> None:
 
 
 def _sounding(f) -> np.ndarray:
-    """Rows with a sounding, visible object (label >= 0; every row without labels)."""
     n = int(f["frames"].shape[0])
     return np.flatnonzero(f["label"][:] >= 0) if "label" in f else np.arange(n)
 
@@ -103,9 +97,7 @@ def _ground_truth_rows(f, path, rows: np.ndarray) -> np.ndarray:
 
 
 def check_split(path, role: str = "test", *, limit: int = 0, gt_external: bool = False) -> int:
-    """Check a packed split for `role` ("train", "val", "test"); returns its number of usable samples (val/test:
-    sounding samples with ground truth among the first `limit` sounding ones, 0 = all). `gt_external`: the ground
-    truth comes from elsewhere (Flickr XML, VGG-SS JSON)."""
+    """Check a split for `role` ("train", "val", "test"); returns its number of usable samples."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     with open_h5(path) as f:

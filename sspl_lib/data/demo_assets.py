@@ -1,10 +1,5 @@
-"""A small generated asset folder (the layout of `assets.py`) for tests and the demo profile.
-
-Cut-outs are drawn class shapes saved as RGBA PNG / lossless WebP or as RGB PNG + `*_mask.png`; recordings are
-the class sounds synthesized, resampled to 44.1 kHz stereo and saved as wav / ogg / flac (one shorter than 3 s
-per class, to exercise looping); backgrounds are noise-and-gradient "photos" saved as JPEG in several sizes;
-noise/ holds one ambient recording. CLI: `python -m sspl_lib.data.demo_assets data/assets_demo`.
-"""
+"""A small generated asset folder (drawn cut-outs, synthesized 44.1 kHz recordings, noise photos) for tests
+and the demo profile. CLI: `python -m sspl_lib.data.demo_assets data/assets_demo`."""
 
 from __future__ import annotations
 

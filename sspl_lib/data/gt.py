@@ -1,17 +1,5 @@
-"""Ground-truth maps and annotation readers of the two benchmarks (SoundNet-Flickr XML, VGG-SS JSON).
-
-Rules as the official evaluation defines them (SSPL `utils.testset_gt`):
-- Flickr: each annotator's box is in 256-px integer coordinates; it becomes
-  `int(size * v / 256)`, is filled as `[ymin:ymax, xmin:xmax]`, the fills are summed, divided by 2
-  and clipped at 1 (values in {0, 0.5, 1}).
-- VGG-SS: each normalized coordinate becomes `int(size * max(v, 0))`; the slice end clips the upper
-  side at `size`; the fills are unioned (values in {0, 1}).
-
-Inputs are checked without changing these rules: NaN/inf, pixel-scale VGG-SS coordinates (> 1.5) and boxes
-without 4 numbers raise; VGG-SS boxes partly outside [0, 1] are clipped by the rule above with a warning naming
-them; boxes that come out empty (inverted, fully outside, zero area) are warned about, and a Flickr file whose
-every box is empty raises AnnotationError (a silent all-zero map would score cIoU 0).
-"""
+"""Ground-truth maps and annotation readers of SoundNet-Flickr (XML) and VGG-SS (JSON), by the official
+evaluation's rules (docs/data.md); bad boxes raise or are warned about, never silently changed."""
 
 from __future__ import annotations
 
@@ -49,8 +37,7 @@ def fill_boxes(boxes_px: np.ndarray, size: int) -> np.ndarray:
 
 
 def parse_flickr_xml(xml: str | os.PathLike) -> np.ndarray:
-    """Boxes (M, 4) int of a Flickr-style XML file (path or XML text): `<annotation><object><bbox>`
-    children after the first are xmin, ymin, xmax, ymax in 256-px coordinates."""
+    """Boxes (M, 4) int, 256-px coordinates, of a Flickr XML file or text."""
     name = "<xml text>"
     try:
         if isinstance(xml, str) and xml.lstrip().startswith("<"):
@@ -102,7 +89,6 @@ def _flickr_problems(b: np.ndarray) -> list[str]:
 
 
 def _warn_boxes(name: str, boxes: np.ndarray, reasons: list[str], n: int, owners=None) -> None:
-    """One warning naming the boxes with a reason (at most 5 listed)."""
     bad = [k for k, r in enumerate(reasons) if r]
     who = (lambda k: f"{owners[k]} ") if owners is not None else (lambda k: "")
     listed = "; ".join(f"{who(k)}box {boxes[k].tolist()} {reasons[k]}" for k in bad[:5])
@@ -112,8 +98,7 @@ def _warn_boxes(name: str, boxes: np.ndarray, reasons: list[str], n: int, owners
 
 
 def flickr_gt_map(xml: str | os.PathLike, size: int = 224) -> np.ndarray:
-    """Flickr consensus map (size, size) float64 in {0, 0.5, 1} from an XML path or text. Boxes that come out
-    empty are warned about; when every one does, AnnotationError names the file."""
+    """The Flickr consensus map (size, size) in {0, 0.5, 1} of an XML file or text."""
     boxes = parse_flickr_xml(xml)
     fills = fill_boxes(np.trunc(size * boxes / FLICKR_SIZE).astype(np.int64), size)  # int(size * v / 256)
     empty = ~fills.reshape(len(fills), -1).any(1)  # (M,)
@@ -192,13 +177,11 @@ def load_vggss_annotations(json_path: str | os.PathLike) -> dict[str, list[list[
 
 
 def load_vggss_classes(json_path: str | os.PathLike) -> dict[str, str]:
-    """{file id: class name} of a VGG-SS style JSON."""
     return {str(e["file"]): str(e.get("class", "")) for e in json.loads(Path(json_path).read_text())}
 
 
 def load_id_list(csv_path: str | os.PathLike) -> list[str]:
-    """Ids of the first column of a test list (`vggss_test_4692.csv`: id a line;
-    `flickr_test249_in5k.csv`: `id,index` a line)."""
+    """Ids of the first column of a test list (`vggss_test_4692.csv`, `flickr_test249_in5k.csv`)."""
     path = Path(csv_path)
     if not path.is_file():
         raise AnnotationError(f"{path}: test id list not found (it ships in the official SSPL repository, metadata/)")
@@ -207,8 +190,7 @@ def load_id_list(csv_path: str | os.PathLike) -> list[str]:
 
 def gt_maps_for_split(ids, *, flickr_dir: str | os.PathLike | None = None,
                       vggss: str | os.PathLike | dict | None = None, size: int = 224) -> np.ndarray:
-    """Ground-truth maps (N, size, size) float32 for `ids`, from a folder of `<id>.xml` (Flickr style)
-    or a VGG-SS JSON path / loaded dict. A missing id raises AnnotationError naming it."""
+    """Ground-truth maps (N, size, size) of `ids` from a folder of `<id>.xml` or a VGG-SS JSON."""
     ids = [str(i) for i in ids]
     if (flickr_dir is None) == (vggss is None):
         raise ValueError("give exactly one of flickr_dir= or vggss=")

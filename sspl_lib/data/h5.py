@@ -1,10 +1,5 @@
-"""The packed sspl HDF5 format (one file per split): chunked atomic writer, readers, `AVDataset`.
-
-Datasets: `frames` uint8 (N,S,S,3), `audio` float32 (N,48000), `spects` float32 (N,3,96,64),
-`ids` utf-8 bytes of fixed length (N,) (`S<n>`, n = the longest id; older files hold
-variable-length strings, read the same way), optional `label` int16, `boxes` float32 (N,4), `all_boxes`, `all_labels`, `gt`.
-Attrs: `format`="sspl-h5/1", `frame_size`, `sample_rate`, `source`, ...
-"""
+"""The packed HDF5 format, one file per split (docs/data.md): the atomic chunked writer, readers,
+`AVDataset`."""
 
 from __future__ import annotations
 
@@ -45,7 +40,6 @@ def encode_ids(ids) -> np.ndarray:
 
 
 def fsync_path(path: str | os.PathLike) -> None:
-    """Flush a file's (or a folder's) written data to the disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -54,11 +48,7 @@ def fsync_path(path: str | os.PathLike) -> None:
 
 
 class H5Writer:
-    """Write items in chunks to `<path>.partial`; `close()` syncs it and renames it to `path` (atomic on one
-    filesystem). A fresh partial file is started every time (an HDF5 file killed mid-write is not trusted;
-    crash-safe resumable preparation keeps its own journal, see `prepare`).
-    Use as a context manager: on an exception the partial file is kept, not renamed.
-    """
+    """Write items in chunks to `<path>.partial`; `close()` syncs and renames it to `path`."""
 
     def __init__(self, path: str | os.PathLike, *, attrs: dict | None = None):
         self.path = Path(path)
@@ -100,7 +90,6 @@ class H5Writer:
         ds[:] = old.astype(dtype)
 
     def close(self, commit: bool = True) -> Path:
-        """Close; with `commit`, sync the partial file to the disk and rename it to the final path."""
         self.f.close()
         if commit:
             fsync_path(self.partial)
@@ -153,18 +142,12 @@ def load_split(path: str | os.PathLike, keys=None) -> dict:
 
 
 def read_ids(path: str | os.PathLike) -> list[str]:
-    """The `ids` of a packed file."""
     return load_split(path, ["ids"])["ids"]
 
 
 class AVDataset(torch.utils.data.Dataset):
-    """Items of one packed file. The file is opened lazily, once per worker process (picklable).
-
-    train: {frame_view1, frame_view2 (3,img,img) float, spect (3,96,64), index}
-    eval:  {frame (3,img,img), spect, index, id} + box (4,), label, gt (224,224) when stored.
-    `raw_frames=True` returns the stored uint8 frame (S,S,3) as `frame_uint8` instead of the views
-    (for `transforms.batch_train_views` on the device). Augmentation RNG = (seed, epoch, index).
-    """
+    """Items of one packed file, opened lazily once per worker. train: two views, spect, index; eval: frame,
+    spect, index, id (+ box, label, gt); `raw_frames`: the uint8 frame instead of the views."""
 
     def __init__(self, path: str | os.PathLike, *, img_size: int = 224, train: bool = True, views: int = 2,
                  seed: int = 0, augment: AugmentConfig | None = None, raw_frames: bool = False):
@@ -187,7 +170,6 @@ class AVDataset(torch.utils.data.Dataset):
         return self.n
 
     def set_epoch(self, epoch: int) -> None:
-        """Change the augmentation stream (call once per epoch)."""
         self.epoch = int(epoch)
 
     def _file(self) -> h5py.File:

@@ -1,12 +1,5 @@
-"""An ordered process-pool map that survives worker processes dying (decoder crash, OOM killer, signal).
-
-`isolated_map(fn, args, workers=..., on_death=...)` yields `fn(a)` for every `a`, in order, computed in forked
-worker processes. When a worker dies, the pool breaks: every item in flight is then redone alone in a fresh
-process, so only an item that kills its own process gives `on_death(a, how)` instead of a result; the others
-are unaffected and the run goes on. `fn` should catch its own exceptions (an exception it lets through, or a
-result that cannot be sent back, also becomes `on_death`). Workers die with their parent (Linux
-PR_SET_PDEATHSIG), so a kill -9 of the run leaves no orphan processes behind.
-"""
+"""An ordered process-pool map that survives workers dying: `isolated_map(fn, args, workers, on_death)`
+redoes the items in flight alone, so only an item that kills its own process gives `on_death(a, how)`."""
 
 from __future__ import annotations
 
@@ -19,7 +12,6 @@ from concurrent.futures.process import BrokenProcessPool
 
 
 def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
     try:
         import ctypes
 
@@ -54,8 +46,7 @@ def run_alone(fn: Callable, a, on_death: Callable, ctx=None):
 
 
 def _abandon(ex: ProcessPoolExecutor) -> None:
-    """Drop a broken pool without waiting on it: a worker killed while holding one of the pool's queue locks can
-    leave a waiting shutdown blocked for ever (seen once under heavy load); its futures are already settled."""
+    """Drop a broken pool without waiting (a worker killed holding a queue lock can block a shutdown)."""
     procs = list((getattr(ex, "_processes", None) or {}).values())
     ex.shutdown(wait=False, cancel_futures=True)
     for p in procs:
@@ -64,7 +55,7 @@ def _abandon(ex: ProcessPoolExecutor) -> None:
 
 
 def isolated_map(fn: Callable, args: Iterable, *, workers: int, on_death: Callable) -> Iterator:
-    """`fn(a)` for each `a` of `args`, in order, in `workers` processes (see module doc)."""
+    """`fn(a)` for each `a` of `args`, in order, in `workers` processes."""
     ctx = mp.get_context("fork")
     workers = max(1, int(workers))
     ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=die_with_parent)

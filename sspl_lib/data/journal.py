@@ -1,23 +1,5 @@
-"""The durable log of a resumable preparation run (a checksummed journal plus immutable segment files), how a
-run opens, verifies and resumes it, and how the final file is assembled from it.
-
-Why not append to one HDF5 file and resume it: HDF5 updates its metadata (chunk B-trees, heaps) in place, so a
-process killed in the middle of a write can leave rows that were already confirmed unreadable, zero-filled or
-with a broken heap ("bad heap index"). Here nothing that was confirmed is ever written again:
-
-- Rows are committed in segments: `<out>.parts/seg-<k>.npz` (one `chunk` of items, uncompressed numpy arrays;
-  ids as a unicode array, no pickle), written to a `.tmp` name, fsync'ed, renamed into place, folder fsync'ed.
-- Then one journal line confirms the segment: `<crc32 hex> <json>\\n` with the segment's number, file size and
-  crc32 and every item of the chunk (id, "ok"/"skipped", reason or flags), appended with one write + fsync.
-  Line 0 is a header with the run's parameters (a resume with other parameters is refused).
-- Reading the journal keeps the longest consistent prefix: a line that is torn, has a wrong checksum, does not
-  parse or is out of sequence ends it, and the file is truncated there (so later lines never follow garbage).
-  Each confirmed segment is then verified (size + crc32 of its bytes); the first that fails drops itself and
-  every later line, whose items are simply prepared again.
-- The final file is built from the segments, in journal order, into a fresh `<out>.partial` (`h5.H5Writer`),
-  fsync'ed and renamed to `<out>`; a last "done" line lets a run killed during clean-up finish it.
-A kill at any point therefore loses at most the chunk in flight (and the assembly), never a confirmed row.
-"""
+"""The durable log of a resumable preparation: a checksummed journal plus immutable segment files, how a
+run opens, verifies and resumes it, and how the final file is assembled (the design: docs/data.md)."""
 
 from __future__ import annotations
 
@@ -63,7 +45,7 @@ def _parse(line: bytes) -> dict | None:
 
 
 class Journal:
-    """Append-only, checksummed, fsync'ed journal (see module doc). Records are dicts with a `seq` number."""
+    """Append-only, checksummed, fsync'ed journal (docs/data.md). Records are dicts with a `seq` number."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -73,7 +55,6 @@ class Journal:
 
     @classmethod
     def create(cls, path: str | os.PathLike, params: dict) -> "Journal":
-        """A new journal holding only the header (written atomically: tmp file, fsync, rename)."""
         j = cls(path)
         j.header = {"seq": 0, "tool": JOURNAL_TOOL, "params": params}
         line = _line(j.header)
@@ -89,8 +70,7 @@ class Journal:
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> tuple["Journal", int]:
-        """The consistent prefix of an existing journal, the file truncated to it; returns (journal, number of
-        lines dropped). A file whose first line is not our header raises JournalError naming it."""
+        """The consistent prefix of a journal, the file truncated to it; returns (journal, lines dropped)."""
         j = cls(path)
         data = j.path.read_bytes()
         lines = data.splitlines(keepends=True)
@@ -111,7 +91,6 @@ class Journal:
         return j, dropped
 
     def truncate(self, n_records: int) -> None:
-        """Keep the header and the first n records (the file cut after them, fsync'ed)."""
         self.records, self.ends = self.records[:n_records], self.ends[:n_records + 1]
         with open(self.path, "r+b") as f:
             f.truncate(self.ends[-1])
@@ -119,7 +98,6 @@ class Journal:
             os.fsync(f.fileno())
 
     def append(self, record: dict) -> None:
-        """Append one record (its `seq` is set here) with a single write, then fsync."""
         record = {**record, "seq": len(self.records) + 1}
         line = _line(record)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
@@ -216,8 +194,7 @@ def check_ours(path: Path, why: str = "") -> None:
 
 
 def open_journal(out: Path, params: dict, resume: bool) -> Journal:
-    """The journal of a run writing `out`: the verified consistent prefix of an interrupted run's (resume), or a
-    new one. Refuses a journal, segments folder or partial file that is not ours, and other parameters."""
+    """The journal of a run writing `out`: an interrupted run's verified prefix (resume), or a new one."""
     path, parts, partial = (out.with_name(out.name + s) for s in (".journal", ".parts", ".partial"))
     if path.exists():
         j, dropped = Journal.read(path)  # JournalError if it is not ours

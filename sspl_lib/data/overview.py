@@ -1,5 +1,4 @@
-"""What a benchmark folder holds: reuse-or-generate, split statistics, and the figures of notebook 01
-(class names from its meta.json: drawn classes or an asset folder's class folders)."""
+"""What a benchmark folder holds: reuse-or-generate, split statistics, notebook 01's figures."""
 
 from __future__ import annotations
 
@@ -10,14 +9,14 @@ import numpy as np
 
 from ..paths import resolve
 from .h5 import load_split
-from .synthetic import AV_SPLITS, LISTEN_SPLITS, class_table, generate_benchmark
+from .synth_sample import AV_SPLITS, class_table
+from .synthetic import LISTEN_SPLITS, generate_benchmark
 
 GENERATION_KEYS = ("seed", "frame_size", "n_classes", "off_screen_frac", "n_annotators", "store_audio")  # + assets
 
 
 def ensure_benchmark(out_dir, *, regenerate: bool = False, **params) -> tuple[Path, bool]:
-    """The benchmark at `out_dir` made with `params` (keywords of `generate_benchmark`): reused when its
-    meta.json records the same sizes and settings, else (re)generated. Returns (folder, reused)."""
+    """The benchmark at `out_dir` made with `params`: reused when its meta.json matches; (folder, reused)."""
     root = resolve(out_dir)
     meta_path = root / "meta.json"
     if meta_path.is_file() and not regenerate:
@@ -38,7 +37,6 @@ def ensure_benchmark(out_dir, *, regenerate: bool = False, **params) -> tuple[Pa
 
 
 def _same_assets(meta: dict, assets) -> bool:
-    """Whether a meta.json was made from `assets` (None: drawn) with the asset files as they are now."""
     if assets is None:
         return "assets" not in meta
     from .assets import scan_assets
@@ -48,7 +46,6 @@ def _same_assets(meta: dict, assets) -> bool:
 
 
 def class_list(root) -> list[dict]:
-    """The class table of a benchmark folder: meta.json's `classes` (index, name, ...), else the drawn table."""
     meta = resolve(root) / "meta.json"
     if meta.is_file():
         return json.loads(meta.read_text())["classes"]
@@ -130,8 +127,7 @@ def _draw_boxes(ax, boxes: np.ndarray, sounding: np.ndarray, size: int) -> None:
 
 
 def class_scenes(root, split: str = "test_multi", ncols: int = 4):
-    """One scene per class (the first of `split` whose sounding object is of that class), boxes drawn
-    (red = sounding, white = the others), titled with the class name."""
+    """One scene per class, boxes drawn (red = sounding), titled with the class name."""
     import matplotlib.pyplot as plt
 
     d = load_split(resolve(root) / f"{split}.h5", keys=["frames", "boxes", "all_boxes", "label"])
@@ -168,7 +164,6 @@ def class_players(root, split: str = "labeled_sounds"):
 
 
 def text_table(rows: list[dict]) -> str:
-    """Rows of dicts as an aligned plain-text table (stable under nbval)."""
     keys = list(rows[0])
     cells = [keys] + [[str(r[k]) for k in keys] for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(keys))]

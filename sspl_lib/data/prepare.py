@@ -1,27 +1,5 @@
-"""Raw downloads -> one packed sspl HDF5 file (parallel, resumable, with a report of every skip).
-
-Inputs (`src`): a folder of videos (.mp4/.mkv/.webm/..., id = file stem, searched recursively), or a folder
-with `frames/` (`<id>.jpg` or `<id>/*.jpg`, the middle one is used) and `audio/` (`<id>.wav|.mp3|...`);
-`src/Data/` (the Flickr 5k_labeled layout) is looked into as well. Per item: middle frame resized to
-frame_size x frame_size RGB, the official audio clip (`audio.prepare_clip`: centred 3 s, 16 kHz mono,
-min-max to [-1, 1]) and its VGGish log-mel (3, 96, 64). Optional `annotations` (a folder of Flickr XML
-files or a VGG-SS JSON) add `gt` maps; ids without one are skipped (logged).
-
-Policy: undecodable or empty inputs, and any other per-item exception (e.g. PIL's DecompressionBombError) or
-a worker process that dies on an item, are skipped and listed in `<out stem>.skipped.csv` with the reason
-(file, exception type and message); silent audio (peak < 1e-4) is kept and flagged in `<out stem>.report.csv`
-(its clip is constant -1) unless `silent="skip"`; boxes outside the image are clipped, with a warning.
-
-Crash safety and resume (`journal.py` explains the design and does it): items are committed a chunk at a time to immutable
-segment files `<out>.parts/seg-*.npz`, each confirmed by a checksummed, fsync'ed line of `<out>.journal`; a
-rerun with the same arguments continues from the last consistent, verified prefix (a kill -9 at any point,
-torn journal lines included, costs at most the chunk in flight). The final file is assembled from the
-segments into a fresh `<out>.partial`, fsync'ed and renamed to `<out>`: it is the same (ids, order, array
-bytes) as an uninterrupted run's. Ids are stored as fixed-length utf-8 bytes (no HDF5 heap). Files this
-module writes carry the attribute `sspl_prepared`; an existing `<out>` or `<out>.partial` without it is
-never overwritten (FileExistsError naming it). Needs about twice the final size on disk while assembling.
-CLI: `python -m sspl_lib.data.prepare --src ... --out ...`.
-"""
+"""Raw downloads -> one packed HDF5 file: parallel, resumable after any kill, each skipped item reported
+(inputs, policy and crash safety: docs/data.md). CLI: `python -m sspl_lib.data.prepare --src ... --out ...`."""
 
 from __future__ import annotations
 
@@ -63,7 +41,7 @@ class PrepareReport:
 
 
 def find_items(src: str | Path) -> list[Item]:
-    """Items of a raw folder, sorted by id (see module doc for the layouts)."""
+    """Items of a raw folder, sorted by id (layouts: docs/data.md)."""
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: source folder not found")
@@ -176,26 +154,15 @@ def _write_csv(path: Path, rows) -> None:
 def prepare_folder(src, out, *, frame_size: int = 256, annotations=None, gt_size: int = 224, silent: str = "keep",
                    workers: int = 2, chunk: int = 16, resume: bool = True, stop_after: int | None = None,
                    source: str = "custom", progress: bool = True, ids=None) -> PrepareReport:
-    """Prepare every item of `src` into the packed file `out` (see module doc). `stop_after`: stop (as if
-    interrupted) after that many items of this call, leaving the journal and segments for a resume. `ids`: only
-    these items (e.g. a test list); an id with no media in `src` is a logged skip."""
+    """Prepare the items of `src` (or of `ids`) into `out`; `stop_after`: stop as if interrupted."""
     from tqdm.auto import tqdm
 
     import_module("..audio", __package__)  # imported once here (torch), inherited by the forked workers
 
     t0, out = time.perf_counter(), Path(out)
     parts, report = out.with_name(out.name + ".parts"), PrepareReport(out=out)
-    items = find_items(src)
-    if ids is not None:
-        wanted = list(dict.fromkeys(str(i) for i in ids))
-        have = {it.id: it for it in items}
-        items = [have.get(i) or Item(id=i, problem=f"{src}: no frame / audio / video for this id") for i in wanted]
-        items.sort(key=lambda it: it.id)
-    ann = annotations
-    if ann is not None and Path(ann).suffix.lower() == ".json":
-        ann = load_vggss_annotations(ann)
-    elif ann is not None and not Path(ann).is_dir():
-        raise FileNotFoundError(f"{ann}: annotations must be a folder of <id>.xml or a VGG-SS .json file")
+    items = _items(src, ids)
+    ann = _annotation_source(annotations)
     params = dict(src=str(Path(src).resolve()), frame_size=frame_size, gt_size=gt_size, silent=silent,
                   annotations=None if annotations is None else str(Path(annotations).resolve()), source=source,
                   ids=None if ids is None else sorted(str(i) for i in ids))
@@ -208,23 +175,10 @@ def prepare_folder(src, out, *, frame_size: int = 256, annotations=None, gt_size
     if stop_after is not None:
         todo, report.interrupted = todo[:stop_after], stop_after < len(todo)
     _ANNOTATIONS["ann"] = ann
-    seg = sum(r["kind"] == "segment" for r in j.records)
     bar = tqdm(total=len(items), initial=len(seen), desc="prepare", unit="item", disable=not progress)
     try:
-        batch, lines = [], []
-        args = [(it, frame_size, gt_size, silent) for it in todo]
-        for k, (i, arrays, note) in enumerate(isolated_map(process_item, args, workers=workers, on_death=_died)):
-            lines.append((i, "ok" if arrays is not None else "skipped", note))
-            if arrays is not None:
-                batch.append((i, arrays))
-            if len(lines) >= chunk or k == len(todo) - 1:
-                rec = {"kind": "segment", "seg": seg, "items": lines, "file": None}
-                if batch:
-                    rec |= write_segment(parts, seg, {"ids": [b[0] for b in batch]} |
-                                         {key: np.stack([b[1][key] for b in batch]) for key in batch[0][1]})
-                j.append(rec)  # after the segment is on disk
-                bar.update(len(lines))
-                batch, lines, seg = [], [], seg + 1
+        _prepare_items(j, parts, [(it, frame_size, gt_size, silent) for it in todo], workers=workers, chunk=chunk,
+                       bar=bar)
     finally:
         bar.close()
     done = [tuple(x) for r in j.records if r["kind"] == "segment" for x in r["items"]]
@@ -241,6 +195,41 @@ def prepare_folder(src, out, *, frame_size: int = 256, annotations=None, gt_size
         j.path.unlink()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _items(src, ids) -> list[Item]:
+    items = find_items(src)
+    if ids is None:
+        return items
+    have = {it.id: it for it in items}
+    wanted = [have.get(i) or Item(id=i, problem=f"{src}: no frame / audio / video for this id")
+              for i in dict.fromkeys(str(i) for i in ids)]
+    return sorted(wanted, key=lambda it: it.id)
+
+
+def _annotation_source(annotations):
+    if annotations is not None and Path(annotations).suffix.lower() == ".json":
+        return load_vggss_annotations(annotations)
+    if annotations is not None and not Path(annotations).is_dir():
+        raise FileNotFoundError(f"{annotations}: annotations must be a folder of <id>.xml or a VGG-SS .json file")
+    return annotations
+
+
+def _prepare_items(j, parts: Path, args: list, *, workers: int, chunk: int, bar) -> None:
+    seg = sum(r["kind"] == "segment" for r in j.records)
+    batch, lines = [], []
+    for k, (i, arrays, note) in enumerate(isolated_map(process_item, args, workers=workers, on_death=_died)):
+        lines.append((i, "ok" if arrays is not None else "skipped", note))
+        if arrays is not None:
+            batch.append((i, arrays))
+        if len(lines) >= chunk or k == len(args) - 1:
+            rec = {"kind": "segment", "seg": seg, "items": lines, "file": None}
+            if batch:
+                rec |= write_segment(parts, seg, {"ids": [b[0] for b in batch]} |
+                                     {key: np.stack([b[1][key] for b in batch]) for key in batch[0][1]})
+            j.append(rec)  # after the segment is on disk
+            bar.update(len(lines))
+            batch, lines, seg = [], [], seg + 1
 
 
 def main(argv=None) -> None:

@@ -1,22 +1,5 @@
-"""The data of a profile, made ready once: a generated benchmark, or the packed splits of a real dataset.
-
-    prepare_data(cfg) -> {split name: packed file}      (notebook 01, `make reproduce PROFILE=...`)
-
-Generated benchmark (`dataset: synthetic`): written to `data_root` from the config's benchmark settings
-(`data_seed`, sizes, `frame_size`, `n_classes`), drawn, or composited from a folder of real cut-outs and
-recordings when `assets` names one (`data.assets`; its classes are the folder's), and reused when its
-meta.json records the same settings (and the same asset files). A
-folder that holds split files but no meta.json was not made by the generator: it is refused, never written over.
-
-Real dataset (`flickr`, `vggsound`): the official layout under `source_root` (see `data.real`) is packed into
-`data_root`, one file per split, each written only when absent (existing files are read, never replaced):
-
-    train.h5   the unlabeled training set (`train_subset`: 10k | 144k)
-    val.h5     annotated clips that are NOT in the test list, with gt maps (model selection; the official code
-               selects on the test set). Their frames/audio are read from `5k_labeled/Data/frames|audio`
-               (`<id>.jpg`, `<id>.wav`), boxes from the Flickr XML files / the VGG-SS JSON.
-    test.h5    the test list with gt maps (Flickr: 249 ids, jpg/wav + XML; VGG-SS: the official h5py_test files)
-"""
+"""The data of a profile, made ready once: a generated benchmark, or the packed splits of a real dataset
+(docs/data.md). `prepare_data(cfg) -> {split: file}` (notebook 01)."""
 
 from __future__ import annotations
 
@@ -31,7 +14,6 @@ NEEDS = {"train": ("frames", "spects"), "val": ("frames", "spects", "gt"), "test
 
 
 def benchmark_settings(cfg: SSPLConfig) -> dict:
-    """The keywords of `generate_benchmark` that the config sets."""
     out = dict(seed=cfg.data_seed, n_train=cfg.n_train, n_val=cfg.n_val, n_test=cfg.n_test, n_labeled=cfg.n_labeled,
                frame_size=cfg.frame_size, n_classes=cfg.n_classes, n_swap=cfg.n_swap, n_extended=cfg.n_extended)
     if cfg.assets:  # the classes are the asset folder's (n_classes is the drawn benchmark's)
@@ -40,7 +22,7 @@ def benchmark_settings(cfg: SSPLConfig) -> dict:
 
 
 def prepare_data(cfg: SSPLConfig, *, regenerate: bool = False, workers: int = 2, progress: bool = False) -> dict:
-    """Make the profile's data ready (see the module docstring); returns {split: path} of the packed files."""
+    """Make the profile's data ready; returns {split: path} of the packed files."""
     root = resolve(cfg.data_root)
     if cfg.dataset == "synthetic":
         return _synthetic(cfg, root, regenerate=regenerate, workers=workers, progress=progress)
@@ -117,7 +99,6 @@ def _prepared(report, split: str) -> Path:
 
 
 def split_table(files: dict) -> str:
-    """One line per packed split: samples, frame size, and which ground truth it carries."""
     lines = [f"{'split':16s} {'samples':>8s} {'frame':>7s}  ground truth"]
     for name, path in files.items():
         with open_h5(path) as f:

@@ -22,12 +22,10 @@ IN_MEMORY_BYTES = int(os.environ.get("SSPL_IN_MEMORY_BYTES", 6 * 2**30))
 
 # ----------------------------------------------------------------------------- data
 def split_path(cfg: SSPLConfig, split: str) -> Path:
-    """The packed file of a split of the config's data root."""
     return resolve(cfg.data_root) / f"{split}.h5"
 
 
 def check_training_data(cfg: SSPLConfig) -> None:
-    """The train and validation splits of a config, checked before training (`checks.check_split`)."""
     check_split(split_path(cfg, cfg.train_split), "train")
     check_split(split_path(cfg, cfg.val_split), "val", limit=cfg.val_samples)
 
@@ -56,7 +54,6 @@ class TrainStream:
             self.mem = torch.from_numpy(d["frames"]), torch.from_numpy(d["spects"])
 
     def indices(self, epoch: int) -> torch.Tensor:
-        """(steps, local batch) sample indices of this rank for `epoch` (drop_last)."""
         perm = torch.randperm(self.n, generator=seeded_generator(self.seed, epoch, 7))[: self.steps * self.batch]
         r0 = self.info.rank * self.local
         return perm.view(self.steps, self.batch)[:, r0:r0 + self.local]
@@ -73,8 +70,7 @@ class TrainStream:
             yield item["frame_uint8"], item["spect"]
 
     def loader(self) -> torch.utils.data.DataLoader:
-        """The DataLoader of a split too big for memory, made once: its workers (each with one HDF5 handle)
-        persist across epochs; each epoch only sets the sampler's indices."""
+        """The DataLoader of a split too big for memory, made once (its workers persist)."""
         if self._loader is None:
             ds = AVDataset(self.path, train=True, raw_frames=True)
             self._loader = torch.utils.data.DataLoader(
@@ -84,8 +80,7 @@ class TrainStream:
 
 
 class EpochSampler(torch.utils.data.Sampler):
-    """The sample indices of the current epoch, set from outside (a persistent DataLoader iterates its sampler
-    anew at every epoch, in the main process)."""
+    """The current epoch's indices, set from outside (a persistent DataLoader re-reads its sampler)."""
 
     def __init__(self):
         self.indices: list[int] = []
@@ -99,8 +94,7 @@ class EpochSampler(torch.utils.data.Sampler):
 
 def train_views(frames: torch.Tensor, aug: AugmentConfig, g: torch.Generator, *, views: int, batch: int,
                 offset: int, device) -> list[torch.Tensor]:
-    """Official train views (resize 1.1x, random crop, flip, normalize) of a rank's slice of a global batch;
-    the crop/flip parameters are drawn for the whole global batch so they do not depend on the world size."""
+    """The official train views of a rank's slice of a global batch (crops drawn for the whole batch)."""
     big = resize_uint8(to_chw(frames.to(device, non_blocking=True)), aug.resize_to)  # (b, 3, R, R)
     b = big.shape[0]
     out = []

@@ -1,8 +1,4 @@
-"""Synthetic scenes: textured coloured shapes (the visual classes) over cluttered backgrounds.
-
-Everything is computed on pixel grids with numpy (no per-pixel loops); randomness comes only from
-the `rng` passed in, so a scene is a pure function of its generator state.
-"""
+"""Drawn scenes: textured coloured shapes over cluttered backgrounds, a pure function of the `rng` given."""
 
 from __future__ import annotations
 
@@ -88,7 +84,6 @@ def texture_factor(texture: str, u: np.ndarray, v: np.ndarray, phase: float) -> 
 
 
 def smooth_noise(rng: np.random.Generator, size: int, grid: int, channels: int) -> np.ndarray:
-    """(size, size, channels) bilinear upsampling of a random (grid, grid, channels) lattice."""
     lat = rng.random((grid, grid, channels))
     pos = np.linspace(0, grid - 1, size)
     i0 = np.minimum(pos.astype(int), grid - 2)
@@ -100,7 +95,6 @@ def smooth_noise(rng: np.random.Generator, size: int, grid: int, channels: int) 
 
 
 def _dull_colour(rng: np.random.Generator) -> np.ndarray:
-    """A low-saturation colour (grey / brownish), never one of the class colours."""
     grey = rng.uniform(0.2, 0.75)
     hue = rng.random(3)
     return (grey + rng.uniform(0.05, 0.22) * (hue - hue.mean())).clip(0, 1)
@@ -127,7 +121,6 @@ def paint(img: np.ndarray, field: np.ndarray, colour: np.ndarray, win, scale_px:
 
 
 def _frame(size: int, cx, cy, hw, hh, rot):
-    """Window slices around an object and its unit-frame coordinates (u, v) there."""
     reach = 1.05 * np.hypot(hw, hh)
     y0, y1 = int(max(0, cy - reach)), int(min(size, cy + reach + 1))
     x0, x1 = int(max(0, cx - reach)), int(min(size, cx + reach + 1))
@@ -208,10 +201,7 @@ def occlude_edge(img: np.ndarray, rng: np.random.Generator, box, frac: float) ->
 
 def render_scene(rng: np.random.Generator, size: int, classes: list[VisualClass], labels, *,
                  area_range=(0.07, 0.35), n_distractors=(1, 4), occlusion_p=0.3) -> tuple[np.ndarray, np.ndarray]:
-    """Render objects of classes `labels` (the first one is the 'sounding' one).
-
-    Returns the frame uint8 (size, size, 3) and the objects' normalized boxes (n, 4) x0,y0,x1,y1.
-    """
+    """The frame uint8 (size, size, 3) and normalized boxes (n, 4) of objects of `labels` (first sounds)."""
     img = background(rng, size)
     for _ in range(int(rng.integers(*n_distractors))):
         draw_blob(img, rng, rng.uniform(0, size), rng.uniform(0, size), size * rng.uniform(0.05, 0.13))

@@ -1,8 +1,4 @@
-"""Synthetic class sounds: 3 s at 16 kHz, one characteristic sound type per class, over background noise.
-
-Each type has a class-specific spectral signature (pitch range, band, modulation) and random
-within-class variation (pitch, tempo, loudness, phase); all vectorized over the 48000 samples.
-"""
+"""Synthesized class sounds: 3 s at 16 kHz, one sound type per class over background noise."""
 
 from __future__ import annotations
 
@@ -18,7 +14,6 @@ SOUNDS = ("harmonic", "chirp_up", "am_tone", "noise_band", "clicks", "vibrato",
 
 
 def _pulses(rng, rate_range, duty_range=(0.35, 0.7)) -> np.ndarray:
-    """A smooth on/off envelope (48000,) at a random tempo."""
     rate = rng.uniform(*rate_range)
     ph = (T * rate + rng.random()) % 1.0
     duty = rng.uniform(*duty_range)
@@ -37,11 +32,7 @@ def _band_noise(rng, lo: float, hi: float, n: int = SR * SECONDS) -> np.ndarray:
 
 
 def _harmonics(f0: np.ndarray | float, amps) -> np.ndarray:
-    """Sum of harmonics k*f0 with amplitudes `amps`; f0 may vary over time (integrated phase).
-
-    Wavetable synthesis: one period (4096 points) of the harmonic sum, read at the running phase;
-    harmonics above 7.8 kHz at the highest f0 are left out (no aliasing).
-    """
+    """Harmonics k*f0 (f0 may vary) by wavetable synthesis, without aliasing."""
     f0 = np.broadcast_to(np.asarray(f0, np.float64), T.shape)
     k = np.arange(1, len(amps) + 1)
     amps = np.asarray(amps, np.float64) * (k * f0.max() < SR / 2 - 200)
@@ -100,7 +91,6 @@ def class_sound(kind: str, rng: np.random.Generator) -> np.ndarray:
 
 
 def background_noise(rng: np.random.Generator) -> np.ndarray:
-    """Pink-ish noise (48000,) with unit RMS (1/sqrt(f) amplitude shaping)."""
     n = SR * SECONDS
     spec = np.fft.rfft(rng.standard_normal(n))
     spec /= np.sqrt(np.maximum(np.fft.rfftfreq(n, 1 / SR), 20.0))
@@ -109,7 +99,6 @@ def background_noise(rng: np.random.Generator) -> np.ndarray:
 
 
 def sound_kinds(n_classes: int) -> list[str]:
-    """Sound type of each class (class k: type k mod 12)."""
     return [SOUNDS[k % len(SOUNDS)] for k in range(n_classes)]
 
 

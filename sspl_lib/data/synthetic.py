@@ -1,18 +1,6 @@
-"""Synthetic audio-visual localization benchmark: K visual classes (shape + colour + texture), each
-with a characteristic sound. Deterministic: sample `index` of `split` uses the generator seeded by
-(seed, split code, index), so serial and parallel generation give identical bytes.
-
-Splits: train / val (1-3 objects, the first sounds), test_single (1 object), test_multi (2-3 objects
-of different classes, one sounds), labeled_images (1 object + label + box), labeled_sounds (clip + label).
-Written only when asked for (`n_swap`, `n_extended` > 0; otherwise the files are exactly as without them):
-swap (2-3 objects of different classes; each scene stored once per object, with that object's sound: rows
-grouped by `scene`, `object` = the sounding one's index in `all_boxes`) and extended (the SLAVC extended
-protocol: half the clips have their sounding object in view, half hear an off-screen class or only noise;
-`visible` flags the first kind, `sound_label` is the heard class or -1).
-With `assets=DIR` the same splits are composited from a folder of real cut-outs, recordings and background
-photos (layout: `assets.py`, data/README.md) instead of drawn and synthesized.
-CLI: `python -m sspl_lib.data.synthetic --out data/synthetic/quick --n-train 3000 [--assets DIR]`.
-"""
+"""The generated benchmark folder (docs/data.md): packed splits, annotations and meta.json, drawn or
+composited from an asset folder.
+CLI: `python -m sspl_lib.data.synthetic --out data/synthetic/quick --n-train 3000 [--assets DIR]`."""
 
 from __future__ import annotations
 
@@ -26,136 +14,20 @@ import numpy as np
 import torch
 
 from . import asset_scene
-from .asset_sound import render_asset_audio
 from .assets import LoadedAssets, asset_class_table, load_assets
 from .h5 import H5Writer
-from .synth_scene import VisualClass, render_scene, visual_classes
-from .synth_sound import SR, render_audio, sound_kinds
+from .synth_sample import AREA_RANGE, AV_SPLITS, MAXOBJ, annotator_boxes, class_table, render_sample, render_swap_scene
+from .synth_scene import visual_classes
+from .synth_sound import SR
 
-SPLITS = {"train": 0, "val": 1, "test_single": 2, "test_multi": 3, "labeled_images": 4, "labeled_sounds": 5,
-          "swap": 6, "extended": 7}
-AV_SPLITS = ("train", "val", "test_single", "test_multi")
 LISTEN_SPLITS = ("swap", "extended")  # audio-dependence test splits, written only when asked for
 EXTENDED_NONVISIBLE = 0.5  # fraction of extended clips without a visible source (SLAVC: 250 + 250 on Flickr)
 ANNOTATED = ("val", "test_single", "test_multi")
-MAXOBJ = 3
-AREA_RANGE = {1: (0.07, 0.26), 2: (0.06, 0.17), 3: (0.05, 0.12)}  # per object, by number of objects
 FORMAT_VERSION = "sspl-synth/1"
 
 
-def sample_rng(seed: int, split: str, index: int, stream: int = 0) -> np.random.Generator:
-    """The generator of one sample (stream 1 = annotators' jitter)."""
-    return np.random.default_rng([int(seed), SPLITS[split], int(index), stream])
-
-
-def class_table(n_classes: int) -> list[dict]:
-    """Per class: index, name, shape, colour, texture, sound."""
-    return [dict(index=k, name=f"{v.colour} {v.shape}", shape=v.shape, colour=v.colour, texture=v.texture, sound=s)
-            for k, (v, s) in enumerate(zip(visual_classes(n_classes), sound_kinds(n_classes)))]
-
-
-def annotator_boxes(seed: int, split: str, index: int, box: np.ndarray, n: int = 3) -> np.ndarray:
-    """n jittered copies (n, 4) int of a normalized box in 256-px coordinates (Flickr annotation style)."""
-    rng = sample_rng(seed, split, index, stream=1)
-    b = np.asarray(box, np.float64) * 256
-    side = np.array([b[2] - b[0], b[3] - b[1]] * 2)
-    jit = np.rint(b + rng.normal(0, 0.04, (n, 4)) * side).clip(0, 256)  # (n, 4)
-    jit[:, 2:] = np.maximum(jit[:, 2:], jit[:, :2] + 2)
-    return jit.astype(np.int64)
-
-
-def _renderers(rng: np.random.Generator, frame_size: int, n_classes: int, vclasses, assets):
-    """(n_classes, audio(k | None) -> wave, scene(labels, n_obj) -> (frame, boxes)) drawing from `rng`."""
-    if assets is not None:
-        def audio(k):
-            return render_asset_audio(rng, assets, k)
-
-        def scene(labels, n_obj):
-            frame, boxes, _ = asset_scene.compose_scene(rng, frame_size, assets, labels,
-                                                        area_range=asset_scene.AREA_RANGE[n_obj])
-            return frame, boxes
-        return assets.n_classes, audio, scene
-    kinds = sound_kinds(n_classes)
-
-    def audio(k):
-        return render_audio(rng, None if k is None else kinds[k])
-
-    def scene(labels, n_obj):
-        return render_scene(rng, frame_size, vclasses or visual_classes(n_classes), labels,
-                            area_range=AREA_RANGE[n_obj])
-    return n_classes, audio, scene
-
-
-def render_sample(seed: int, split: str, index: int, *, frame_size: int = 128, n_classes: int = 8,
-                  off_screen_frac: float = 0.0, vclasses: list[VisualClass] | None = None,
-                  assets: LoadedAssets | None = None):
-    """One sample -> (frame uint8 (S,S,3) or None, raw wave float32 (48000,) or None, info dict).
-    `assets`: composite its cut-outs over its backgrounds and cut its recordings (n_classes = its classes).
-
-    info: id, split, index, label (-1 = silent / off-screen), box (4,) normalized (NaN if none),
-    all_boxes (MAXOBJ, 4) NaN-padded, all_labels (MAXOBJ,) -1 padded, n_objects, audio ("class k" | "noise").
-    """
-    if split == "swap":
-        raise ValueError("split 'swap' has one row per object of a scene: use render_swap_scene")
-    rng = sample_rng(seed, split, index)
-    n_classes, audio, scene = _renderers(rng, frame_size, n_classes, vclasses, assets)
-    info = dict(id=f"{split}_{index:06d}", split=split, index=index, label=-1, box=np.full(4, np.nan, np.float32),
-                all_boxes=np.full((MAXOBJ, 4), np.nan, np.float32), all_labels=np.full(MAXOBJ, -1, np.int16),
-                n_objects=0, audio="noise")
-    if split == "labeled_sounds":
-        label = int(rng.integers(n_classes))
-        info.update(label=label, audio=f"class {label}")
-        return None, audio(label), info
-    if split in ("test_single", "labeled_images"):
-        n_obj = 1
-    elif split == "test_multi":
-        n_obj = int(rng.integers(2, MAXOBJ + 1))
-    else:
-        n_obj = int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25]))
-    n_obj = min(n_obj, n_classes)
-    labels = [int(k) for k in rng.choice(n_classes, n_obj, replace=False)]
-    frame, boxes = scene(labels, n_obj)
-    info.update(n_objects=n_obj)
-    info["all_boxes"][:n_obj], info["all_labels"][:n_obj] = boxes, labels
-    if split == "labeled_images":
-        info.update(label=labels[0], box=boxes[0])
-        return frame, None, info
-    silent = split in (*AV_SPLITS, "extended") and off_screen_frac > 0 and rng.random() < off_screen_frac
-    if not silent:
-        info.update(label=labels[0], box=boxes[0], audio=f"class {labels[0]}")
-        return frame, audio(labels[0]), info
-    absent = [k for k in range(n_classes) if k not in labels]
-    if absent and rng.random() < 0.5:  # an off-screen source
-        k = int(rng.choice(absent))
-        info["audio"] = f"class {k}"
-        return frame, audio(k), info
-    return frame, audio(None), info
-
-
-def render_swap_scene(seed: int, index: int, *, frame_size: int = 128, n_classes: int = 8,
-                      vclasses: list[VisualClass] | None = None, assets: LoadedAssets | None = None):
-    """Scene `index` of the swap split: 2-3 objects of different classes and one clip per object.
-    Returns (frame uint8 (S,S,3), waves [one float32 (48000,) per object, in object order], infos [one per
-    object: the `render_sample` info with that object as the sounding one, + scene and object])."""
-    rng = sample_rng(seed, "swap", index)
-    n_classes, audio, scene = _renderers(rng, frame_size, n_classes, vclasses, assets)
-    n_obj = min(int(rng.integers(2, MAXOBJ + 1)), n_classes)
-    labels = [int(k) for k in rng.choice(n_classes, n_obj, replace=False)]
-    frame, boxes = scene(labels, n_obj)
-    all_boxes, all_labels = np.full((MAXOBJ, 4), np.nan, np.float32), np.full(MAXOBJ, -1, np.int16)
-    all_boxes[:n_obj], all_labels[:n_obj] = boxes, labels
-    waves, infos = [], []
-    for j, k in enumerate(labels):
-        waves.append(audio(k))
-        infos.append(dict(id=f"swap_{index:06d}_{j}", split="swap", index=index, scene=index, object=j, label=k,
-                          box=np.asarray(boxes[j], np.float32), all_boxes=all_boxes, all_labels=all_labels,
-                          n_objects=n_obj, audio=f"class {k}"))
-    return frame, waves, infos
-
-
 def render_chunk(task: tuple) -> tuple[str, dict]:
-    """Samples [i0, i1) of a split as arrays ready for H5Writer.append (+ `annotators` for the XML files).
-    task = (seed, split, i0, i1, frame_size, n_classes, off_screen_frac, n_annotators[, assets folder])."""
+    """Samples [i0, i1) of a split as arrays for H5Writer.append (+ `annotators` for the XML files)."""
     seed, split, i0, i1, frame_size, n_classes, off_screen_frac, n_annot, *rest = task
     from ..audio import batch_log_mel, prepare_clip
 
@@ -220,20 +92,7 @@ def generate_benchmark(out_dir, *, seed: int = 0, n_train: int = 3000, n_val: in
                        off_screen_frac: float = 0.0, n_annotators: int = 3, store_audio: bool = True, workers: int = 2,
                        chunk: int = 64, progress: bool = True, assets=None, n_swap: int = 0,
                        n_extended: int = 0) -> Path:
-    """Write the benchmark folder (h5 per split, annotations/, meta.json); returns its path.
-
-    Drawn shapes and synthesized sounds of `n_classes` classes (default 8), or, with `assets` (an asset folder,
-    relative paths from the repo root), scenes composited from its files; its class folders are the classes
-    (decoded and checked here first: a bad asset raises `AssetError` naming the file before any work starts).
-
-    `store_audio=False` leaves the 192 kB/sample `audio` out of the audio-visual splits (the spects stay;
-    `render_sample` regenerates any clip), for 100k-sample sets.
-
-    `n_swap` scenes (one row per object: about 2.5 rows a scene) and `n_extended` clips of the audio-dependence
-    splits (module docstring); with 0 (the default) they are not written and nothing else changes.
-    """
-    from tqdm.auto import tqdm
-
+    """Write the benchmark folder (split files, annotations/, meta.json), drawn or from `assets`."""
     loaded = _load_for(assets, frame_size, n_classes)
     n_classes = loaded.n_classes if loaded else (8 if n_classes is None else n_classes)
     root = Path(out_dir)
@@ -245,14 +104,28 @@ def generate_benchmark(out_dir, *, seed: int = 0, n_train: int = 3000, n_val: in
     tasks = [(seed, sp, i, min(i + chunk, n), frame_size, n_classes, off_screen_frac, n_annotators, *extra)
              for sp, n in sizes.items() for i in range(0, n, chunk)]
     classes = asset_class_table(loaded) if loaded else class_table(n_classes)
-    names = [c["name"] for c in classes]
     attrs = dict(frame_size=frame_size, sample_rate=SR, source="assets" if loaded else "synthetic", seed=seed,
                  n_classes=n_classes) | (dict(assets=str(assets)) if loaded else {})
+    t0 = time.perf_counter()
+    _write_splits(root, tasks, sizes, attrs, [c["name"] for c in classes], store_audio=store_audio, workers=workers,
+                  progress=progress)
+    meta = dict(format=FORMAT_VERSION, seed=seed, frame_size=frame_size, n_classes=n_classes, sample_rate=SR,
+                off_screen_frac=off_screen_frac, n_annotators=n_annotators, sizes=sizes, classes=classes,
+                max_objects=MAXOBJ, area_range=asset_scene.AREA_RANGE if loaded else AREA_RANGE,
+                store_audio=store_audio, seconds=round(time.perf_counter() - t0, 2), workers=workers)
+    if loaded:
+        meta |= dict(source="assets", assets=str(assets), assets_fingerprint=loaded.index.fingerprint())
+    (root / "meta.json").write_text(json.dumps(meta, indent=1))
+    return root
+
+
+def _write_splits(root: Path, tasks: list, sizes: dict, attrs: dict, names: list[str], *, store_audio: bool,
+                  workers: int, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
     writers = {sp: H5Writer(root / f"{sp}.h5", attrs=attrs | {"split": sp}) for sp, n in sizes.items() if n > 0}
     json_entries: dict[str, list] = {sp: [] for sp in ANNOTATED}
-    t0 = time.perf_counter()
-    bar = tqdm(total=sum(sizes.values()), desc="assets" if loaded else "synthetic", unit="sample",
-               disable=not progress)
+    bar = tqdm(total=sum(sizes.values()), desc=attrs["source"], unit="sample", disable=not progress)
     pool = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn").Pool(workers) if workers > 1 else None
     try:
         results = pool.imap(render_chunk, tasks) if pool else map(render_chunk, tasks)
@@ -275,15 +148,6 @@ def generate_benchmark(out_dir, *, seed: int = 0, n_train: int = 3000, n_val: in
     for sp, entries in json_entries.items():
         if sizes[sp]:
             (root / "annotations" / sp / "vggss.json").write_text(json.dumps(entries))
-    seconds = time.perf_counter() - t0
-    meta = dict(format=FORMAT_VERSION, seed=seed, frame_size=frame_size, n_classes=n_classes, sample_rate=SR,
-                off_screen_frac=off_screen_frac, n_annotators=n_annotators, sizes=sizes, classes=classes,
-                max_objects=MAXOBJ, area_range=asset_scene.AREA_RANGE if loaded else AREA_RANGE,
-                store_audio=store_audio, seconds=round(seconds, 2), workers=workers)
-    if loaded:
-        meta |= dict(source="assets", assets=str(assets), assets_fingerprint=loaded.index.fingerprint())
-    (root / "meta.json").write_text(json.dumps(meta, indent=1))
-    return root
 
 
 def _load_for(assets, frame_size: int, n_classes: int | None) -> LoadedAssets | None:
@@ -300,8 +164,7 @@ def _load_for(assets, frame_size: int, n_classes: int | None) -> LoadedAssets | 
 
 
 def split_gt_maps(root, split: str, *, style: str = "flickr", size: int = 224) -> np.ndarray:
-    """Ground-truth maps (N, size, size) float32 of a benchmark split, in file order, from its annotation
-    files: `style="flickr"` (annotators' XML, {0, 0.5, 1}) or `"vggss"` (the JSON, {0, 1}); silent -> zeros."""
+    """Ground-truth maps (N, size, size) of a split from its annotation files (flickr or vggss style)."""
     from .gt import flickr_gt_map, load_vggss_annotations, vggss_gt_map
     from .h5 import read_ids
 

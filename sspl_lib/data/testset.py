@@ -1,12 +1,5 @@
-"""An annotated split in memory (validation and test alike): frames, spects, ids and its ground truth.
-
-The ground truth is whatever the split has: a stored `gt` dataset (packed real splits: Flickr XML or VGG-SS
-boxes rendered at 224 px), else the sounding object's `boxes` (the generated benchmarks; VGG-SS rules), or an
-external folder of Flickr `<id>.xml` files / a VGG-SS JSON. Samples without a sounding object (`label` < 0)
-are left out unless `sounding_only=False` (the extended split: their gt map is empty). Gt maps are built per
-batch (`TestSet.gt_maps`). The per-row fields of the audio-dependence splits (`label`, `all_boxes`, `scene`,
-`object`, `visible`, `sound_label`: sspl_lib.data.synthetic) are kept in `TestSet.rows` when the file has them.
-"""
+"""An annotated split in memory (validation and test alike): frames, spects, ids and whatever ground truth
+it has (docs/data.md)."""
 
 from __future__ import annotations
 
@@ -52,7 +45,6 @@ class TestSet:
         return self.path.stem
 
     def gt_maps(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """(stop-start, 224, 224) float32 gt maps of samples [start, stop)."""
         sl = slice(start, self.n if stop is None else stop)
         if self._gt_stored:
             with open_h5(self.path) as f:
@@ -72,8 +64,7 @@ class TestSet:
 
 
 def load_test_set(split_path, *, gt="auto", limit: int = 0, sounding_only: bool = True) -> TestSet:
-    """Read a packed annotated split (test or validation); `limit` keeps the first sounding samples. `gt`: "auto" | folder of Flickr XML files | VGG-SS JSON path.
-    `sounding_only=False` keeps the samples without a sounding object too (their gt maps are empty)."""
+    """Read an annotated split; `limit`: the first sounding samples; `gt`: "auto", XML folder or JSON."""
     path = resolve(split_path)
     check_split(path, "test", limit=limit, gt_external=gt != "auto")
     with open_h5(path) as f:

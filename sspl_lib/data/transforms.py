@@ -1,9 +1,5 @@
-"""The SSPL frame pipeline on uint8 tensors (plain torch), per item and batched.
-
-Train (official `BaseDataset._init_vtransform`): resize to int(1.1 * img_size) bicubic, random crop
-img_size, random horizontal flip, ImageNet normalization. Eval: resize img_size bicubic, centre crop.
-Frames are square, so the resize is to (s, s).
-"""
+"""The SSPL frame pipeline on uint8 tensors: train = resize 1.1x bicubic, random crop, flip, ImageNet
+normalization (official `_init_vtransform`); eval = resize, centre crop."""
 
 from __future__ import annotations
 
@@ -33,13 +29,11 @@ class AugmentConfig:
 
 
 def to_chw(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 (..., H, W, 3) -> (..., 3, H, W); a (.., 3, H, W) input is returned as is."""
     return frames if frames.shape[-3] == 3 and frames.shape[-1] != 3 else frames.movedim(-1, -3)
 
 
 def resize_uint8(frames: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """Bicubic (antialiased) resize of uint8 (B, 3, H, W) or (3, H, W) to (.., size, size) (or (.., h, w) for a
-    pair), float in [0, 255]."""
+    """Bicubic antialiased resize of uint8 (B, 3, H, W) or (3, H, W), float in [0, 255]."""
     size = (size, size) if isinstance(size, int) else tuple(size)
     x = frames.contiguous().float()  # NCHW-contiguous input: the resize kernel is ~25 % faster than on an HWC view
     batched = x.dim() == 4
@@ -58,7 +52,6 @@ def normalize(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Te
 
 
 def denormalize(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
-    """Inverse of `normalize`, to float in [0, 1] (for display)."""
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(3, 1, 1)
     return (x * s + m).clamp(0, 1)
@@ -71,7 +64,6 @@ def resize_shorter(frames: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    """torchvision `CenterCrop(size)` on (.., H, W) with H, W >= size."""
     h, w = x.shape[-2:]
     top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
     return x[..., top:top + size, left:left + size]
@@ -104,14 +96,12 @@ def crop_flip_params(b: int, r: int, cfg: AugmentConfig, generator: torch.Genera
 
 def batch_random_crop_flip(x: torch.Tensor, cfg: AugmentConfig,
                            generator: torch.Generator | None = None) -> torch.Tensor:
-    """(B, C, R, R) -> (B, C, img, img): an independent random crop and flip per item."""
     oy, ox, flip = crop_flip_params(x.shape[0], x.shape[-1], cfg, generator)
     return crop_flip(x, oy, ox, flip, cfg.img_size)
 
 
 def crop_flip(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor, n: int) -> torch.Tensor:
-    """(B, C, R, R), per-item offsets and flips (B,) -> contiguous crops (B, C, n, n), by two gathers
-    (rows, then columns read backwards where flipped)."""
+    """Per-item crops (B, C, n, n) of (B, C, R, R) at offsets, flipped where asked, by two gathers."""
     b, c, r, _ = x.shape
     ar = torch.arange(n, device=x.device)
     oy, ox, flip = oy.to(x.device), ox.to(x.device), flip.to(x.device)

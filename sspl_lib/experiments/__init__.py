@@ -1,1 +1,1 @@
-"""Experiments: run folders (`runs`), training (`train`, `pretrain`), evaluation (`evaluate`), studies (`runner`), reporting (`report`), live progress (`progress`)."""
+"""Experiments: run folders (`runs`), training (`train`, `pretrain`), evaluation (`evaluate`), studies (`jobs`, `study`, `scoring`, `results`), reporting (`report`), live progress (`progress`)."""

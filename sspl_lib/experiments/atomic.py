@@ -1,5 +1,4 @@
-"""Files written so that nothing is lost: a temporary file of a unique name, fsync, then `os.replace` (a reader
-never sees half a file); a failed write removes its temporary file, a full disk is named as such."""
+"""Files written so that nothing is lost: a uniquely named temporary file, fsync, `os.replace`."""
 
 from __future__ import annotations
 
@@ -19,8 +18,7 @@ class DiskFullError(OSError):
 
 
 def crash_point(name: str) -> None:
-    """Fault injection for tests: `SSPL_CRASH_AT=<name>@<k>` kills this process with SIGKILL the k-th time it
-    passes `name` (`write:<file>`: the temporary file written, not yet renamed; `saved:<file>`: renamed)."""
+    """Fault injection: `SSPL_CRASH_AT=<write|saved>:<file>@k` kills this process at the k-th pass."""
     want = os.environ.get("SSPL_CRASH_AT")
     if not want or want.partition("@")[0] != name:
         return
@@ -43,8 +41,7 @@ def _disk_full(err: BaseException, folder: Path) -> bool:
 
 
 def atomic_write(path: Path, write) -> Path:
-    """`write(f)` into a temporary file of a unique name (pid + random) beside `path`, fsync, then os.replace.
-    On any failure the temporary file is removed; a full disk raises DiskFullError naming `path`."""
+    """`write(f)` into a temporary file beside `path`, fsync, os.replace; removed on failure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -67,7 +64,6 @@ def atomic_write(path: Path, write) -> Path:
 
 
 def atomic_save(obj, path: str | os.PathLike) -> Path:
-    """torch.save to a temporary file, then os.replace: readers never see a half-written file."""
     return atomic_write(Path(path), lambda f: torch.save(obj, f))
 
 

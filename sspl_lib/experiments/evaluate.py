@@ -1,20 +1,5 @@
-"""Evaluation of trained models and baselines on whole test splits: cIoU under both protocols, AUC,
-success curves, audio controls (matched / shuffled / silent), per-sample arrays for figures.
-
-    model = load_run("runs/quick/sspl")  # experiments.runs
-    res = evaluate_model(model, "data/synthetic/quick/test_single.h5", batch_size=64, device="cpu")
-    res["summary"]["fixed"]  # {"ciou": fraction >= 0.5, "auc": ..., "n": ...}
-
-Ground truth of a split (`gt=`): "auto" uses a stored `gt` dataset (packed real test sets), else the
-sounding object's `boxes` (synthetic; VGG-SS rules); or a folder of `<id>.xml` (Flickr consensus) or a
-VGG-SS JSON file. Samples without a sounding object (`label` < 0) are left out, except on the extended split.
-A profile's methods over seeds, their audio controls and the baselines at once: `study.evaluate_profile`.
-
-The audio-dependence splits (sspl_lib.data.synthetic `n_swap` / `n_extended`) are scored by the same calls:
-on `swap.h5` a result adds "follow_rate" (+ "box_means", "follows", "n_scenes"), on `extended.h5` it keeps
-every clip, its cIoU summary is over the clips with a visible source, and it adds "ap", "max_f1" (fixed
-protocol) and "extended" {protocol: {"ap", "max_f1", "n_clips", "n_visible"}} (sspl_lib.av_metrics).
-"""
+"""Evaluation of a trained model or a baseline prior on a whole split: heatmaps -> cIoU (both protocols),
+AUC, curves; audio controls; the swap and extended splits' scores (docs/experiments.md)."""
 
 from __future__ import annotations
 
@@ -40,8 +25,7 @@ LISTEN_SPLITS = ("swap", "extended")  # the audio-dependence splits: <name>.h5 i
 
 # ----------------------------------------------------------------------------- audio controls
 def derangement(n: int, seed: int = 0) -> np.ndarray:
-    """A permutation p of range(n) with p[i] != i for every i (n >= 2): a random cycle through all samples,
-    fixed by `seed`. Sample i gets the audio of sample p[i]."""
+    """A permutation p of range(n) without a fixed point (a random n-cycle): sample i hears sample p[i]."""
     if n < 2:
         raise ValueError(f"a derangement needs at least 2 samples, got {n}")
     order = np.random.default_rng(seed).permutation(n)
@@ -51,7 +35,6 @@ def derangement(n: int, seed: int = 0) -> np.ndarray:
 
 
 def silent_spect() -> torch.Tensor:
-    """Log-mel examples (3,96,64) of a zero waveform of one clip (3 s at 16 kHz)."""
     return vggish_examples(np.zeros(CLIP_SAMPLES, dtype=np.float32))
 
 
@@ -93,11 +76,8 @@ def score_heatmaps(heatmaps: torch.Tensor, data: TestSet, protocol=("fixed", "me
 def compute_heatmaps(model, data: TestSet, *, batch_size: int = 64, device="cpu", audio: str = "matched",
                      seed: int = 0, amp: str = "none", shared: SharedFeatures | None = None,
                      method=None) -> tuple[torch.Tensor, np.ndarray | None]:
-    """Heatmaps (N,h,w) float32 on the CPU for the whole split, batched; returns (heatmaps, audio permutation).
-    `amp`: "none" (float32, the reported numbers), "bf16" or "auto" (`perf.autocast`; 2-3x faster on CPU,
-    heatmaps within ~2e-2 of float32, the same cIoU on the quick benchmark: benchmarks/README.md).
-    `shared`: the split's `SharedFeatures` (same batch_size, device, amp): encoder outputs reused across models.
-    `method`: whose test-time map (default the model's own; e.g. EZ-VSL with its OGL setting on an ezvsl run)."""
+    """Heatmaps (N,h,w) of a whole split, batched, and the audio permutation; `shared`: the split's
+    encoder outputs reused across models; `method`: whose test-time map (default the model's)."""
     if audio not in AUDIO_MODES:
         raise ValueError(f"audio must be one of {AUDIO_MODES}, got {audio!r}")
     device = torch.device(device)
@@ -128,14 +108,10 @@ def compute_heatmaps(model, data: TestSet, *, batch_size: int = 64, device="cpu"
 def evaluate_model(model, split_path, *, batch_size: int = 64, device="cpu", protocol=("fixed", "median"),
                    audio: str = "matched", seed: int = 0, gt="auto", limit: int = 0, data: TestSet | None = None,
                    amp: str = "none", shared: SharedFeatures | None = None, method=None) -> dict:
-    """Evaluate `model` (an `SSPL`) on a test split (path or a loaded `TestSet` via `data=`), with the test-time
-    map of `method` (default: the model's own method).
-
-    Returns {"split", "audio", "n", "ids", "index", "heatmaps" (N,h,w) tensor, "perm" (shuffled audio),
-    "cious": {protocol: (N,)}, "summary": {protocol: {"ciou","auc","n"}}, "curves": {protocol: (x, y)}, "seconds"}.
-    """
+    """`model` on a split (path, `TestSet` via `data=`, or a real test Dataset) with `method`'s test-time
+    map: {"split", "audio", "n", "ids", "index", "heatmaps", "perm", "cious", "summary", "curves", "seconds"}."""
     if isinstance(split_path, torch.utils.data.Dataset):  # a reader of a real layout (FlickrTest, VGGSSTest)
-        return evaluate_dataset(model, split_path, batch_size=batch_size, device=device, protocol=protocol,
+        return _evaluate_dataset(model, split_path, batch_size=batch_size, device=device, protocol=protocol,
                                 audio=audio, seed=seed, limit=limit, amp=amp, method=method)
     t0 = time.perf_counter()
     data = data if data is not None else load_eval_split(split_path, gt=gt, limit=limit)
@@ -147,13 +123,10 @@ def evaluate_model(model, split_path, *, batch_size: int = 64, device="cpu", pro
 
 
 @torch.inference_mode()
-def evaluate_dataset(model, dataset, *, batch_size: int = 64, device="cpu", protocol=("fixed", "median"),
+def _evaluate_dataset(model, dataset, *, batch_size: int = 64, device="cpu", protocol=("fixed", "median"),
                      audio: str = "matched", seed: int = 0, limit: int = 0, workers: int = 0, amp: str = "none",
                      method=None) -> dict:
-    """`evaluate_model` on a torch Dataset of eval items {"frame" (3,S,S) normalized at the model's img_size,
-    "spect" (3,96,64), "gt" (224,224), "id"}: the real test readers `sspl_lib.data.real.FlickrTest(root,
-    img_size=...)` (XML gt) and `VGGSSTest(root, img_size=...)` (JSON gt). Same keys as `evaluate_model`
-    (no frames are kept)."""
+    """`evaluate_model` on a Dataset of {"frame", "spect", "gt", "id"} items (`data.real` test readers)."""
     if audio not in AUDIO_MODES:
         raise ValueError(f"audio must be one of {AUDIO_MODES}, got {audio!r}")
     t0, device, ps = time.perf_counter(), torch.device(device), _protocols(protocol)
@@ -202,8 +175,7 @@ def load_eval_split(split_path, *, gt="auto", limit: int = 0) -> TestSet:
 @torch.inference_mode()
 def baseline_heatmaps(name: str, data: TestSet, *, size: int = 14, seed: int = 0, model=None, batch_size: int = 64,
                       device="cpu") -> torch.Tensor:
-    """(N,h,w) float32 CPU maps of a baseline on `data`: "center_prior", "whole_image", "random" (size x size),
-    or "feature_l2norm" (the frozen visual encoder of `model`, an `SSPL`, at its img_size; needs `model`)."""
+    """(N,h,w) maps of a baseline; "feature_l2norm" needs `model` (its frozen visual encoder)."""
     if name == "center_prior":
         return center_prior(data.n, size)
     if name == "whole_image":
@@ -234,36 +206,10 @@ def evaluate_baseline(name: str, split_path=None, *, size: int = 14, protocol=("
             "perm": None, **res, "seconds": time.perf_counter() - t0}
 
 
-def _evaluate_any(model, split_path, data, needs: str, what: str, **kw) -> dict:
-    data = data if data is not None else load_eval_split(split_path, gt=kw.pop("gt", "auto"), limit=kw.pop("limit", 0))
-    if needs not in data.rows:
-        raise ValueError(f"{data.path}: no `{needs}` field; expected the {what} split of a generated benchmark "
-                         f"(generate_benchmark(..., n_{what}=N) writes {what}.h5)")
-    if isinstance(model, str):
-        return evaluate_baseline(model, data=data, **kw)
-    return evaluate_model(model, None, data=data, **kw)
-
-
-def evaluate_swap(model, split_path=None, *, data: TestSet | None = None, **kw) -> dict:
-    """A model (or a baseline's name) on the swap split: `evaluate_model` / `evaluate_baseline` keywords; the
-    result's "cious" are per (scene, sound) row, "summary" its cIoU@0.5 / AUC, plus "follow_rate", "n_scenes",
-    "box_means" (N,M) and "follows" (N,)."""
-    return _evaluate_any(model, split_path, data, "scene", "swap", **kw)
-
-
-def evaluate_extended(model, split_path=None, *, data: TestSet | None = None, **kw) -> dict:
-    """A model (or a baseline's name) on the extended split (every clip): "ap", "max_f1" (fixed protocol),
-    "extended" {protocol: {...}}, "confidence" (N,), and "summary" = cIoU of the clips with a visible source
-    ("cious" is NaN for the others)."""
-    return _evaluate_any(model, split_path, data, "visible", "extended", **kw)
-
-
 # ----------------------------------------------------------------------------- real benchmark
 def vggss_center_prior(metadata_dir=None, *, size: int = 14, protocol=("fixed", "median"),
                        batch_size: int = 512) -> dict | None:
-    """The centre prior on the real VGG-SS boxes (4692 test ids of `vggss_test_4692.csv`, boxes from
-    `vggss_test_5158.json`), both protocols: the number any learned method must beat. None when the
-    metadata folder is absent."""
+    """The centre prior on the real VGG-SS test boxes, both protocols; None without the metadata."""
     d = Path(metadata_dir) if metadata_dir is not None else SHARED_METADATA
     js, csv = d / "vggss_test_5158.json", d / "vggss_test_4692.csv"
     if not (js.is_file() and csv.is_file()):
@@ -285,8 +231,7 @@ def vggss_center_prior(metadata_dir=None, *, size: int = 14, protocol=("fixed", 
 
 # ----------------------------------------------------------------------------- a profile's runs
 def find_test_splits(data_root) -> dict[str, Path]:
-    """{short name: file} of the test splits of a data root: `test_<name>.h5` -> name (the generated
-    benchmarks: single, multi, ...), `test.h5` -> "test" (a packed real test set)."""
+    """{short name: file} of a data root's test splits: test_<name>.h5 -> name, test.h5 -> "test"."""
     root = resolve(data_root)
     found = {p.stem[5:] or "test": p for p in sorted(root.glob("test_*.h5"))}
     if (root / "test.h5").is_file():
@@ -296,6 +241,5 @@ def find_test_splits(data_root) -> dict[str, Path]:
 
 
 def find_listen_splits(data_root) -> dict[str, Path]:
-    """{"swap": file, "extended": file} of the audio-dependence splits a data root has (`swap.h5`, `extended.h5`)."""
     root = resolve(data_root)
     return {s: root / f"{s}.h5" for s in LISTEN_SPLITS if (root / f"{s}.h5").is_file()}

@@ -1,8 +1,5 @@
-"""One writer per run folder: an OS lock (`fcntl.flock`) on `<run>/.lock`, held while a training writes there.
-
-The lock file holds its holder (pid, host, start time) so that a refused second writer can name it. The kernel
-releases the lock when the holder's process ends, even by SIGKILL: a stale `.lock` file never blocks a resume.
-"""
+"""One writer per run folder: `fcntl.flock` on `<run>/.lock`, which names its holder; the kernel releases
+it when the holder dies, so a stale file never blocks a resume."""
 
 from __future__ import annotations
 

@@ -1,17 +1,4 @@
-"""Label pretraining of the small encoders (the paper trains SSPL on ImageNet-VGG16 and AudioSet-VGGish, frozen).
-
-Visual: SmallVisualEncoder + a 1x1-conv classifier over K classes + background. Two losses:
-  * global: cross-entropy of the average-pooled class logits (a plain classifier; pooling and a linear layer
-    commute, so this is global pooling + linear head);
-  * per location (weight `pretrain_loc_weight`): every cell of the feature map is classified as the object's
-    class when its centre lies inside the (augmented) box, else as background. A global classifier alone can
-    spread class evidence over the whole map (large receptive fields, any cell may carry it); SSPL's heatmap is
-    a per-location cosine between visual features and the audio feature, so features must be class-specific
-    *where the object is* and different elsewhere. The box is only used here, never in SSPL training.
-Audio: SmallAudioEncoder on each log-mel example, embeddings averaged over the clip's examples, linear head.
-
-Saves {"visual", "audio", "meta"} to <out_dir>/encoders.pt, reused when data and settings match.
-"""
+"""Label pretraining of the small encoders (docs/experiments.md), saved to <out_dir>/encoders.pt."""
 
 from __future__ import annotations
 
@@ -162,8 +149,7 @@ def pretrain_audio(cfg: SSPLConfig, progress: bool = True) -> tuple[dict, dict]:
 
 
 def pretrain(cfg: SSPLConfig, out_dir, *, force: bool = False, progress: bool = True) -> Path:
-    """Pretrain (or reuse) the small encoders; returns the path of <out_dir>/encoders.pt.
-    Set `cfg.encoders_checkpoint` to it (fit() does so itself when it is unset)."""
+    """Pretrain (or reuse) the small encoders; returns <out_dir>/encoders.pt."""
     path = resolve(out_dir) / "encoders.pt"
     meta = cache_meta(cfg)
     if path.is_file() and not force:

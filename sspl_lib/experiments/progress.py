@@ -1,11 +1,5 @@
-"""Watching a run: the history figures of a run folder, and a live plot that updates in a notebook.
-
-    live = LivePlot()                       # a display handle in the notebook output
-    fit(cfg, run_dir, on_event=live)        # step losses and per-epoch validation, redrawn as they come
-
-Figures are made with matplotlib's object API (no pyplot state, no backend switch), so inline plots in the
-rest of a notebook keep working.
-"""
+"""Watching a run: what `fit` shows while it trains, the history figures, a live plot in a notebook
+(matplotlib's object API: no pyplot state, so a notebook's inline plots keep working)."""
 
 from __future__ import annotations
 
@@ -13,10 +7,11 @@ import io
 import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 
 def history_figures(history: list[dict]) -> dict:
-    """{"loss": Figure, "val_ciou": Figure}: train & val loss, and val cIoU@0.5 & AUC per epoch (matplotlib's
-    object API: no pyplot state, no backend switch)."""
+    """{"loss": Figure, "val_ciou": Figure} of a history."""
     from matplotlib.figure import Figure
 
     ep = [h["epoch"] for h in history]
@@ -34,7 +29,6 @@ def history_figures(history: list[dict]) -> dict:
 
 
 def plot_history(history: list[dict], out_dir) -> list[Path]:
-    """figures/loss.png and figures/val_ciou.png of a run (see `history_figures`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -43,6 +37,53 @@ def plot_history(history: list[dict], out_dir) -> list[Path]:
         fig.savefig(paths[-1], dpi=100)
     return paths
 
+
+class TrainingLog:
+    """What `fit` shows while it trains (rank 0): a bar, TensorBoard, `on_event`, a line per epoch, figures."""
+
+    def __init__(self, run_dir: Path, epochs: int, steps: int, *, on_event=None, progress: bool = True,
+                 main: bool = True):
+        self.run_dir, self.epochs, self.steps, self.progress, self.main = run_dir, epochs, steps, progress, main
+        self.on_event = on_event if main else None
+        self.board = _board(run_dir) if main else None
+        self.bar = None
+
+    def batches(self, batches, epoch: int):
+        self.bar = tqdm(batches, total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
+                        disable=not (self.progress and self.main))
+        return self.bar
+
+    def step(self, epoch: int, step: int, loss: float) -> None:
+        self.bar.set_postfix(loss=f"{loss:.4f}")
+        if self.board is not None:
+            self.board.add_scalar("train/loss_step", loss, epoch * self.steps + step + 1)
+        if self.on_event is not None:
+            self.on_event({"kind": "step", "epoch": epoch + 1, "step": step + 1, "steps": self.steps, "loss": loss})
+
+    def epoch(self, rec: dict, history: list[dict]) -> None:
+        if self.board is not None:
+            for key in ("train_loss", "val_loss", "val_ciou", "val_auc", "lr"):
+                self.board.add_scalar(f"epoch/{key}", rec[key], rec["epoch"])
+            self.board.flush()
+        if self.on_event is not None:
+            self.on_event({"kind": "epoch", "record": rec, "history": list(history)})
+        if self.progress:
+            print(f"epoch {rec['epoch']}: train {rec['train_loss']:.4f} val {rec['val_loss']:.4f} "
+                  f"cIoU {rec['val_ciou']:.3f} AUC {rec['val_auc']:.3f} ({rec['time']:.0f} s)", flush=True)
+
+    def close(self, history: list[dict]) -> None:
+        if self.board is not None:
+            self.board.close()
+        if self.main and history:
+            plot_history(history, self.run_dir / "figures")
+
+
+def _board(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tb"))
 
 
 def history_table(history: list[dict]) -> str:
@@ -55,8 +96,7 @@ def history_table(history: list[dict]) -> str:
 
 
 class LivePlot:
-    """A `fit(on_event=...)` callback: one figure (step loss; per-epoch val loss, val cIoU@0.5 and AUC) shown
-    through an IPython display handle and redrawn at most every `every` seconds and at each epoch's end."""
+    """A `fit(on_event=...)` callback: step loss and validation per epoch, redrawn at most every `every` s."""
 
     def __init__(self, *, every: float = 5.0, display: bool = True):
         self.steps: list[tuple[float, float]] = []  # (epoch + fraction, loss)

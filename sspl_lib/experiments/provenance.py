@@ -1,7 +1,5 @@
-"""Is a run folder the run a configuration asks for? Its config.json and `inputs.json` (fingerprints of its train
-and val files and encoders) against the new config: the same run, a longer schedule of it, or another run
-(`RunConflict`: each differing key old -> new, and what to do). A moved input with the same fingerprint is the
-same input; other data at the same path is not. Nothing here deletes or rewrites a run."""
+"""Is a run folder the run a config asks for: the same, a longer schedule of it, or another run
+(`RunConflict`)? Inputs are compared by fingerprint, so moved files are the same and changed data is not."""
 
 from __future__ import annotations
 
@@ -27,8 +25,7 @@ class RunConflict(ValueError):
 
 # ----------------------------------------------------------------------------- fingerprints
 def split_fingerprint(path: Path) -> str | None:
-    """A split file's identity, cheap: its datasets' shapes and dtypes, its ids and three rows of frames and spects
-    (first, middle, last). None when the file cannot be read."""
+    """A split file's identity: shapes, dtypes, ids and three rows of frames and spects (None: unreadable)."""
     h = hashlib.sha1()
     try:
         with open_h5(path) as f:
@@ -98,8 +95,7 @@ def stored_config(run_dir) -> SSPLConfig | None:
 
 
 def differences(run_dir, cfg: SSPLConfig, *, allow_longer: bool = False) -> list[tuple[str, object, object]]:
-    """(key, stored, new) of every difference that changes what the run computes; [] when the folder holds no
-    config. Moved inputs with the recorded fingerprint are no difference; changed data at the same path is."""
+    """(key, stored, new) of each difference that changes what the run computes."""
     saved = stored_config(run_dir)
     if saved is None:
         return []
@@ -120,7 +116,6 @@ def differences(run_dir, cfg: SSPLConfig, *, allow_longer: bool = False) -> list
 
 
 def conflict(run_dir, diff, verb: str = "resume") -> RunConflict:
-    """The refusal: what differs (old -> new) and how to proceed."""
     shown = "; ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in diff)
     keys = {k for k, _, _ in diff}
     longer = keys <= set(LONGER) and all(k != "epochs" or new > old for k, old, new in diff)
@@ -140,8 +135,7 @@ def refuse_changes(run_dir, stored: SSPLConfig, cfg: SSPLConfig, *, allow_longer
 
 def check_run(run_dir, cfg: SSPLConfig, *, resume: bool = True, allow_longer: bool = False,
               verb: str = "resume") -> None:
-    """RunConflict unless `run_dir` holds nothing or the run of `cfg` (with `resume`; a longer schedule with
-    `allow_longer`)."""
+    """RunConflict unless `run_dir` holds nothing or the run of `cfg`."""
     if not resume and runs.holds_run(run_dir):
         raise RunConflict(f"{resolve(run_dir)}: already holds a run ({len(runs.read_history(run_dir))} epochs); "
                           "resume it (resume=True / --resume) or train into a new run folder. The library never "
@@ -152,8 +146,7 @@ def check_run(run_dir, cfg: SSPLConfig, *, resume: bool = True, allow_longer: bo
 
 
 def study_action(run_dir, cfg: SSPLConfig) -> str:
-    """A study's step: "train" (nothing there), "reuse" (finished), "resume" (interrupted) or "longer" (the same run
-    with a longer schedule: trained further in place); RunConflict for another run."""
+    """"train", "reuse", "resume" or "longer" (trained further in place); RunConflict for another run."""
     if not runs.holds_run(run_dir):
         return "train"
     if not differences(run_dir, cfg):

@@ -1,8 +1,5 @@
-"""Reporting: figures of evaluation results (cases, the swap test) and the ablation's tables, figures and headline
-numbers from runner records; the facts of a training history. results.json and its tables: `results`.
-
-Reads results and records; never trains or evaluates.
-"""
+"""Reporting: figures of evaluation results (cases, the swap test), the ablation's tables and figures from a
+study's records, the facts of a training history. Never trains or evaluates."""
 
 from __future__ import annotations
 
@@ -11,7 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..config import SSPLConfig
-from .runner import QUESTION_FIELDS, Budget, aggregate
+from .jobs import QUESTION_FIELDS, Budget
+from .results import aggregate
 
 if TYPE_CHECKING:
     from ..data.testset import TestSet
@@ -39,14 +37,7 @@ def case_figure(res: dict, data: TestSet, k: int = 6, protocol: str = "fixed", t
 
 def swap_figure(results: dict, data: TestSet, scene: int | None = None, *, models=None, protocol: str = "fixed",
                 class_names: list[str] | None = None, title: str = ""):
-    """The swap test as pictures: one scene of the swap split, one column per object's sound, one row per model;
-    each panel is the model's map heard with that sound, the heard object's box green, the others grey, with its
-    cIoU and whether the map follows the sound (sspl_lib.av_metrics.follows).
-
-    results: {model: evaluate result on the swap split} or evaluate_profile's {model: {split: result}} (its
-    "swap" entries); data: the swap TestSet the results were computed on (evaluate_profile's data["swap"]);
-    scene: a scene id (default: the first scene with the most objects); models: names (default: all);
-    class_names: default the benchmark's meta.json next to the split file."""
+    """The swap test as pictures: one scene, a column per object's sound, a row per model (`data`: the split)."""
     import matplotlib.pyplot as plt
 
     from ..viz import draw_boxes, overlay
@@ -98,8 +89,7 @@ def swap_figure(results: dict, data: TestSet, scene: int | None = None, *, model
 
 # ----------------------------------------------------------------------------- ablation questions
 def question_rows(records: list[dict], question: str, base: SSPLConfig) -> tuple[list[dict], str]:
-    """Aggregated rows of one question (the records whose overrides touch only that question's fields) and
-    the column that names the compared setting: the variant, or the config value for `cycles`."""
+    """Aggregated rows of one ablation question and the column naming the compared setting."""
     if question not in QUESTION_FIELDS:
         raise ValueError(f"unknown question {question!r} (choose from {tuple(QUESTION_FIELDS)})")
     fields, by = QUESTION_FIELDS[question]
@@ -117,7 +107,6 @@ LABELS = {"sspl": "SSPL (w/ PCM, 3 streams, frozen)", "sspl_wo_pcm": "SSPL w/o P
 
 
 def markdown(rows: list[dict], key: str) -> str:
-    """Rows of one question as a markdown table: setting x split, cIoU and AUC as mean ± std (seeds)."""
     splits = list(dict.fromkeys(r["split"] for r in rows))
     settings = list(dict.fromkeys(r[key] for r in rows))
     head = [key] + [f"{s} {m}" for s in splits for m in ("cIoU@0.5", "AUC")] + ["seeds"]
@@ -127,15 +116,14 @@ def markdown(rows: list[dict], key: str) -> str:
         n = 0
         for s in splits:
             r = next((r for r in rows if r[key] == st and r["split"] == s), None)
-            cells += [f"{r['ciou_mean']:.3f} ± {r['ciou_std']:.3f}", f"{r['auc_mean']:.3f} ± {r['auc_std']:.3f}"] if r else ["", ""]
-            n = max(n, r["seeds"] if r else 0)
+            cells += [f"{r['ciou']:.3f} ± {r['ciou_std']:.3f}", f"{r['auc']:.3f} ± {r['auc_std']:.3f}"] if r else ["", ""]
+            n = max(n, len(r["seeds"]) if r else 0)
         lines.append("| " + " | ".join(cells + [str(n)]) + " |")
     return "\n".join(lines)
 
 
 def figure(rows: list[dict], key: str, question: str):
-    """One figure per question, two panels (cIoU@0.5 and AUC, fixed protocol unless compared): bars
-    (mean ± std over seeds) by setting and split; lines with ±std bands for the cycles sweep."""
+    """One question's figure: cIoU@0.5 and AUC, mean ± std over seeds, by setting and split."""
     import matplotlib.pyplot as plt
 
     from .. import viz
@@ -145,11 +133,11 @@ def figure(rows: list[dict], key: str, question: str):
         if key == "pcm_cycles":
             for s in dict.fromkeys(r["split"] for r in rows):
                 rs = sorted((r for r in rows if r["split"] == s), key=lambda r: r[key])
-                viz.plot_curve_vs([r[key] for r in rs], [r[f"{metric}_mean"] for r in rs],
+                viz.plot_curve_vs([r[key] for r in rs], [r[metric] for r in rs],
                                   [r[f"{metric}_std"] for r in rs], xlabel="PCM cycles", ylabel=name, label=s, ax=ax)
             ax.set_xticks(sorted({r[key] for r in rows}))
         else:
-            bars = [{**r, "variant": LABELS.get(r[key], str(r[key]))} for r in rows]
+            bars = [{**r, "variant": LABELS.get(r[key], str(r[key])), f"{metric}_mean": r[metric]} for r in rows]
             viz.plot_ablation(bars, metric=metric, group="split", ax=ax)
             ax.set_ylabel(name)
     fig.suptitle(f"ablation: {question} (mean ± std over seeds)")
@@ -159,9 +147,7 @@ def figure(rows: list[dict], key: str, question: str):
 
 def report(records: list[dict], question: str, base: SSPLConfig, budget: Budget, *, save: bool = True,
            show: bool = True, figures_dir=None):
-    """Table (markdown) and figure of one question; the figure is saved as `ablation_<question>.png` in
-    `figures_dir` (default: the repository's figures/).
-    Returns (rows, markdown text, figure)."""
+    """Table and figure of one question (saved as `ablation_<question>.png`); returns (rows, text, figure)."""
     rows, key = question_rows(records, question, base)
     if not rows:
         text, fig = f"*{question}: no runs*", None
@@ -185,14 +171,13 @@ def headline(records: list[dict], digits: int = 2) -> dict:
     """{variant: {split: mean cIoU@0.5 (fixed, matched audio)}} rounded (for the notebook's checked output)."""
     out: dict = {}
     for r in aggregate(records):
-        out.setdefault(r["variant"], {})[r["split"]] = round(r["ciou_mean"], digits)
+        out.setdefault(r["variant"], {})[r["split"]] = round(r["ciou"], digits)
     return out
 
 
 # ----------------------------------------------------------------------------- checks stable across machines
 def history_facts(history: list[dict], run_dir) -> dict:
-    """Facts of a finished run that hold on any CPU or GPU (the trained floats do not: the same seed trains to
-    other numbers on another machine): epochs trained, finiteness, and whether best.pt holds the best epoch."""
+    """Facts of a finished run that hold on any machine: epochs, finiteness, best.pt = best epoch."""
     from .runs import checkpoint_path, load_checkpoint
 
     best = max(history, key=lambda h: (h["val_ciou"], h["val_auc"]))

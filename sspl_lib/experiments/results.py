@@ -1,10 +1,5 @@
-"""results.json and its tables: evaluation results of every model (the mean over its seeds' runs, with the
-sample std and the per-seed values) -> the file, a per-split table, the README's headline table, and the facts
-that hold on any machine (what nbval checks).
-
-Reads evaluation results (`study.evaluate_profile`, `study.evaluate_methods`) or a results.json dict;
-never trains or evaluates.
-"""
+"""Records and their one aggregation (mean and sample std over seeds), results.json and its tables
+(docs/experiments.md). Reads evaluation results and records; never trains or evaluates."""
 
 from __future__ import annotations
 
@@ -15,60 +10,72 @@ import numpy as np
 from ..paths import resolve
 from .atomic import write_json
 
-SEED_KEYS = ("ciou", "auc", "follow_rate", "ap", "max_f1")  # kept per seed, with a sample std over seeds
+RECORD = ("variant", "overrides", "seed", "split", "audio", "protocol")
+SEED_KEYS = ("ciou", "auc", "follow_rate", "ap", "max_f1")  # aggregated with a sample std over seeds
 
 
-def _record(r: dict, protocols) -> dict:
-    """One evaluate result -> {"ciou","auc","n", ...} (fixed protocol; other protocols suffixed)."""
-    s = r["summary"]
-    rec = {"ciou": float(s["fixed"]["ciou"]), "auc": float(s["fixed"]["auc"]), "n": int(s["fixed"]["n"])}
-    for p in protocols:
-        if p != "fixed" and p in s:
-            rec[f"ciou_{p}"], rec[f"auc_{p}"] = float(s[p]["ciou"]), float(s[p]["auc"])
-    if "follow_rate" in r:
-        rec["follow_rate"] = float(r["follow_rate"])
-    for p, e in r.get("extended", {}).items():
-        if p == "fixed" or p in protocols:
-            tag = "" if p == "fixed" else f"_{p}"
-            rec[f"ap{tag}"], rec[f"max_f1{tag}"] = float(e["ap"]), float(e["max_f1"])
-    return rec
+def records(results: dict) -> list[dict]:
+    """Evaluation results {entry: {split: result}} -> flat records, by variant, seed, split, audio, protocol."""
+    tagged = [(split, x) for per in results.values() for split, r in per.items()
+              for x in (r["per_seed"].values() if "per_seed" in r else [r])]
+    order = {k: {} for k in ("variant", "seed", "split", "audio")}
+    for split, x in tagged:
+        for k, v in (("variant", x["variant"]), ("seed", x["seed"]), ("split", split), ("audio", x["audio"])):
+            order[k].setdefault(v, len(order[k]))
+    tagged.sort(key=lambda t: (order["variant"][t[1]["variant"]], order["seed"][t[1]["seed"]], order["split"][t[0]],
+                               order["audio"][t[1]["audio"]]))
+    out = []
+    for split, x in tagged:
+        extra = {"follow_rate": float(x["follow_rate"])} if "follow_rate" in x else {}
+        for p, sm in x["summary"].items():
+            ext = {k: float(v) for k, v in x["extended"][p].items() if k in ("ap", "max_f1")} if "extended" in x else {}
+            out.append({"variant": x["variant"], "overrides": dict(x["overrides"]), "seed": x["seed"], "split": split,
+                        "audio": x["audio"], "protocol": p, **sm, **extra, **ext})
+    return out
 
 
-def _over_seeds(per_seed: dict) -> dict:
-    """{seed: record} -> one record: every score the mean over the seeds, `<key>_std` (sample std, ddof=1; 0.0
-    with one seed) for SEED_KEYS, `seeds` and `per_seed` {"<seed>": {SEED_KEYS it has}}."""
-    recs = list(per_seed.values())
-    out = {}
-    for k, v in recs[0].items():
-        vals = np.array([r[k] for r in recs], dtype=np.float64)
-        out[k] = int(v) if k == "n" else float(vals.mean())
-        if k in SEED_KEYS:
-            out[f"{k}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
-    out["seeds"] = [int(s) for s in per_seed]
-    out["per_seed"] = {str(s): {k: r[k] for k in SEED_KEYS if k in r} for s, r in per_seed.items()}
+def aggregate(recs: list[dict], *, by=("variant", "split"), audio="matched", protocol="fixed") -> list[dict]:
+    """One row per `by` key: each score's mean over seeds, `<score>_std` (ddof=1), `n`, `seeds`, `per_seed`."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in recs:
+        if ("audio" not in by and r["audio"] != audio) or ("protocol" not in by and r["protocol"] != protocol):
+            continue
+        groups.setdefault(tuple(r[k] for k in by), []).append(r)
+    first = {k[0]: i for i, k in reversed(list(enumerate(groups)))}
+    out = []
+    for key in sorted(groups, key=lambda k: first[k[0]]):
+        rs, row = groups[key], dict(zip(by, key))
+        for k in (k for k in SEED_KEYS if k in rs[0]):
+            vals = np.array([r[k] for r in rs], dtype=np.float64)
+            row[k], row[f"{k}_std"] = float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+            if k == "auc":
+                row["n"] = int(rs[0]["n"])
+        row["seeds"] = [r["seed"] for r in rs if r["seed"] is not None]
+        row["per_seed"] = {str(r["seed"]): {k: r[k] for k in SEED_KEYS if k in r} for r in rs if r["seed"] is not None}
+        out.append(row)
     return out
 
 
 def results_json(results: dict, protocols=("fixed", "median")) -> dict:
-    """{model: {split: evaluate result}} -> {model: {split: {"ciou","auc","n", ...}}} (fixed protocol), plus
-    `ciou_<protocol>`/`auc_<protocol>` keys for the other protocols; `follow_rate` on the swap split and
-    `ap`, `max_f1` (+ `ap_<protocol>`, `max_f1_<protocol>`) on the extended one (n = its visible clips).
+    """{model: {split: result}} -> results.json's {model: {split: scores}} (docs/experiments.md)."""
+    out: dict = {}
+    rows = aggregate(records(results), by=("protocol", "variant", "audio", "split"))
+    for row in (r for p in protocols for r in rows if r["protocol"] == p):  # the fixed protocol first
+        model = row["variant"] if row["audio"] in (None, "matched") else f"{row['variant']}_{row['audio']}_audio"
+        scores = {k: v for k, v in row.items() if k not in ("protocol", "variant", "audio", "split")}
+        if row["protocol"] == "fixed":
+            out.setdefault(model, {})[row["split"]] = scores
+        else:
+            extra = {f"{k}_{row['protocol']}": scores[k] for k in ("ciou", "auc", "ap", "max_f1") if k in scores}
+            out[model][row["split"]] = {**out[model][row["split"]], **extra}
+    return {m: {s: _ordered(r) for s, r in out[m].items()} for m in results if m in out}
 
-    A trained model's result carries "per_seed" (evaluate_profile): its scores are then the mean over its seeds'
-    runs, with `ciou_std`, `auc_std` (and `follow_rate_std`, `ap_std`, `max_f1_std` where those exist; sample
-    std, 0.0 with one seed), `seeds` [int] and `per_seed` {"<seed>": {"ciou","auc", ...}}. A baseline
-    (deterministic) has `seeds` [], `per_seed` {} and stds 0.0."""
-    out = {}
-    for model, per_split in results.items():
-        out[model] = {}
-        for split, r in per_split.items():
-            if "per_seed" in r:
-                out[model][split] = _over_seeds({s: _record(x, protocols) for s, x in r["per_seed"].items()})
-            else:
-                rec = _record(r, protocols)
-                out[model][split] = {**rec, **{f"{k}_std": 0.0 for k in SEED_KEYS if k in rec},
-                                     "seeds": [], "per_seed": {}}
-    return out
+
+def _ordered(r: dict) -> dict:  # results.json's key order: cIoU, AUC, n, other protocols, other scores, seeds
+    head = ("ciou", "ciou_std", "auc", "auc_std", "n")
+    other = [k for k in r if k.startswith(("ciou_", "auc_")) and not k.endswith("_std")]
+    rest = [k for k in r if k not in (*head, *other, "seeds", "per_seed")]
+    return {k: r[k] for k in (*head, *other, *rest, "seeds", "per_seed") if k in r}
 
 
 def write_results(results: dict, path) -> Path:
@@ -76,8 +83,7 @@ def write_results(results: dict, path) -> Path:
 
 
 def results_table(results: dict, protocols=("fixed", "median"), digits: int = 3) -> str:
-    """A markdown table: one row per model, cIoU@0.5 and AUC per split and protocol; a model scored over several
-    seeds shows mean ± std (fixed protocol) and its seed count."""
+    """A markdown table: per model, cIoU@0.5 and AUC per split and protocol (mean ± std over seeds)."""
     rows = results_json(results, protocols)
     splits = list(dict.fromkeys(s for r in rows.values() for s in r))
     head = ["model", "seeds"] + [f"{s} {m} ({p})" for s in splits for p in protocols for m in ("cIoU", "AUC")]
@@ -108,9 +114,7 @@ def results_facts(results: dict) -> dict:
 
 
 def listening_facts(results: dict, method: str = "ezvsl_gated", *, follow: float = 0.5, gap: float = 0.2) -> dict:
-    """Does `method` listen, per the bands of the seed study (issue 12: ezvsl_gated's follow rate 0.85-1.0 and multi
-    matched - shuffled 0.49-0.57 over seeds 1234/1/2; SSPL 0.05 and ~0)? Loose bands: facts that hold on any
-    machine, not decimals. Skipped splits / models are left out."""
+    """Does `method` listen? Loose bands that hold on any machine (docs/methods.md)."""
     out = {}
     for m in (method, "sspl"):
         per = results.get(m, {})
@@ -129,19 +133,16 @@ HEADLINE_MODELS = ("sspl", "sspl_wo_pcm", "ezvsl", "ezvsl_ogl", "sacl", "ezvsl_g
 
 
 def _pm(vals: list[float], digits: int) -> str:
-    """'mean ± sample std' of per-seed values ('mean' alone for one value)."""
     a = np.asarray(vals, dtype=np.float64)
     return f"{a.mean():.{digits}f}" + (f" ± {a.std(ddof=1):.{digits}f}" if len(a) > 1 else "")
 
 
 def _seed_values(entry: dict, key: str) -> list[float]:
-    """Per-seed values of one results.json entry's score (its mean alone for a baseline)."""
     return [v[key] for v in entry["per_seed"].values()] if entry.get("per_seed") else [entry[key]]
 
 
 def headline_table(rj: dict, models=HEADLINE_MODELS, digits: int = 3) -> str:
-    """The README's headline table from a results.json dict: per model, cIoU@0.5 on single and multi, multi
-    matched - shuffled (per seed, then mean ± std), swap cIoU, follow rate, extended AP / max-F1, seeds."""
+    """The README's headline table from a results.json dict."""
     head = ["model", "single", "multi", "multi: matched - shuffled", "swap cIoU", "follow rate", "extended AP",
             "extended max-F1", "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]

@@ -1,16 +1,5 @@
-"""A run folder and its files: config, checkpoints, history; the one loader of a trained run.
-
-    <run>/config.json             the run's SSPLConfig (also inside every checkpoint; paths inside the repository
-                                  relative to it), <run>/inputs.json: fingerprints of its data and encoders
-    <run>/history.json, .csv      one record per epoch (train/val loss, val cIoU/AUC, lr, time)
-    <run>/checkpoints/last.pt     the state after the last finished epoch (resume from here)
-    <run>/checkpoints/best.pt     the state of the best validation epoch (model selection)
-    <run>/figures/, <run>/tb/     history plots, TensorBoard event files; <run>/.lock: the writer's lock (`lock`)
-
-Every file is written atomically (`atomic`); an epoch writes last.pt, then best.pt (when it is the best), then
-the history, so a resume can always restore best.pt from last.pt (`restore_best`). Nothing here deletes a run.
-Checkpoints hold tensors and plain Python values only and are read with `torch.load(..., weights_only=True)`.
-"""
+"""A run folder (docs/experiments.md): its config, checkpoints and history, and the one loader of a
+trained run. Nothing here deletes a run."""
 
 from __future__ import annotations
 
@@ -39,8 +28,7 @@ class CheckpointError(RuntimeError):
 
 # ----------------------------------------------------------------------------- temporaries
 def remove_temporaries(run_dir) -> list[Path]:
-    """Delete the temporary files that killed writers left in a run folder (call it holding the folder's lock:
-    then no live writer owns one). Returns the removed paths."""
+    """Delete what killed writers left (call it holding the folder's lock); returns the paths."""
     run_dir = resolve(run_dir)
     found = [p for d in (run_dir, run_dir / "checkpoints") if d.is_dir() for p in d.iterdir()
              if p.name.endswith(".tmp") and any(p.name.startswith(f".{n}.") or p.name == f"{n}.tmp" for n in RUN_FILES)]
@@ -51,8 +39,7 @@ def remove_temporaries(run_dir) -> list[Path]:
 
 # ----------------------------------------------------------------------------- checkpoints
 def load_state(path: str | os.PathLike, map_location="cpu", *, advice: str = "") -> dict:
-    """A dict saved with torch.save, read safely (weights_only=True); an empty, truncated or foreign file raises
-    CheckpointError naming it (and `advice`: what to do about it)."""
+    """A dict saved with torch.save, read with weights_only=True; a bad file raises CheckpointError naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -141,7 +128,6 @@ def better(rec: dict, best: dict | None) -> bool:
 
 
 def best_epoch(history: list[dict]) -> int | None:
-    """The epoch (1-based) that model selection picks from a history."""
     best = None
     for rec in history:
         best = rec if better(rec, best) else best
@@ -149,8 +135,7 @@ def best_epoch(history: list[dict]) -> int | None:
 
 
 def restore_best(run_dir, state: dict) -> str | None:
-    """On resume: best.pt rewritten from last.pt (`state`) when it lacks the best epoch that last.pt is, the history
-    files from last.pt's history. Returns what was done or why it cannot be; None when best.pt was right."""
+    """On resume: best.pt (and the history) restored from last.pt when it can be; says what was done."""
     write_history(state["history"], run_dir)
     if state.get("best") is None:
         return None
@@ -173,7 +158,6 @@ def restore_best(run_dir, state: dict) -> str | None:
 
 # ----------------------------------------------------------------------------- a run folder
 def profile_runs(profile: str, runs_dir="runs") -> Path:
-    """The folder of a profile's runs and results: `<runs_dir>/<profile>` (relative: from the repository root)."""
     return resolve(runs_dir) / profile
 
 
@@ -182,7 +166,6 @@ def checkpoint_path(run_dir, which: str = "best") -> Path:
 
 
 def is_run(run_dir) -> bool:
-    """A folder with a trained checkpoint (best.pt or last.pt)."""
     return any(checkpoint_path(run_dir, w).is_file() for w in CHECKPOINTS)
 
 
@@ -236,8 +219,7 @@ def _check_origin(path: Path, cfg: SSPLConfig, state: dict, expect: dict | None)
 
 
 def load_run(run_dir, which: str = "best", device="cpu", *, expect: dict | None = None):
-    """The `SSPL` model of a run folder's `checkpoints/<which>.pt`, eval mode, weights from the checkpoint only. It
-    must agree with the folder's config.json and history and with `expect` {field: value} (CheckpointError)."""
+    """The `SSPL` of a run's checkpoint, checked against its folder's config.json, history and `expect`."""
     from ..methods.registry import build_model
 
     path = checkpoint_path(run_dir, which)

@@ -1,24 +1,7 @@
-"""Interactive explorer of a trained run (notebooks/05_explore.ipynb): ipywidgets over a split.
+"""Interactive explorer of a trained run (notebooks/05_explore.ipynb): heatmaps, masks and live cIoU of the
+selected models on a sample, its sound or another's, PCM cycles, cIoU order, the swap split's maps per sound.
 
-    from sspl_lib.explorer.app import Explorer
     ex = Explorer("runs/quick/sspl")      # + compare=[other run dirs], split=, data_root=
-    ex                                    # shows the widget in a notebook
-
-Per sample: the frame with each selected model's heatmap overlay, the gt box and the scored mask
-(fixed / median protocol), the mask against the gt, the live cIoU (= `sspl_lib.metrics.ciou` of that
-heatmap), the log-mel spectrogram and a player of the sound. The sound can be swapped for another
-sample's clip (the counterfactual heatmap), PCM models can be inspected cycle by cycle, samples can be
-sorted by cIoU (worst first) to find failure modes. The centre prior is a pseudo-model to compare with.
-On the swap split (one row per object's sound of a scene) a "sound of" selector chooses which object of the
-shown scene is heard (the gt box follows it), and a row below shows the first model's maps for every sound of
-the scene side by side (`swap_bytes`, `swap_follows`, `swap_heatmaps`; `choose_sound(k)` from scripts).
-
-Forward passes are cached per (model, split, frame sample, audio sample). State for tests and scripts:
-`image_bytes`, `spectrogram_bytes`, `audio_bytes`, `current_ciou`, `cious`, `current_heatmap`,
-`current_gt`, `current_mask`, `current_index`, `current_audio_index`, `last_update_ms`; the widgets live in
-`ex.ui` (`sspl_lib.explorer.widgets.ExplorerUI`: `sample`, `play`, `split`, `sort`, `model_select`, `protocol`,
-`threshold`, `colormap`, `opacity`, `cycle`, `audio_source`, `other_clip`, `player`, `image`, `spectrogram`),
-composed here with callbacks; the heatmap sources and split readers are in `sources`, the drawing in `render`.
 """
 
 from __future__ import annotations
@@ -47,14 +30,7 @@ def _unique(name: str, taken) -> str:
 
 
 class Explorer:
-    """The explorer widget of a run (display the object, or `.widget`, in a notebook).
-
-    run_dir: the main run (its config names the data folder). compare: other run folders to offer in the
-    model selector; None = the other trained runs next to run_dir plus the ablation variants under
-    `<its folder>/ablation/` (first seed). split: the split opened first (default: test_single if present).
-    data_root: the benchmark folder (default: the run's). centre_prior: offer the centre prior.
-    sounding_only: leave out silent / off-screen samples, as the evaluation does.
-    """
+    """The explorer widget of a run; compare: other run folders (None: `sources.default_compare`)."""
 
     def __init__(self, run_dir="runs/quick/sspl", *, compare=None, data_root=None, split: str | None = None,
                  centre_prior: bool = True, sounding_only: bool = True, cache_size: int = 512, device: str = "cpu"):
@@ -114,12 +90,10 @@ class Explorer:
 
     @property
     def selected(self) -> list[str]:
-        """Selected model names in the selector's order (the first one's cIoU is `current_ciou`)."""
         return self.ui.selected
 
     def _on_order(self, owner) -> None:
-        """Sort order, protocol, threshold or model selection changed: recompute the order, keep the sample
-        (or jump to the worst / best one after a new sort)."""
+        """Sort, protocol, threshold or models changed: reorder, keep the sample (a new sort: the first)."""
         keep = self.current_index
         with self.ui.quiet():
             self._reorder()
@@ -144,9 +118,7 @@ class Explorer:
         return out
 
     def split_cious(self, model: str | None = None) -> np.ndarray:
-        """Per-sample cIoU (own sound, final heatmap) of the split under the current protocol/threshold, from
-        batched forward passes (cached per model and split; for the sort). It can differ from the shown
-        per-sample cIoU in the 5th decimal (float rounding of batched convolutions moving a boundary pixel)."""
+        """Per-sample cIoU of the split (own sound) from batched passes, cached per model and split."""
         model = model or self.selected[0]
         key = (model, self.data.name)
         if key not in self._split_maps:
@@ -169,7 +141,6 @@ class Explorer:
         self.order = np.argsort(c if self.ui.sort.value == "worst" else -c, kind="stable")
 
     def goto(self, index: int) -> None:
-        """Show the split's sample `index` (file order among the kept samples) whatever the sort order."""
         self.ui.sample.value = int(np.flatnonzero(self.order == index)[0])
 
     def pick_other_clip(self, seed: int | None = None) -> int:
@@ -212,7 +183,6 @@ class Explorer:
         return self._spec_cache[key]
 
     def refresh(self) -> None:
-        """Recompute the view from the widgets' values (called by every widget change)."""
         t0 = time.perf_counter()
         i, a = self.current_index, self.current_audio_index
         d, protocol, thr = self.data, self.ui.protocol.value, float(self.ui.threshold.value)
@@ -301,7 +271,6 @@ class Explorer:
         return self.ui.widget._repr_mimebundle_(**kwargs)
 
     def close(self) -> None:
-        """Close the split file and the widgets."""
         self.data.close()
         self.ui.close()
 

@@ -1,9 +1,5 @@
-"""What the explorer looks at: heatmap sources (trained runs, the centre prior) and annotated splits.
-
-A source maps (frame uint8 (S,S,3), spects (3,96,64)) to the heatmaps after the PCM initialization and
-after each cycle, (cycles+1, h, w) float32 -- one map for models without PCM and for the centre prior.
-The explorer caches these per (source, split, frame sample, audio sample); nothing here caches.
-"""
+"""What the explorer looks at: heatmap sources (trained runs, the centre prior), which map a frame and a
+clip to the maps after each PCM cycle (cycles+1, h, w), and annotated splits read lazily."""
 
 from __future__ import annotations
 
@@ -24,8 +20,7 @@ CENTRE_PRIOR = "centre prior"
 
 
 class RunModel:
-    """A trained run (a run folder of sspl_lib.experiments.runs): its best.pt; a run without one (interrupted
-    before it was written) shows its last.pt with `warning` saying so (printed, and shown in the explorer)."""
+    """A trained run's best.pt (without one: its last.pt, with a `warning`)."""
 
     def __init__(self, run_dir, name: str | None = None, device: str = "cpu"):
         self.run_dir = resolve(run_dir)
@@ -57,7 +52,6 @@ class RunModel:
 
     @torch.no_grad()
     def final_maps(self, frames: np.ndarray, spects: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Final heatmaps (N, h, w) of a batch of samples with their own audio (for sorting by cIoU)."""
         out = []
         for s in range(0, len(frames), batch_size):
             fr, sp = self._inputs(frames[s:s + batch_size], spects[s:s + batch_size])
@@ -85,7 +79,6 @@ class CentrePrior:
 
 
 def sibling_runs(run_dir) -> list[Path]:
-    """Other trained runs in the folder of `run_dir` (e.g. the ablation variants next to the main run)."""
     run = resolve(run_dir)
     if not run.parent.is_dir():
         return []
@@ -93,8 +86,7 @@ def sibling_runs(run_dir) -> list[Path]:
 
 
 def default_compare(run_dir) -> list[tuple[str, Path]]:
-    """(name, run folder) of the runs offered next to `run_dir`: the other trained runs in its folder and the
-    ablation variants of `<folder>/ablation/<variant>/seed<k>` (sspl_lib.experiments.runner layout), first seed each."""
+    """(name, folder) of the runs offered next to `run_dir`: its siblings and the ablation's first seeds."""
     run = resolve(run_dir)
     out = [(p.name, p) for p in sibling_runs(run)]
     abl = run.parent / "ablation"
@@ -126,9 +118,7 @@ def find_splits(data_root) -> dict[str, Path]:
 
 
 class SplitData:
-    """One packed split, read lazily per sample (the h5 file stays open). With `sounding_only` (default),
-    samples whose sound is silent / off-screen (label -1) are left out, as in the evaluation.
-    Indices are local: 0..n-1 over the kept rows (`rows` maps them to file rows)."""
+    """One packed split read lazily per sample; `sounding_only` leaves out silent samples (local indices)."""
 
     def __init__(self, path, *, sounding_only: bool = True, class_names: list[str] | None = None):
         from ..data.h5 import read_field
@@ -165,7 +155,6 @@ class SplitData:
         return self._read(self.f, "audio", int(self.rows[i])).astype(np.float32)
 
     def all_frames_spects(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every kept sample's frame and spects (for whole-split heatmaps)."""
         frames, spects = self.f["frames"][:], self.f["spects"][:]
         return frames[self.rows], spects[self.rows].astype(np.float32)
 
@@ -206,7 +195,6 @@ class SplitData:
 
 
 def class_names(data_root) -> list[str]:
-    """Class names from the synthetic benchmark's meta.json (empty when absent)."""
     meta = resolve(data_root) / "meta.json"
     if not meta.is_file():
         return []

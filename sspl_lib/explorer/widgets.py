@@ -1,5 +1,4 @@
-"""The explorer's widgets: construction, layout and event wiring. The explorer (app.py) composes one
-`ExplorerUI` and gives it callbacks; the widgets know nothing of models or data beyond names and PCM cycles."""
+"""The explorer's widgets, layout and event wiring; they know nothing of models or data but names."""
 
 from __future__ import annotations
 
@@ -13,13 +12,12 @@ from .sources import CENTRE_PRIOR
 OWN_CLIP = -1
 SORTS = (("file order", "none"), ("cIoU, worst first", "worst"), ("cIoU, best first", "best"))
 COLORMAPS = ("jet", "turbo", "inferno", "viridis", "magma", "gray")
+STYLE = {"description_width": "70px"}
 
 
 class ExplorerUI:
-    """The widgets of the explorer. `cycles`: {model name: PCM cycles (0 = no PCM)} in selector order, the
-    primary model first. Callbacks: on_split(name), on_order(owner widget), on_view(), on_other_clip(),
-    on_scene_sound(object index) (the swap split's "sound of" selector; shown by `show_swap`).
-    While `busy` is set (a batch of programmatic changes), widget events call nothing."""
+    """The explorer's widgets; `cycles`: {model: PCM cycles} in selector order, the primary first. While
+    `busy`, widget events call nothing."""
 
     def __init__(self, *, splits, split: str, cycles: dict[str, int], primary: str, on_split: Callable,
                  on_order: Callable, on_view: Callable, on_other_clip: Callable, on_scene_sound: Callable | None = None):
@@ -27,32 +25,49 @@ class ExplorerUI:
         self.on_split, self.on_order, self.on_view, self.on_other_clip = on_split, on_order, on_view, on_other_clip
         self.on_scene_sound = on_scene_sound
         self.busy = False
-        lay, st = W.Layout, {"description_width": "70px"}
-        names = list(self.cycles)
-        runs = [n for n in names if n not in (CENTRE_PRIOR, primary)]
-        contrast = [n for n in runs if (self.cycles[n] > 0) != (self.cycles[primary] > 0)]  # w/ vs w/o PCM
-        default = [primary] + (contrast or runs)[:1] + ([CENTRE_PRIOR] if CENTRE_PRIOR in names else [])
-        self.split = W.Dropdown(options=list(splits), value=split, description="split", style=st,
-                                layout=lay(width="220px"))
-        self.sort = W.Dropdown(options=SORTS, value="none", description="order", style=st, layout=lay(width="240px"))
-        self.sample = W.IntSlider(value=0, min=0, max=0, description="sample", continuous_update=False, style=st,
-                                  layout=lay(width="380px"))
+        self._navigation(splits, split)
+        self._view_controls()
+        self._sound()
+        self._wire()
+        self.widget = self._layout()
+        self.show_swap(False)
+        for w, cls in ((self.widget, "sspl-explorer"), (self.image, "sspl-view"), (self.sample, "sspl-sample"),
+                       (self.spectrogram, "sspl-spectrogram"), (self.info, "sspl-info"), (self.swap_image, "sspl-swap")):
+            w.add_class(cls)  # stable hooks for the browser test
+
+    def _navigation(self, splits, split: str) -> None:
+        self.split = W.Dropdown(options=list(splits), value=split, description="split", style=STYLE,
+                                layout=W.Layout(width="220px"))
+        self.sort = W.Dropdown(options=SORTS, value="none", description="order", style=STYLE,
+                               layout=W.Layout(width="240px"))
+        self.sample = W.IntSlider(value=0, min=0, max=0, description="sample", continuous_update=False, style=STYLE,
+                                  layout=W.Layout(width="380px"))
         self.play = W.Play(value=0, min=0, max=0, step=1, interval=1200, description="play")
         W.jslink((self.play, "value"), (self.sample, "value"))  # smooth in the browser ...
         self.play.observe(self._on_play, "value")  # ... and the kernel sees every step too
         self.sample_id = W.HTML()
+
+    def _view_controls(self) -> None:
+        names, primary = list(self.cycles), self.primary
+        runs = [n for n in names if n not in (CENTRE_PRIOR, primary)]
+        contrast = [n for n in runs if (self.cycles[n] > 0) != (self.cycles[primary] > 0)]  # w/ vs w/o PCM
+        default = [primary] + (contrast or runs)[:1] + ([CENTRE_PRIOR] if CENTRE_PRIOR in names else [])
         self.model_select = W.SelectMultiple(options=names, value=tuple(default), description="models",
-                                             rows=min(max(len(names), 2), 5), style=st, layout=lay(width="300px"))
+                                             rows=min(max(len(names), 2), 5), style=STYLE,
+                                             layout=W.Layout(width="300px"))
         self.protocol = W.ToggleButtons(options=["fixed", "median"], value="fixed", style={"button_width": "80px"},
                                         tooltips=["mask = normalized map >= threshold (SSPL)",
                                                   "mask = top half of the map (LVS / EZ-VSL)"])
         self.threshold = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="threshold",
-                                       continuous_update=False, readout_format=".2f", style=st)
-        self.cycle = W.IntSlider(value=0, min=0, max=0, description="PCM cycle", continuous_update=False, style=st)
-        self.colormap = W.Dropdown(options=COLORMAPS, value="jet", description="colormap", style=st,
-                                   layout=lay(width="220px"))
+                                       continuous_update=False, readout_format=".2f", style=STYLE)
+        self.cycle = W.IntSlider(value=0, min=0, max=0, description="PCM cycle", continuous_update=False, style=STYLE)
+        self.colormap = W.Dropdown(options=COLORMAPS, value="jet", description="colormap", style=STYLE,
+                                   layout=W.Layout(width="220px"))
         self.opacity = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="opacity",
-                                     continuous_update=False, readout_format=".2f", style=st)
+                                     continuous_update=False, readout_format=".2f", style=STYLE)
+
+    def _sound(self) -> None:
+        lay = W.Layout
         self.audio_source = W.Dropdown(options=[("this sample's own clip", OWN_CLIP)], value=OWN_CLIP,
                                        description="sound", style={"description_width": "50px"},
                                        layout=lay(width="300px"))
@@ -69,6 +84,8 @@ class ExplorerUI:
         self.spectrogram = W.Image(format="png")
         self.info = W.HTML()
         self.header = W.HTML()
+
+    def _wire(self) -> None:
         for w, fn in ((self.split, self._on_split), (self.sort, self._on_order), (self.protocol, self._on_order),
                       (self.threshold, self._on_order), (self.model_select, self._on_models),
                       (self.sample, self._on_view), (self.cycle, self._on_view), (self.colormap, self._on_view),
@@ -78,26 +95,22 @@ class ExplorerUI:
         self.other_clip.on_click(lambda _: self.on_other_clip())
         self.own_clip.on_click(lambda _: setattr(self.audio_source, "value", OWN_CLIP))
         self._sync_cycle_slider()
-        protocol = W.HBox([W.Label("protocol", layout=lay(width="70px", justify_content="flex-end", margin="0 8px 0 0")),
-                           self.protocol])
-        controls = W.HBox([W.VBox([self.model_select]), W.VBox([protocol, self.threshold, self.cycle]),
-                           W.VBox([self.colormap, self.opacity])])
+
+    def _layout(self) -> W.VBox:
+        label = W.Label("protocol", layout=W.Layout(width="70px", justify_content="flex-end", margin="0 8px 0 0"))
+        controls = W.HBox([W.VBox([self.model_select]), W.VBox([W.HBox([label, self.protocol]), self.threshold,
+                                                                self.cycle]), W.VBox([self.colormap, self.opacity])])
         sound = W.VBox([self.spectrogram, self.player, self.scene_sound, self.audio_source,
                         W.HBox([self.other_clip, self.own_clip])])
         self.swap_row = W.VBox([self.swap_title, self.swap_image])
-        self.widget = W.VBox([self.header, W.HBox([self.split, self.sort, self.play, self.sample]), self.sample_id,
-                              controls, W.HBox([self.image, sound]), self.swap_row, self.info])
-        self.show_swap(False)
-        for w, cls in ((self.widget, "sspl-explorer"), (self.image, "sspl-view"), (self.sample, "sspl-sample"),
-                       (self.spectrogram, "sspl-spectrogram"), (self.info, "sspl-info"), (self.swap_image, "sspl-swap")):
-            w.add_class(cls)  # stable hooks for the browser test
+        return W.VBox([self.header, W.HBox([self.split, self.sort, self.play, self.sample]), self.sample_id,
+                       controls, W.HBox([self.image, sound]), self.swap_row, self.info])
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
 
     @property
     def selected(self) -> list[str]:
-        """Selected model names in the selector's order."""
         chosen = set(self.model_select.value)
         return [n for n in self.model_select.options if n in chosen]
 
@@ -108,7 +121,6 @@ class ExplorerUI:
 
     @contextmanager
     def quiet(self):
-        """Widget changes inside this block trigger no callback."""
         was, self.busy = self.busy, True
         try:
             yield

@@ -27,7 +27,6 @@ class Method:
         """Add its trainable modules to `model` (called by `SSPL.__init__` after the encoders)."""
 
     def param_groups(self, model, cfg) -> list[dict]:
-        """The optimizer groups of its modules."""
         return []
 
     def visual_map(self, model, v: torch.Tensor) -> torch.Tensor:
@@ -67,8 +66,8 @@ class Projected(Method):
 
 def similarity_matrix(v: torch.Tensor, a: torch.Tensor, region: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Visual maps v (B,K,h,w), audio features a (B,K) -> S (B_img, B_aud) = max_hw cos(v_i, a_j) and the
-    positive pairs' cosine maps (B,h,w). `region` (B,h,w) bool: image i's max runs over its True locations."""
+    """v (B,K,h,w), a (B,K) -> S (B_img, B_aud) = max_hw cos(v_i, a_j) (over `region` when given) and
+    the positive pairs' cosine maps (B,h,w)."""
     if v.shape[1] != a.shape[1]:
         raise ValueError(f"visual ({v.shape[1]}) and audio ({a.shape[1]}) feature sizes differ")
     maps = einsum(F.normalize(v, dim=1), F.normalize(a, dim=1), "i k h w, j k -> i j h w")

@@ -14,8 +14,7 @@ TAU = 0.03  # its temperature
 
 
 def info_nce(sim: torch.Tensor, tau: float = TAU) -> torch.Tensor:
-    """Symmetric InfoNCE on a similarity matrix (B_img, B_aud), positives on the diagonal:
-    (CE(image->audio) + CE(audio->image)) / 2."""
+    """Symmetric InfoNCE of a similarity matrix with the positives on its diagonal."""
     if sim.ndim != 2 or sim.shape[0] != sim.shape[1]:
         raise ValueError(f"expected a square similarity matrix (B_img, B_aud), got {tuple(sim.shape)}")
     logits = sim / tau

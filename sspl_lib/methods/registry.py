@@ -22,8 +22,7 @@ REGISTRY: dict[str, type[Method]] = {
 
 
 def build_method(cfg: SSPLConfig) -> Method:
-    """The method of `cfg.method` with its settings from the config; ConfigError for an unknown name or a PCM
-    the method cannot use."""
+    """The method of `cfg.method`; ConfigError for an unknown name or a PCM it cannot use."""
     if cfg.method not in REGISTRY:
         close = difflib.get_close_matches(cfg.method, REGISTRY, n=1, cutoff=0.0)
         raise ConfigError(f"method={cfg.method!r}: expected one of {list(REGISTRY)}"

@@ -1,0 +1,111 @@
+"""Profiles: `params/<name>.yaml` read once into an `SSPLConfig` (YAML 1.2 floats; a key given twice
+refused), and `--set KEY=VALUE` overrides: `load_profile("quick", epochs=5)`."""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from .config import ConfigError, SSPLConfig
+from .paths import PARAMS_DIR
+
+
+class ProfileNotFoundError(ConfigError, FileNotFoundError):
+    """No params/<name>.yaml (both a ValueError and a FileNotFoundError); the message lists the profiles."""
+
+
+class DuplicateKey(ValueError):
+    def __init__(self, key, line: int, first: int):
+        super().__init__(f"line {line}: `{key}` given twice (first at line {first}); keep one")
+        self.key, self.line, self.first = key, line, first
+
+
+@lru_cache(maxsize=None)
+def _yaml_loader():
+    """PyYAML's SafeLoader with YAML 1.2 floats (`1e-4`); a repeated key raises DuplicateKey."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            first: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+                if key in first:
+                    raise DuplicateKey(key, line, first[key])
+                first[key] = line
+            return super().construct_mapping(node, deep)
+
+    float12 = re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)[eE][-+]?\d+$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", float12, list("-+0123456789."))
+    return Loader
+
+
+def read_yaml(text: str):
+    import yaml
+
+    return yaml.load(text, Loader=_yaml_loader())
+
+
+def load_yaml(path: str | os.PathLike) -> SSPLConfig:
+    """A profile file (`profile:` and `config:`, as every notebook declares them) as a validated config."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = read_yaml(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    except DuplicateKey as e:
+        if e.key == "config":
+            raise ConfigError(f"{path}: line {e.line}: a second `config:` block (the first at line {e.first}); a "
+                              "profile has one `config:` mapping: merge the two") from None
+        raise ConfigError(f"{path}: {e}") from None
+    if not isinstance(raw, dict) or "config" not in raw or set(raw) - {"profile", "config"}:
+        keys = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
+        raise ConfigError(f"{path}: expected the keys `profile` (its name) and `config` (a mapping of config "
+                          f"fields), got {keys}")
+    if raw.get("profile") not in (None, path.stem):
+        raise ConfigError(f"{path}: `profile: {raw['profile']}` differs from the file's name {path.stem!r}")
+    if not isinstance(raw["config"], dict | None):
+        raise ConfigError(f"{path}: `config` must be a mapping of config fields, got {type(raw['config']).__name__}")
+    try:
+        return SSPLConfig.from_dict(raw["config"] or {})
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def load_profile(name: str, **overrides) -> SSPLConfig:
+    """params/<name>.yaml as a validated config, plus validated `overrides`."""
+    path = PARAMS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        avail = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+        raise ProfileNotFoundError(f"{path}: no such profile (available: {avail})")
+    cfg = load_yaml(path)
+    try:
+        return cfg.replace(**overrides)
+    except ConfigError as e:
+        raise ConfigError(f"override of profile {name!r}: {e}") from None
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`--set KEY=VALUE` strings -> {KEY: value parsed as YAML}; validated where applied."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, text = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE (e.g. epochs=5)")
+        try:
+            out[key.strip()] = read_yaml(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({e})") from None
+    return out
+
+
+def not_none(**values) -> dict:
+    return {k: v for k, v in values.items() if v is not None}
