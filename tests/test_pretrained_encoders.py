@@ -101,9 +101,11 @@ def test_lite0_feature_choices_give_a_14x14_grid(features, size):
 
 
 def test_config_offers_every_feature_choice():
-    from sspl_lib.config import VISUAL_FEATURES, SSPLConfig
+    from sspl_lib.config import SSPLConfig
+    from sspl_lib.config_groups import ModelConfig
 
-    assert VISUAL_FEATURES == tuple(FEATURES) and SSPLConfig().visual_features == "head_dilated"
+    assert set(ModelConfig.CHOICES["visual_features"]) == set(FEATURES)
+    assert SSPLConfig().visual_features == "head_dilated"
 
 
 def test_lite0_feature_choices_have_distinct_fingerprints(lite0_state):

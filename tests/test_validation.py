@@ -99,7 +99,7 @@ ERRORS = [
     ("yaml-old-objective", yaml_profile("objective: byol\n"), ConfigError,
      r"objective='byol': expected one of \['simsiam', 'contrastive', 'ezvsl', 'sacl'\]"),
     ("yaml-encoder", yaml_profile("visual_encoder: resnet\n"), ConfigError,
-     r"visual_encoder='resnet': expected one of \['vgg16', 'small'\]"),
+     r"visual_encoder='resnet': expected one of \['vgg16', 'small', 'efficientnet_lite0'\]"),
     ("yaml-dataset", yaml_profile("dataset: vggss\n"), ConfigError, r"dataset='vggss': expected one of"),
     ("yaml-device", yaml_profile("device: gpu\n"), ConfigError, r"device='gpu': expected 'auto', 'cpu', 'cuda'"),
     ("yaml-epochs-0", yaml_profile("epochs: 0\n"), ConfigError, r"epochs=0: expected >= 1"),
