@@ -81,7 +81,7 @@ def run_pipeline(profile: str = "quick", *, notebooks=REPRODUCE, in_place: bool 
     from .profiles import load_profile
 
     try:
-        load_profile(profile, **(extra or {}).get("config", {}))  # a bad profile fails here, before any notebook
+        load_profile(profile, (extra or {}).get("config"))  # a bad profile fails here, before any notebook
     except (FileNotFoundError, ValueError) as e:
         raise PipelineError(str(e)) from e
     out_dir = out_dir or runs_dir / profile / "notebooks"

@@ -247,9 +247,9 @@ def test_notebook_has_one_literal_parameters_cell():
     tree = ast.parse("".join(params[0]["source"]))
     names = []
     for node in tree.body:
-        assert isinstance(node, ast.Assign)
+        assert isinstance(node, ast.AnnAssign)
         ast.literal_eval(node.value)
-        names.append(node.targets[0].id)
+        names.append(node.target.id)
     assert names == ["profile", "config", "runs_dir", "run", "compare", "split"]
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(c.get("execution_count") for c in code), "commit the notebook executed (nbval compares outputs)"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..config import SSPLConfig
 from ..paths import resolve
+from ..profiles import as_list
 
 AUDIO_CONTROLS = ("matched", "shuffled", "silent")
 
@@ -62,6 +63,8 @@ METHODS = {
 
 
 def methods(names) -> list[Variant]:
+    """The methods' variants by name; `names` may also be a JSON list or a comma-separated string."""
+    names = as_list(names, "methods")
     unknown = [m for m in names if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))} "
@@ -87,7 +90,7 @@ QUESTION_FIELDS = {"pcm": ({"use_pcm"}, "variant"), "cycles": ({"pcm_cycles"}, "
 
 def ablation_variants(base: SSPLConfig, questions=QUESTIONS, cycles=(0, 2, 4)) -> list[Variant]:
     """The variants the ablation questions need (protocol and audio re-score SSPL)."""
-    q = set(questions)
+    q, cycles = set(questions), as_list(cycles, "cycles", int)
     out = [Variant("sspl", {}, audio=AUDIO_CONTROLS if "audio" in q else ("matched",))]
     if q & {"pcm", "objective"}:
         out.append(Variant("sspl_wo_pcm", {"use_pcm": False}))

@@ -16,7 +16,7 @@ from ..config import SSPLConfig
 from ..data.isolated_pool import isolated_map
 from ..distributed import choose_device
 from ..paths import RUNS_DIR, resolve, shown
-from ..profiles import load_profile
+from ..profiles import as_list, load_profile
 from .atomic import write_json
 from .evaluate import find_listen_splits, find_test_splits, load_eval_split
 from .jobs import (Budget, Job, Variant, ablation_variants, first_seeds, method_fields, method_folder, methods, plan,
@@ -181,7 +181,7 @@ def run_study(base: SSPLConfig, variants: list[Variant], seeds, root, budget: Bu
     orphans = sorted({f"{v!r} scores the runs of {s!r}" for v, s in source.items() if s not in source})
     if orphans:
         raise ValueError(f"derived variant {'; '.join(orphans)}: add that variant to the study")
-    budget, root, seeds = budget or Budget(), resolve(root), [int(s) for s in seeds]
+    budget, root, seeds = budget or Budget(), resolve(root), as_list(seeds, "seeds", int)
     root.mkdir(parents=True, exist_ok=True)
     write_json({"budget": asdict(budget), "seeds": seeds, "variants": [asdict(v) for v in variants]},
                root / "study.json")

@@ -17,6 +17,7 @@ from ..av_metrics import box_means, follows
 from ..experiments.runs import is_run
 from ..metrics import ciou_batch, localization_mask, mask_ciou
 from ..paths import resolve, shown
+from ..profiles import as_list
 from . import render as R
 from .sources import CENTRE_PRIOR, CentrePrior, RunModel, SplitData, class_names, default_compare, find_splits
 from .widgets import OWN_CLIP, ExplorerUI
@@ -35,7 +36,7 @@ class Explorer:
     def __init__(self, run_dir="runs/quick/sspl", *, compare=None, data_root=None, split: str | None = None,
                  centre_prior: bool = True, sounding_only: bool = True, cache_size: int = 512, device: str = "cpu"):
         primary = RunModel(run_dir, device=device)
-        pairs = default_compare(run_dir) if compare is None else [(None, p) for p in compare]
+        pairs = default_compare(run_dir) if compare is None else [(None, p) for p in as_list(compare, "compare")]
         others = [RunModel(p, name=n, device=device) for n, p in pairs]
         self.models: dict = {}
         for m in [primary, *others]:
