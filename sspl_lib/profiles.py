@@ -110,6 +110,24 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def override_keys_help() -> str:
+    """Every config key by group, with its type, default and comment: the `--set` list of `--help`."""
+    from dataclasses import MISSING, fields
+
+    from .config_groups import field_notes
+
+    lines = ["config keys (--set KEY=VALUE, the value read as YAML: 5, 1e-4, true, null, [1, 2]). The defaults are "
+             "SSPLConfig's; a profile (params/<profile>.yaml) sets many of them:"]
+    for group in SSPLConfig.GROUPS:
+        lines.append(f"  {group.__name__}: {(group.__doc__ or '').strip()}")
+        notes = field_notes(group)
+        for f in fields(group):
+            default = f.default if f.default is not MISSING else f.default_factory()
+            note = f"  # {notes[f.name]}" if f.name in notes else ""
+            lines.append(f"    {f.name}: {f.type} = {default!r}{note}")
+    return "\n".join(lines)
+
+
 def not_none(**values) -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
@@ -148,4 +166,5 @@ def as_list(value, name: str, item=str) -> list | None:
     try:
         return [item(v) for v in value]
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{name}={list(value)!r}: an element is not {getattr(item, '__name__', item)} ({e})") from None
+        kind = getattr(item, "__name__", item)
+        raise ConfigError(f"{name}={list(value)!r}: an element is not {kind} ({e})") from None

