@@ -17,6 +17,11 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def count(n: int, word: str) -> str:
+    """'1 run', '3 runs'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 class ProgressLines:
     """`update(n)` as the loop goes; a line `[tag] what: n/total (p%), rate, ETA` at most every `every` s;
     `done()` prints the total time once."""

@@ -129,7 +129,8 @@ def _write_splits(root: Path, tasks: list, sizes: dict, attrs: dict, names: list
     if progress:
         print(f"[data] writing {shown(root)}: {sum(sizes.values())} samples in {len(writers)} splits "
               f"({', '.join(f'{sp} {n}' for sp, n in sizes.items() if n)}), {workers} workers", flush=True)
-    lines = {sp: ProgressLines("data", sp, n, enabled=progress) for sp, n in sizes.items()}
+    order = [sp for sp, n in sizes.items() if n > 0]  # the tasks' order: a split's clock starts as the last ends
+    lines = {order[0]: ProgressLines("data", order[0], sizes[order[0]], enabled=progress)} if order else {}
     pool = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn").Pool(workers) if workers > 1 else None
     try:
         results = pool.imap(render_chunk, tasks) if pool else map(render_chunk, tasks)
@@ -141,6 +142,9 @@ def _write_splits(root: Path, tasks: list, sizes: dict, attrs: dict, names: list
             lines[split].update(len(np.unique(out["scene"])) if split == "swap" else len(out["ids"]))
             if lines[split].n >= sizes[split]:  # the chunks come in order: a split ends with its last chunk
                 lines[split].done()
+                nxt = order[order.index(split) + 1:]
+                if nxt:
+                    lines[nxt[0]] = ProgressLines("data", nxt[0], sizes[nxt[0]], enabled=progress)
     except BaseException:
         for w in writers.values():
             w.close(commit=False)

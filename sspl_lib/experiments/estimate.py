@@ -15,7 +15,7 @@ from ..data.stream import split_path
 from ..distributed import choose_device
 from ..methods.registry import build_model
 from ..paths import resolve
-from ..progress_lines import duration
+from ..progress_lines import count, duration
 from .runs import read_history
 from .train import make_optimizer, make_scheduler, train_one_epoch
 
@@ -89,7 +89,8 @@ def plan_line(jobs, workers: int) -> str:
     names = list(dict.fromkeys(j.name for j in jobs))
     seeds = list(dict.fromkeys(j.seed for j in jobs))
     epochs = sorted({j.cfg.epochs for j in jobs})
-    return (f"plan: {len(jobs)} runs to train ({len(names)} methods x {len(seeds)} seeds: {', '.join(names)}; seeds "
-            f"{', '.join(map(str, seeds))}), {'/'.join(map(str, epochs))} epochs each, {parallel} at a time with "
-            f"{jobs[0].cfg.threads or 'default'} threads each: about {duration(total)} (seconds per epoch from "
+    threads = count(jobs[0].cfg.threads, "thread") if jobs[0].cfg.threads else "torch's default threads"
+    return (f"plan: {count(len(jobs), 'run')} to train ({count(len(names), 'method')} x {count(len(seeds), 'seed')}: "
+            f"{', '.join(names)}; seed {', '.join(map(str, seeds))}), {'/'.join(map(str, epochs))} epochs each, "
+            f"{parallel} at a time with {threads} each: about {duration(total)} (seconds per epoch from "
             f"{' and '.join(sorted(how))})")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from ..data.h5 import load_split, open_h5
 from ..data.transforms import AugmentConfig, crop_flip, crop_flip_params, eval_frame, normalize, resize_uint8, to_chw
 from ..encoders import SmallAudioEncoder, SmallVisualEncoder
 from ..paths import resolve, shown
-from ..progress_lines import ProgressLines
+from ..progress_lines import ProgressLines, count
 from . import runs
 from .atomic import atomic_save
 
@@ -163,7 +162,8 @@ def pretrain(cfg: SSPLConfig, out_dir, *, force: bool = False, progress: bool = 
         torch.set_num_threads(cfg.threads)
     if progress:
         print(f"[pretrain] label pretraining of the small encoders into {shown(path)}: visual "
-              f"{cfg.pretrain_epochs} epochs, audio {max(1, cfg.pretrain_epochs // 2)} epochs", flush=True)
+              f"{count(cfg.pretrain_epochs, 'epoch')}, audio {count(max(1, cfg.pretrain_epochs // 2), 'epoch')}",
+              flush=True)
     t0 = time.perf_counter()
     visual, vmeta = pretrain_visual(cfg, progress)
     t1 = time.perf_counter()
@@ -172,7 +172,8 @@ def pretrain(cfg: SSPLConfig, out_dir, *, force: bool = False, progress: bool = 
             "seconds": {"visual": round(t1 - t0, 1), "audio": round(time.perf_counter() - t1, 1)}}
     atomic_save({"visual": visual, "audio": audio, "meta": meta}, path)
     if progress:
-        print("pretrained encoders:", json.dumps({"visual": vmeta, "audio": ameta, "seconds": meta["seconds"]}))
+        print(f"[pretrain] held-out accuracy: visual {vmeta['held_out_accuracy']:.3f}, audio "
+              f"{ameta['held_out_accuracy']:.3f} ({shown(path)})", flush=True)
     return path
 
 

@@ -128,7 +128,8 @@ def train_methods(cfg: SSPLConfig, root, names, *, n_seeds: int = 1, jobs: int =
     """Train (or reuse) the methods' runs for the first `n_seeds` study seeds; {method: {seed: history}}."""
     if jobs > 1 and choose_device(cfg.device).type != "cpu":  # CUDA cannot be used in a forked process
         jobs = 1
-    threads = threads or max(1, (cfg.threads or os.cpu_count() or 1) // max(1, int(jobs)))
+    runs = sum(not v.train_as for v in methods(names)) * len(first_seeds(cfg, n_seeds))  # at most this many at once
+    threads = threads or max(1, (cfg.threads or os.cpu_count() or 1) // max(1, min(int(jobs), runs)))
     enc = study_encoders(cfg, root, progress=progress)
     changes = {"threads": threads, **({"encoders_checkpoint": enc} if enc != cfg.encoders_checkpoint else {})}
     todo = plan(cfg, methods(names), first_seeds(cfg, n_seeds), method_folder(root, cfg.seed), changes=changes,
