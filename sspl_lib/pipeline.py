@@ -155,7 +155,8 @@ def select_notebooks(only=None) -> list[str]:
     return [n for n in NOTEBOOKS if any(n.startswith(o) for o in only)]
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
+    """The command line (its --help: every flag)."""
     p = argparse.ArgumentParser(prog="python -m sspl_lib.pipeline", formatter_class=HelpFormat,
                                 description="Execute the sspl notebooks in order with papermill (make reproduce), "
                                             "their outputs in runs/<profile>/notebooks/; every file the profile needs "
@@ -191,7 +192,7 @@ def notebook_parameters(pairs, notebooks) -> dict:
 
 
 def main(argv=None) -> int:
-    p = _parser()
+    p = parser()
     a = p.parse_args(argv)
     if a.log_output:
         import logging

@@ -32,7 +32,7 @@ class ProgressLines:
         self.every, self.enabled = every, enabled
         self.n = self.initial = int(initial)  # `initial`: done before (a resume); not counted in the rate
         self.t0 = time.monotonic()
-        self._last, self._closed = self.t0, False
+        self._last, self._closed, self._note = self.t0, False, ""
 
     @property
     def rate(self) -> float:
@@ -47,6 +47,7 @@ class ProgressLines:
 
     def update(self, n: int = 1, note: str = "") -> None:
         self.n += int(n)
+        self._note = note  # the last one is shown by done()
         now = time.monotonic()
         if self.enabled and now - self._last >= self.every and self.n < self.total:
             self._last = now
@@ -55,8 +56,10 @@ class ProgressLines:
                   f"ETA {duration(self.eta())}" + (f"; {note}" if note else ""), flush=True)
 
     def done(self, note: str = "") -> None:
+        note = note or self._note
         if self.enabled and not self._closed:
             dt = time.monotonic() - self.t0
-            print(f"[{self.tag}] {self.what}: {self.n} {self.unit} in {duration(dt)} ({self._rate_text()})"
+            print(f"[{self.tag}] {self.what}: {count(self.n, self.unit.removesuffix('s'))} in {duration(dt)} "
+                  f"({self._rate_text()})"
                   + (f"; {note}" if note else ""), flush=True)
         self._closed = True

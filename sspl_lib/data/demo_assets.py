@@ -93,7 +93,8 @@ def make_demo_assets(out_dir: str | os.PathLike, *, seed: int = 0, n_classes: in
     return root
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (its --help: every flag)."""
     p = argparse.ArgumentParser(prog="python -m sspl_lib.data.demo_assets", description=__doc__.split("\n")[0],
                                 formatter_class=HelpFormat)
     p.add_argument("out", help="output folder (relative: from the repo root)")
@@ -101,6 +102,11 @@ def main(argv=None) -> None:
     p.add_argument("--n-classes", type=int, default=4, help="classes (one folder each)")
     p.add_argument("--images-per-class", type=int, default=2, help="RGBA cut-outs per class")
     p.add_argument("--sounds-per-class", type=int, default=2, help="recordings per class")
+    return p
+
+
+def main(argv=None) -> None:
+    p = parser()
     a = p.parse_args(argv)
     from ..paths import resolve
 

@@ -230,7 +230,8 @@ def _prepare_items(j, parts: Path, args: list, *, workers: int, chunk: int, bar)
             batch, lines, seg = [], [], seg + 1
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (its --help: every flag)."""
     p = argparse.ArgumentParser(prog="python -m sspl_lib.data.prepare",
                                 description="Prepare raw videos / frames+audio into a packed sspl HDF5 file.",
                                 formatter_class=HelpFormat)
@@ -245,6 +246,11 @@ def main(argv=None) -> None:
     p.add_argument("--no-resume", action="store_true", help="discard a previous interrupted run, start over")
     p.add_argument("--stop-after", type=int, help="stop after N items (resume later)")
     p.add_argument("--source", default="custom", help="value of the 'source' attribute (flickr, vggsound, ...)")
+    return p
+
+
+def main(argv=None) -> None:
+    p = parser()
     a = p.parse_args(argv)
     sys.stdout.reconfigure(errors="backslashreplace")  # ids from undecodable file names
     try:

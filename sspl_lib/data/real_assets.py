@@ -276,13 +276,19 @@ def build_real_assets(out: str | os.PathLike, *, manifest: str | os.PathLike = M
     return report
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (its --help: every flag)."""
     p = argparse.ArgumentParser(prog="python -m sspl_lib.data.real_assets", description=__doc__.split("\n")[0],
                                 formatter_class=HelpFormat)
     p.add_argument("out", help="output folder (relative: from the repo root)")
     p.add_argument("--manifest", default=str(MANIFEST), help="the pinned sources and the files taken from each")
     p.add_argument("--cache", default=DEFAULT_CACHE, help="where the source archives are kept")
     p.add_argument("--offline", action="store_true", help="use only archives already in the cache")
+    return p
+
+
+def main(argv=None) -> None:
+    p = parser()
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:

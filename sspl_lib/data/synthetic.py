@@ -188,7 +188,8 @@ def split_gt_maps(root, split: str, *, style: str = "flickr", size: int = 224) -
                      for i in ids]).astype(np.float32)
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (its --help: every flag)."""
     p = argparse.ArgumentParser(prog="python -m sspl_lib.data.synthetic", description=__doc__.split("\n")[0],
                                 formatter_class=HelpFormat)
     p.add_argument("--out", default="data/synthetic/quick", help="output folder (relative: from the repo root)")
@@ -208,6 +209,11 @@ def main(argv=None) -> None:
     p.add_argument("--no-audio", action="store_true", help="omit waveforms from the audio-visual splits")
     p.add_argument("--workers", type=int, default=2, help="processes rendering samples")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def main(argv=None) -> None:
+    p = parser()
     a = p.parse_args(argv)
     from ..paths import resolve
 

@@ -72,6 +72,15 @@ def methods(names) -> list[Variant]:
     return [METHODS[m] for m in names]
 
 
+def methods_help() -> str:
+    """The methods and the config fields each sets (train's --help)."""
+    lines = ["methods (--method NAME sets these config fields over the profile's; experiments.jobs.METHODS):"]
+    lines += [f"  {m}: " + (", ".join(f"{k}={x!r}" for k, x in v.overrides.items()) or "the profile's fields as they are")
+              for m, v in METHODS.items() if not v.train_as]
+    derived = ", ".join(f"{m} (scores the {v.train_as} runs)" for m, v in METHODS.items() if v.train_as)
+    return "\n".join(lines + [f"  trains nothing: {derived}"])
+
+
 def method_fields(cfg: SSPLConfig, method: str) -> dict:
     """The fields that tell the methods apart, as `method` sets them: what its checkpoints must hold."""
     keys = sorted({k for v in METHODS.values() for k in v.overrides})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from ..config import SSPLConfig
 from ..data.h5 import load_split, open_h5
 from ..data.transforms import AugmentConfig, crop_flip, crop_flip_params, eval_frame, normalize, resize_uint8, to_chw
 from ..encoders import SmallAudioEncoder, SmallVisualEncoder
-from ..paths import resolve, shown
+from ..paths import RUNS_DIR, resolve, shown
 from ..progress_lines import ProgressLines, count
 from . import runs
 from .atomic import atomic_save
@@ -189,6 +190,21 @@ def find_encoders(cfg: SSPLConfig, folders) -> Path | None:
             if {k: meta.get(k) for k in want} == want:
                 return cand
     return None
+
+
+def reuse_encoders(cfg: SSPLConfig, run_dir: Path, folders=()) -> SSPLConfig:
+    """The encoders of a run that needs them: an existing run's own, else matching ones in `run_dir`, `folders`
+    or runs/ (no pretraining again); else `cfg` as it is (the run pretrains)."""
+    stored = SSPLConfig.load(run_dir / "config.json").encoders_checkpoint if (run_dir / "config.json").is_file() \
+        else None
+    if stored:
+        return cfg.replace(encoders_checkpoint=stored)
+    found = find_encoders(cfg, [run_dir, *folders, RUNS_DIR])
+    if found is None:
+        return cfg
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"[train] label-pretrained small encoders: {shown(found)} (same labeled data and settings)", flush=True)
+    return cfg.replace(encoders_checkpoint=str(found))
 
 
 def load_meta(path) -> dict:

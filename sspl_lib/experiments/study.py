@@ -128,8 +128,10 @@ def train_methods(cfg: SSPLConfig, root, names, *, n_seeds: int = 1, jobs: int =
     """Train (or reuse) the methods' runs for the first `n_seeds` study seeds; {method: {seed: history}}."""
     if jobs > 1 and choose_device(cfg.device).type != "cpu":  # CUDA cannot be used in a forked process
         jobs = 1
-    runs = sum(not v.train_as for v in methods(names)) * len(first_seeds(cfg, n_seeds))  # at most this many at once
-    threads = threads or max(1, (cfg.threads or os.cpu_count() or 1) // max(1, min(int(jobs), runs)))
+    # one run trains in this process with every thread; forked runs get one share each (a forked process must not
+    # use more OpenMP threads than one once this one has used them: GNU OpenMP would hang it)
+    jobs = max(1, min(int(jobs), sum(not v.train_as for v in methods(names)) * len(first_seeds(cfg, n_seeds))))
+    threads = threads or max(1, (cfg.threads or os.cpu_count() or 1) // jobs)
     enc = study_encoders(cfg, root, progress=progress)
     changes = {"threads": threads, **({"encoders_checkpoint": enc} if enc != cfg.encoders_checkpoint else {})}
     todo = plan(cfg, methods(names), first_seeds(cfg, n_seeds), method_folder(root, cfg.seed), changes=changes,
@@ -221,7 +223,8 @@ def seed_study(profile: str = "quick", seeds=None, *, root=None, audio=("matched
                      device=device, progress=progress)
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
+    """The command line (its --help: every flag)."""
     p = argparse.ArgumentParser(
         prog="python -m sspl_lib.experiments.study", formatter_class=HelpFormat,
         description="Train the compared methods (notebook 02's runs), or run a seed study or the ablation (trained "
@@ -245,7 +248,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None):
-    p = _parser()
+    p = parser()
     a = p.parse_args(argv)
     over = parse_overrides(a.set)
     sub = {"methods": "", "seeds": "seed_study", "ablation": "ablation"}[a.study]

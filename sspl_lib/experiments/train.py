@@ -28,8 +28,9 @@ from ..profiles import load_profile, override_keys_help, parse_overrides
 from . import provenance, runs
 from .atomic import atomic_save
 from .evaluate import compute_heatmaps, score_heatmaps
-from .jobs import METHODS
+from .jobs import METHODS, methods_help
 from .lock import RunLock
+from .pretrain import reuse_encoders
 from .progress import TrainingLog
 
 
@@ -242,23 +243,20 @@ def _fit(cfg: SSPLConfig, run_dir: Path, *, resume: bool, allow_longer: bool, pr
     return history
 
 
-def _parser() -> argparse.ArgumentParser:
-    trainable = [m for m, v in METHODS.items() if not v.train_as]
-    methods = "\n".join(f"  {m}: " + (", ".join(f"{k}={v!r}" for k, v in METHODS[m].overrides.items()) or
-                                      "the profile's fields as they are") for m in trainable)
-    derived = ", ".join(f"{m} (scores the {v.train_as} runs)" for m, v in METHODS.items() if v.train_as)
+def parser() -> argparse.ArgumentParser:
+    """The command line (its --help: every flag)."""
     p = argparse.ArgumentParser(
         prog="python -m sspl_lib.experiments.train", formatter_class=HelpFormat,
         description="Train one run into --run-dir (one process, or one per GPU under torchrun): epochs of training, "
                     "validation on the val split and checkpoints (last.pt, best.pt), a line per epoch with its ETA.",
-        epilog=f"methods (--method NAME sets these config fields over the profile's; experiments.jobs.METHODS):\n"
-               f"{methods}\n  trains nothing: {derived}\n\n{override_keys_help()}")
+        epilog=f"{methods_help()}\n\n{override_keys_help()}")
     p.add_argument("--profile", default="quick", help="params/<profile>.yaml (not read with --config)")
     p.add_argument("--config", help="a config.json instead of a profile (e.g. a run folder's)")
     p.add_argument("--run-dir", required=True,
                    help="run folder (relative: from the repository root); a new run reuses label-pretrained small "
                         "encoders of the same data and settings found under runs/ (e.g. runs/<profile>/encoders.pt)")
-    p.add_argument("--method", choices=trainable, help="a method of the comparison (its fields listed below)")
+    p.add_argument("--method", choices=[m for m, v in METHODS.items() if not v.train_as],
+                   help="a method of the comparison (its fields listed below)")
     p.add_argument("--epochs", type=int, help="override the profile's epochs")
     p.add_argument("--seed", type=int, help="override the profile's seed")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last.pt (same configuration)")
@@ -269,26 +267,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def reuse_encoders(cfg: SSPLConfig, run_dir: Path, profile: str | None) -> SSPLConfig:
-    """A run's small encoders without pretraining again: an existing run's own, else matching ones under runs/."""
-    if not needs_pretraining(cfg):
-        return cfg
-    stored = SSPLConfig.load(run_dir / "config.json").encoders_checkpoint if (run_dir / "config.json").is_file() \
-        else None
-    if stored:
-        return cfg.replace(encoders_checkpoint=stored)
-    from .pretrain import find_encoders
-
-    found = find_encoders(cfg, [run_dir, *([RUNS_DIR / profile] if profile else []), RUNS_DIR])
-    if found is None:
-        return cfg
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"[train] label-pretrained small encoders: {shown(found)} (same labeled data and settings)", flush=True)
-    return cfg.replace(encoders_checkpoint=str(found))
-
-
 def main(argv=None) -> list[dict]:
-    p = _parser()
+    p = parser()
     a = p.parse_args(argv)
     over = {**(METHODS[a.method].overrides if a.method else {}), **parse_overrides(a.set)}
     over.update({k: v for k, v in (("epochs", a.epochs), ("seed", a.seed)) if v is not None})
@@ -297,7 +277,8 @@ def main(argv=None) -> list[dict]:
         check_profile_files(cfg, "train", f"profile {a.profile!r}" if not a.config else shown(a.config))
     except MissingFiles as e:
         p.exit(2, f"{e}\nNothing was trained.\n")
-    cfg = reuse_encoders(cfg, resolve(a.run_dir), None if a.config else a.profile)
+    if needs_pretraining(cfg):  # a new run reuses matching encoders, an existing one its own
+        cfg = reuse_encoders(cfg, resolve(a.run_dir), [RUNS_DIR / a.profile] if not a.config else [])
     try:
         return fit(cfg, a.run_dir, resume=a.resume, allow_longer=a.allow_longer, progress=not a.no_progress)
     finally:
