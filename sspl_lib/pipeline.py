@@ -156,7 +156,6 @@ def select_notebooks(only=None) -> list[str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line (its --help: every flag)."""
     p = argparse.ArgumentParser(prog="python -m sspl_lib.pipeline", formatter_class=HelpFormat,
                                 description="Execute the sspl notebooks in order with papermill (make reproduce), "
                                             "their outputs in runs/<profile>/notebooks/; every file the profile needs "

@@ -94,7 +94,6 @@ def make_demo_assets(out_dir: str | os.PathLike, *, seed: int = 0, n_classes: in
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line (its --help: every flag)."""
     p = argparse.ArgumentParser(prog="python -m sspl_lib.data.demo_assets", description=__doc__.split("\n")[0],
                                 formatter_class=HelpFormat)
     p.add_argument("out", help="output folder (relative: from the repo root)")

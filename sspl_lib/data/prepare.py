@@ -231,7 +231,6 @@ def _prepare_items(j, parts: Path, args: list, *, workers: int, chunk: int, bar)
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line (its --help: every flag)."""
     p = argparse.ArgumentParser(prog="python -m sspl_lib.data.prepare",
                                 description="Prepare raw videos / frames+audio into a packed sspl HDF5 file.",
                                 formatter_class=HelpFormat)

@@ -189,7 +189,6 @@ def split_gt_maps(root, split: str, *, style: str = "flickr", size: int = 224) -
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line (its --help: every flag)."""
     p = argparse.ArgumentParser(prog="python -m sspl_lib.data.synthetic", description=__doc__.split("\n")[0],
                                 formatter_class=HelpFormat)
     p.add_argument("--out", default="data/synthetic/quick", help="output folder (relative: from the repo root)")

@@ -224,7 +224,6 @@ def seed_study(profile: str = "quick", seeds=None, *, root=None, audio=("matched
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line (its --help: every flag)."""
     p = argparse.ArgumentParser(
         prog="python -m sspl_lib.experiments.study", formatter_class=HelpFormat,
         description="Train the compared methods (notebook 02's runs), or run a seed study or the ablation (trained "

@@ -244,7 +244,6 @@ def _fit(cfg: SSPLConfig, run_dir: Path, *, resume: bool, allow_longer: bool, pr
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line (its --help: every flag)."""
     p = argparse.ArgumentParser(
         prog="python -m sspl_lib.experiments.train", formatter_class=HelpFormat,
         description="Train one run into --run-dir (one process, or one per GPU under torchrun): epochs of training, "
