@@ -51,3 +51,33 @@ def test_study_prints_the_plan_and_every_epoch_of_parallel_runs(tiny_benchmark, 
     # a second call reuses both runs and trains nothing: no plan, no epoch lines
     again = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "finished run reused" in again.stdout and "plan:" not in again.stdout
+
+
+def test_history_watcher_reports_new_epochs_of_each_run_and_feeds_the_live_plot(tmp_path, capsys):
+    """Runs trained elsewhere write their history.json after each epoch (runs.write_history); the watcher prints
+    each new epoch once with the run's and all runs' ETA, and the live plot draws every run."""
+    from sspl_lib.experiments.progress import HistoryWatcher, LivePlot
+    from sspl_lib.experiments.runs import write_history
+
+    def rec(e, t):
+        return {"epoch": e, "train_loss": -0.5, "val_loss": -0.6, "val_ciou": 0.1 * e, "val_auc": 0.2, "lr": 1e-3,
+                "time": t}
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+    write_history([rec(1, 10.0)], a)  # an epoch trained before (a resume): not reported again
+    live = LivePlot(display=False, every=0.0)
+    watch = HistoryWatcher({"a seed 0": (a, 3), "b seed 0": (b, 3)}, workers=2, on_event=live)
+    write_history([rec(1, 10.0), rec(2, 20.0)], a)
+    write_history([rec(1, 30.0)], b)
+    watch.poll()
+    watch.poll()  # nothing new: nothing printed
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2, out  # all runs: the epochs left x the run's mean epoch time (else all runs'), / 2 processes
+    assert out[0].startswith("[a seed 0] epoch 2/3: ") and out[0].endswith("(20 s; ETA 20 s, all runs 40 s)"), out
+    assert out[1].startswith("[b seed 0] epoch 1/3: ") and out[1].endswith("(30 s; ETA 60 s, all runs 40 s)"), out
+    assert set(live.histories) == {"a seed 0", "b seed 0"} and len(live.histories["a seed 0"]) == 2
+    assert len(live.figure().axes[1].lines) == 2  # one validation curve per run
+    watch.finished("a seed 0")
+    assert watch.eta("b seed 0") == ("60 s", "60 s")
