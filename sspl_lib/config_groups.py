@@ -11,6 +11,18 @@ from typing import ClassVar
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
+def field_notes(group) -> dict[str, str]:
+    """{field: the comment beside its line in this module} of a group (for `--help`)."""
+    import inspect
+
+    notes = {}
+    for line in inspect.getsource(group).splitlines():
+        m = re.match(r"\s+(\w+): [^=#]+=[^#]*#\s*(.*)$", line)
+        if m:
+            notes[m[1]] = m[2]
+    return notes
+
+
 def closest(name: str, options) -> str:
     best = difflib.get_close_matches(name, options, n=1, cutoff=0.0)
     return f" (did you mean {best[0]!r}?)" if best else ""

@@ -1,7 +1,7 @@
 """`make reproduce`: the notebooks in order with papermill and a profile's parameters (outputs in
-runs/<profile>/; `n_seeds = 0`: every study seed).
+runs/<profile>/; `n_seeds = 0`: every study seed), after a check of every file the profile needs.
 
-    python -m sspl_lib.pipeline --profile quick [--notebooks 04_ablation] [--notebooks-in-place]
+    python -m sspl_lib.pipeline --profile quick [--notebooks 04_ablation] [-p NAME VALUE] [--notebooks-in-place]
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from .cli import HelpFormat
 from .paths import FIGURES_DIR, REPO_ROOT, RUNS_DIR
 
 NOTEBOOKS = ("01_data_preparation", "02_train", "03_evaluate", "04_ablation", "05_explore")
@@ -61,14 +62,37 @@ def strip_run_metadata(path: Path) -> None:
 
 
 def run_notebook(src: Path, dst: Path, params: dict, *, kernel: str = KERNEL, cwd: Path = NOTEBOOK_DIR,
-                 log_output: bool = False, timeout: int | None = None) -> float:
+                 log_output: bool = False, timeout: int | None = None, echo: bool = True) -> float:
+    """Execute one notebook; `echo`: its printed lines (the progress lines) go to this process's stdout as
+    they come, `log_output`: every output through papermill's log."""
     import papermill as pm
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel, cwd=str(cwd),
-                        progress_bar=False, log_output=log_output, execution_timeout=timeout)
+                        progress_bar=False, log_output=log_output, execution_timeout=timeout,
+                        stdout_file=sys.stdout if echo and not log_output else None)
     return time.perf_counter() - t0
+
+
+FIRST_STAGE = {"01_data_preparation": "pipeline", "02_train": "train", "03_evaluate": "evaluate",
+               "04_ablation": "train", "05_explore": "evaluate"}  # what the first notebook run needs on disk
+
+
+def preflight(profile: str, notebooks, config=None) -> None:
+    """Every file the notebooks need that is missing (weights, data, sources), named at once: PipelineError."""
+    from .data.preflight import MissingFiles, check_profile_files
+    from .profiles import load_profile
+
+    try:
+        cfg = load_profile(profile, config)
+        first = next((n for n in NOTEBOOKS if n in notebooks), None)
+        if first is not None:
+            check_profile_files(cfg, FIRST_STAGE[first], f"profile {profile!r}")
+    except MissingFiles as e:
+        raise PipelineError(f"{e}\nNothing was run.") from e
+    except (FileNotFoundError, ValueError) as e:  # a bad profile or override
+        raise PipelineError(str(e)) from e
 
 
 def run_pipeline(profile: str = "quick", *, notebooks=REPRODUCE, in_place: bool = False, kernel: str = KERNEL,
@@ -78,12 +102,7 @@ def run_pipeline(profile: str = "quick", *, notebooks=REPRODUCE, in_place: bool 
     t_start = time.time()
     t0 = time.perf_counter()
     check_kernel(kernel)
-    from .profiles import load_profile
-
-    try:
-        load_profile(profile, **(extra or {}).get("config", {}))  # a bad profile fails here, before any notebook
-    except (FileNotFoundError, ValueError) as e:
-        raise PipelineError(str(e)) from e
+    preflight(profile, notebooks, (extra or {}).get("config"))  # a bad profile or a missing file: before any notebook
     out_dir = out_dir or runs_dir / profile / "notebooks"
     extra = {**PIPELINE_PARAMETERS, **(extra or {})}
     if profile != "quick" and not in_place:  # figures/ holds the quick profile's figures (the README shows them)
@@ -136,16 +155,43 @@ def select_notebooks(only=None) -> list[str]:
     return [n for n in NOTEBOOKS if any(n.startswith(o) for o in only)]
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Execute the sspl notebooks in order (papermill).")
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sspl_lib.pipeline", formatter_class=HelpFormat,
+                                description="Execute the sspl notebooks in order with papermill (make reproduce), "
+                                            "their outputs in runs/<profile>/notebooks/; every file the profile needs "
+                                            "is checked first. The notebooks' printed lines (progress) are shown.")
     p.add_argument("--profile", default="quick", help="params/<profile>.yaml")
     p.add_argument("--notebooks-in-place", action="store_true",
                    help="re-execute notebooks/*.ipynb in place with their own defaults (to commit them with outputs)")
     p.add_argument("--notebooks", "--only", dest="only", nargs="*", metavar="NAME",
                    help=f"notebooks to run, by name or prefix, of {', '.join(NOTEBOOKS)} (in this order; default: "
                         f"{', '.join(REPRODUCE)})")
-    p.add_argument("--kernel", default=KERNEL)
-    p.add_argument("--log-output", action="store_true", help="stream the notebooks' outputs")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="a notebook parameter, as papermill's -p (VALUE read as YAML / JSON: 1, sspl, '[1, 2]'); "
+                        "given to each notebook that declares NAME")
+    p.add_argument("--kernel", default=KERNEL, help="the Jupyter kernel the notebooks run on (make setup installs it)")
+    p.add_argument("--log-output", action="store_true", help="stream every output of the notebooks (not only "
+                                                             "their printed lines)")
+    return p
+
+
+def notebook_parameters(pairs, notebooks) -> dict:
+    """`-p NAME VALUE` pairs as parameters; a NAME no selected notebook declares is refused."""
+    import papermill as pm
+
+    from .profiles import read_yaml
+
+    declared = {k for n in notebooks if (NOTEBOOK_DIR / f"{n}.ipynb").is_file()
+                for k in pm.inspect_notebook(str(NOTEBOOK_DIR / f"{n}.ipynb"))}
+    unknown = sorted({k for k, _ in pairs} - declared)
+    if unknown:
+        raise ValueError(f"-p {', '.join(unknown)}: not a parameter of {', '.join(notebooks)} (they declare "
+                         f"{', '.join(sorted(declared))})")
+    return {k: read_yaml(v) for k, v in pairs}
+
+
+def main(argv=None) -> int:
+    p = parser()
     a = p.parse_args(argv)
     if a.log_output:
         import logging
@@ -153,11 +199,12 @@ def main(argv=None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         names = select_notebooks(a.only)
+        extra = notebook_parameters(a.parameter, names)
     except ValueError as e:
         p.error(str(e))
     try:
         run_pipeline(a.profile, notebooks=names, in_place=a.notebooks_in_place, kernel=a.kernel,
-                     log_output=a.log_output)
+                     log_output=a.log_output, extra=extra)
     except PipelineError as e:
         print(f"[pipeline] ERROR: {e}", file=sys.stderr)
         return 1

@@ -3,8 +3,10 @@ refused), and `--set KEY=VALUE` overrides: `load_profile("quick", epochs=5)`."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -78,15 +80,16 @@ def load_yaml(path: str | os.PathLike) -> SSPLConfig:
         raise ConfigError(f"{path}: {e}") from None
 
 
-def load_profile(name: str, **overrides) -> SSPLConfig:
-    """params/<name>.yaml as a validated config, plus validated `overrides`."""
+def load_profile(name: str, config=None, /, **overrides) -> SSPLConfig:
+    """params/<name>.yaml as a validated config, plus validated overrides: `config` (a mapping or its JSON text,
+    as `papermill -p config '{...}'` passes it) and keyword ones."""
     path = PARAMS_DIR / f"{name}.yaml"
     if not path.is_file():
         avail = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
         raise ProfileNotFoundError(f"{path}: no such profile (available: {avail})")
     cfg = load_yaml(path)
     try:
-        return cfg.replace(**overrides)
+        return cfg.replace(**{**as_mapping(config, "config"), **overrides})
     except ConfigError as e:
         raise ConfigError(f"override of profile {name!r}: {e}") from None
 
@@ -107,5 +110,61 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def override_keys_help() -> str:
+    """Every config key by group, with its type, default and comment: the `--set` list of `--help`."""
+    from dataclasses import MISSING, fields
+
+    from .config_groups import field_notes
+
+    lines = ["config keys (--set KEY=VALUE, the value read as YAML: 5, 1e-4, true, null, [1, 2]). The defaults are "
+             "SSPLConfig's; a profile (params/<profile>.yaml) sets many of them:"]
+    for group in SSPLConfig.GROUPS:
+        lines.append(f"  {group.__name__}: {(group.__doc__ or '').strip()}")
+        notes = field_notes(group)
+        for f in fields(group):
+            default = f.default if f.default is not MISSING else f.default_factory()
+            note = f"  # {notes[f.name]}" if f.name in notes else ""
+            lines.append(f"    {f.name}: {f.type} = {default!r}{note}")
+    return "\n".join(lines)
+
+
 def not_none(**values) -> dict:
     return {k: v for k, v in values.items() if v is not None}
+
+
+def _json(text: str, name: str, expected: str, example: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{name}={text!r}: not valid JSON ({e.msg} at character {e.pos}); expected {expected}, "
+                          f"e.g. {example}") from None
+
+
+def as_mapping(value, name: str = "config") -> dict:
+    """A mapping parameter as given, or parsed from its JSON text ('' and None: {})."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return {}
+    if isinstance(value, str):
+        value = _json(value, name, "a JSON object", "'{\"batch_size\": 32, \"lr_head\": 1e-4}'")
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name}={value!r}: expected a mapping of config fields (or its JSON text), "
+                          f"got {type(value).__name__}")
+    return dict(value)
+
+
+def as_list(value, name: str, item=str) -> list | None:
+    """A list parameter as given, or parsed from its JSON text ('["a", "b"]') or a comma-separated string
+    ('a,b'); None stays None; each element converted by `item`."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        value = (_json(text, name, "a JSON list", '\'["sspl", "ezvsl"]\' or sspl,ezvsl') if text.startswith("[")
+                 else [v.strip() for v in text.split(",") if v.strip()])
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+        raise ConfigError(f"{name}={value!r}: expected a list (or its JSON text, or comma-separated names)")
+    try:
+        return [item(v) for v in value]
+    except (TypeError, ValueError) as e:
+        kind = getattr(item, "__name__", item)
+        raise ConfigError(f"{name}={list(value)!r}: an element is not {kind} ({e})") from None

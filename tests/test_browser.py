@@ -113,10 +113,12 @@ def _image_digest(page, selector: str) -> str:
 
 
 def drive_explorer(url: str, token: str, notebook: str, screenshot: Path, *, timeout_s: float = 60,
-                   steps: int = 2, expect_id: str | None = None, source: str = "tiny-test") -> dict:
+                   steps: int = 2, expect_id: str | None = None, source: str = "tiny-test",
+                   check_stop: bool = False) -> dict:
     """Open the notebook, run all cells, wait for the view, move the sample slider `steps` to the right,
-    (and, given `expect_id`, wait until the view names that sample), save the widget's screenshot.
-    Returns {"before", "after": SHA-256 of the view's PNG, "readout": the slider's, "seconds"}."""
+    (and, given `expect_id`, wait until the view names that sample), save the widget's screenshot; `check_stop`:
+    then press play, wait for a step, press stop. Returns {"before", "after": SHA-256 of the view's PNG,
+    "readout": the slider's, "played" / "stopped": its readout after the step / 2 s after stop, "seconds"}."""
     from playwright.sync_api import sync_playwright
 
     ms = int(timeout_s * 1000)
@@ -158,8 +160,9 @@ def drive_explorer(url: str, token: str, notebook: str, screenshot: Path, *, tim
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.locator(".sspl-explorer").first.screenshot(path=str(screenshot))
             _tag_png(screenshot, source)
+            played, stopped = (_play_then_stop(page, readout, ms) if check_stop else (None, None))
             return {"before": before, "after": after, "readout": readout, "update_s": round(update_s, 3),
-                    "seconds": round(time.monotonic() - t0, 1)}
+                    "played": played, "stopped": stopped, "seconds": round(time.monotonic() - t0, 1)}
         except Exception:
             with contextlib.suppress(Exception):  # evidence for the failure report
                 page.screenshot(path=str(screenshot.with_name(screenshot.stem + "_failure.png")))
@@ -167,6 +170,19 @@ def drive_explorer(url: str, token: str, notebook: str, screenshot: Path, *, tim
             raise
         finally:
             ctx.close()
+
+
+def _play_then_stop(page, readout: str, ms: int) -> tuple[str, str]:
+    """Press the player's play button, wait for the slider to leave `readout`, press stop (its second button)."""
+    buttons = page.locator(".sspl-explorer .widget-play button")
+    buttons.nth(0).click()
+    page.wait_for_function("([sel, old]) => { const r = document.querySelector(sel);"
+                           " return r && r.innerText.trim() !== old; }", arg=[".sspl-sample .widget-readout", readout],
+                           timeout=ms, polling=100)
+    played = page.locator(".sspl-sample .widget-readout").first.inner_text()
+    buttons.nth(1).click()
+    page.wait_for_timeout(2000)  # longer than the player's interval: a late step or a jump back would show
+    return played, page.locator(".sspl-sample .widget-readout").first.inner_text()
 
 
 def _tag_png(path: Path, source: str) -> None:
@@ -228,10 +244,12 @@ def test_explorer_notebook_in_chromium(tiny_benchmark, tmp_path):
     shot = tmp_path / "explorer.png"
     with jupyter_lab(nb_dir, tmp_path) as (url, token):
         res = drive_explorer(url, token, NOTEBOOK.name, shot, timeout_s=60, steps=2,
-                             expect_id=read_ids(tiny_benchmark / "test_multi.h5")[2])
+                             expect_id=read_ids(tiny_benchmark / "test_multi.h5")[2], check_stop=True)
     print("browser:", res)
     assert res["before"] and res["after"] and res["before"] != res["after"], res
     assert res["readout"].strip() == "2", res  # two ArrowRight presses: sample 0 -> 2, seen by the kernel
+    # play goes on from sample 2; stop leaves the sample where playing was (no jump back to sample 0)
+    assert int(res["played"]) >= 3 and int(res["stopped"]) >= int(res["played"]), res
     from PIL import Image
 
     with Image.open(shot) as im:

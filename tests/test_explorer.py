@@ -102,6 +102,22 @@ def test_play_is_seen_by_python(ex):
     assert ex.ui.sample.value == 4 and ex.current_index == 4
 
 
+def test_play_steps_and_stop_as_the_page_sends_them(ex):
+    """The messages the page's Play widget sends (`set_state` is what the kernel's comm handler calls): steps
+    while playing move the sample; the stop button (pause, then value = min) leaves the sample where it is."""
+    play, sample = ex.ui.play, ex.ui.sample
+    sample.value = 2  # the user's slider: the player goes on from there
+    assert play.value == 2
+    play.set_state({"playing": True, "value": 3})  # Play pressed: the first step at once
+    play.set_state({"value": 4})
+    assert sample.value == 4 and ex.current_index == 4
+    play.set_state({"playing": False})  # stop = pause ...
+    play.set_state({"value": 0})  # ... and the player's reset to its minimum
+    assert sample.value == 4 and ex.current_index == 4 and play.value == 4  # no jump back to sample 0
+    play.set_state({"playing": True, "value": 5})  # playing again goes on from the sample shown
+    assert sample.value == 5
+
+
 def test_threshold_and_protocol(ex, reference):
     from sspl_lib.metrics import mask_ciou
 
@@ -233,6 +249,35 @@ def test_compare_runs_found_next_to_the_run_and_in_ablation(tiny_benchmark, tmp_
     ex.close()
 
 
+def test_unfinished_run_is_marked_in_the_chooser_and_header(tiny_benchmark, tmp_path):
+    """A run interrupted after 1 of 3 epochs (its files as a killed run leaves them) is marked; a finished one
+    and one stopped early by patience are not."""
+    from sspl_lib.experiments.train import fit
+    from sspl_lib.explorer.app import Explorer
+
+    make_tiny_run(tmp_path / "sspl", tiny_benchmark)
+    cfg = SSPLConfig.load(tmp_path / "sspl" / "config.json").replace(epochs=3, seed=7)
+
+    def interrupt(event):
+        if event["kind"] == "epoch":  # after the epoch's checkpoint and history are written
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, tmp_path / "sspl_cut", progress=False, on_event=interrupt)
+    ex = Explorer(tmp_path / "sspl", compare=[tmp_path / "sspl_cut"])
+    labels = dict((v, k) for k, v in ex.ui.model_select.options)
+    assert labels == {"sspl": "sspl", "sspl_cut": "sspl_cut (unfinished: 1 of 3 epochs)", "centre prior": "centre prior"}
+    assert "sspl_cut: unfinished run, 1 of 3 epochs trained" in ex.ui.header.value
+    assert ex.selected == ["sspl", "sspl_cut", "centre prior"]  # still shown and compared, marked
+    ex.close()
+    hist = json.loads((tmp_path / "sspl_cut" / "history.json").read_text())
+    hist[-1]["stopped"] = True  # the same history ended by early stopping: a complete run
+    (tmp_path / "sspl_cut" / "history.json").write_text(json.dumps(hist))
+    ex = Explorer(tmp_path / "sspl", compare=json.dumps([str(tmp_path / "sspl_cut")]))  # compare as JSON text
+    assert "unfinished" not in ex.ui.header.value and list(ex.models) == ["sspl", "sspl_cut", "centre prior"]
+    ex.close()
+
+
 def test_open_explorer_without_run(tmp_path):
     from sspl_lib.explorer.app import open_explorer
 
@@ -247,9 +292,9 @@ def test_notebook_has_one_literal_parameters_cell():
     tree = ast.parse("".join(params[0]["source"]))
     names = []
     for node in tree.body:
-        assert isinstance(node, ast.Assign)
+        assert isinstance(node, ast.AnnAssign)
         ast.literal_eval(node.value)
-        names.append(node.targets[0].id)
+        names.append(node.target.id)
     assert names == ["profile", "config", "runs_dir", "run", "compare", "split"]
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(c.get("execution_count") for c in code), "commit the notebook executed (nbval compares outputs)"

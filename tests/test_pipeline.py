@@ -45,7 +45,8 @@ def test_other_profiles_keep_their_figures_in_their_run_folder(tmp_path):
     nbformat.write(nb, nbdir / "01_data_preparation.ipynb")
     kw = dict(kernel=_kernel(), notebook_dir=nbdir, notebooks=("01_data_preparation",), require_results=False,
               runs_dir=tmp_path / "runs", out_dir=tmp_path / "executed")
-    pipeline.run_pipeline("assets_demo", **kw)
+    (tmp_path / "assets").mkdir()  # the profile's asset folder must exist: the preflight checks it first
+    pipeline.run_pipeline("assets_demo", extra={"config": {"assets": str(tmp_path / "assets")}}, **kw)
     assert out.read_text() == str(tmp_path / "runs" / "assets_demo" / "figures")
     pipeline.run_pipeline("quick", **kw)
     assert out.read_text() == "figures"
@@ -94,17 +95,21 @@ def test_runs_notebook_with_the_profile_injected(tmp_path):
     nbdir.mkdir()
     out = tmp_path / "seen.json"
     _notebook(nbdir / "01_data_preparation.ipynb", out)
+    from official_layouts import write_flickr
+
+    write_flickr(tmp_path / "Datasets")  # the preflight wants the profile's sources (random weights: no files)
+    config = {"epochs": 7, "source_root": str(tmp_path / "Datasets"), "pretrained": False}
     res = pipeline.run_pipeline("paper_flickr10k", kernel=kernel, notebook_dir=nbdir, out_dir=tmp_path / "executed",
                                 notebooks=("01_data_preparation", "02_train"), require_results=False,
-                                extra={"config": {"epochs": 7}}, runs_dir=tmp_path / "runs")
+                                extra={"config": config}, runs_dir=tmp_path / "runs")
     assert res["skipped"] == ["02_train"] and list(res["executed"]) == ["01_data_preparation"]
     seen = json.loads(out.read_text())
-    assert seen == {"epochs": 1, "profile": "paper_flickr10k", "config": {"epochs": 7}, "cwd": str(nbdir)}
+    assert seen == {"epochs": 1, "profile": "paper_flickr10k", "config": config, "cwd": str(nbdir)}
     executed = nbformat.read(tmp_path / "executed" / "01_data_preparation.ipynb", as_version=4)
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
     assert executed.cells[-1].outputs[0]["text"].strip() == "2"  # epochs: the notebook's own default
     # in place: no injection, the notebook's own defaults, no papermill run metadata left
-    res = pipeline.run_pipeline("paper_flickr10k", kernel=kernel, notebook_dir=nbdir, in_place=True,
+    res = pipeline.run_pipeline("quick", kernel=kernel, notebook_dir=nbdir, in_place=True,
                                 notebooks=("01_data_preparation",), require_results=False)
     assert json.loads(out.read_text())["profile"] == "quick"
     nb = nbformat.read(nbdir / "01_data_preparation.ipynb", as_version=4)
@@ -144,7 +149,7 @@ def test_reproduce_leaves_the_ablation_to_its_own_target():
         pipeline.main(["--notebooks", "07"])
 
 
-def test_pipeline_runs_every_seed(tmp_path):
+def test_pipeline_runs_every_seed(tmp_path, tiny_benchmark):
     """A notebook declaring `n_seeds` (02, 03: one seed by default) gets n_seeds = 0 (all study seeds) from the
     pipeline; an in-place run keeps the notebook's own default."""
     kernel = _kernel()
@@ -158,7 +163,7 @@ def test_pipeline_runs_every_seed(tmp_path):
     nb.metadata["kernelspec"] = {"name": "sspl", "display_name": "Python (sspl)", "language": "python"}
     nbformat.write(nb, nbdir / "02_train.ipynb")
     kw = dict(kernel=kernel, notebook_dir=nbdir, notebooks=("02_train",), require_results=False,
-              runs_dir=tmp_path / "runs")
+              runs_dir=tmp_path / "runs", extra={"config": {"data_root": str(tiny_benchmark)}})  # data: preflight
     pipeline.run_pipeline("quick", out_dir=tmp_path / "executed", **kw)
     assert out.read_text() == "0"
     pipeline.run_pipeline("quick", in_place=True, **kw)

@@ -56,3 +56,24 @@ def test_pretraining_learns(tmp_path):
     print(f"\nvisual {visual}\naudio {audio}")
     assert visual["n_classes"] == audio["n_classes"] == 3 and visual["n_held_out"] == 16
     assert visual["held_out_accuracy"] >= 0.75 and audio["held_out_accuracy"] >= 0.75
+
+
+def test_a_new_run_reuses_matching_encoders_an_existing_run_its_own(tmp_path, capsys):
+    """`train --run-dir NEW` does not pretrain again: a matching encoders.pt (the profile's) is found; a run
+    that already has a config keeps the encoders it was trained with; other settings find none."""
+    from sspl_lib.experiments.pretrain import reuse_encoders
+
+    root = tmp_path / "bench"
+    generate_benchmark(root, seed=1, n_train=0, n_val=0, n_test=0, n_labeled=48, frame_size=64, n_classes=3,
+                       workers=1, progress=False)
+    cfg = SSPLConfig(img_size=48, visual_dim=16, encoder_width=8, out_dim=16, data_root=str(root), threads=1,
+                     pretrain_epochs=1, pretrain_batch_size=16)
+    shared = pretrain(cfg, tmp_path / "profile_runs", progress=False)
+    new = reuse_encoders(cfg, tmp_path / "new_run", [tmp_path / "profile_runs"])
+    assert new.encoders_checkpoint == str(shared) and "label-pretrained small encoders" in capsys.readouterr().out
+    assert reuse_encoders(cfg.replace(pretrain_epochs=2), tmp_path / "new_run", [tmp_path / "profile_runs"]) \
+        .encoders_checkpoint is None  # other settings: nothing matches, the run pretrains its own
+    (tmp_path / "old_run").mkdir()
+    cfg.replace(encoders_checkpoint=str(tmp_path / "old_run" / "encoders.pt")).save(tmp_path / "old_run" / "config.json")
+    kept = reuse_encoders(cfg, tmp_path / "old_run", [tmp_path / "profile_runs"])
+    assert kept.encoders_checkpoint == str(tmp_path / "old_run" / "encoders.pt")

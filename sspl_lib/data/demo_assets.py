@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cli import HelpFormat
 from .synth_scene import background, shape_field, texture_factor, visual_classes
 from .synth_sound import SR, background_noise, class_sound, sound_kinds
 
@@ -92,13 +93,19 @@ def make_demo_assets(out_dir: str | os.PathLike, *, seed: int = 0, n_classes: in
     return root
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sspl_lib.data.demo_assets", description=__doc__.split("\n")[0],
+                                formatter_class=HelpFormat)
     p.add_argument("out", help="output folder (relative: from the repo root)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-classes", type=int, default=4)
-    p.add_argument("--images-per-class", type=int, default=2)
-    p.add_argument("--sounds-per-class", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0, help="the same seed writes the same files")
+    p.add_argument("--n-classes", type=int, default=4, help="classes (one folder each)")
+    p.add_argument("--images-per-class", type=int, default=2, help="RGBA cut-outs per class")
+    p.add_argument("--sounds-per-class", type=int, default=2, help="recordings per class")
+    return p
+
+
+def main(argv=None) -> None:
+    p = parser()
     a = p.parse_args(argv)
     from ..paths import resolve
 

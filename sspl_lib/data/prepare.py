@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cli import HelpFormat
+from ..paths import shown
+from ..progress_lines import ProgressLines
 from .gt import AnnotationError, fill_boxes, load_vggss_annotations, parse_flickr_xml, vggss_box_pixels
 from .isolated_pool import isolated_map
 from .journal import assemble, check_ours, open_journal, remove_parts, write_segment
@@ -155,8 +158,6 @@ def prepare_folder(src, out, *, frame_size: int = 256, annotations=None, gt_size
                    workers: int = 2, chunk: int = 16, resume: bool = True, stop_after: int | None = None,
                    source: str = "custom", progress: bool = True, ids=None) -> PrepareReport:
     """Prepare the items of `src` (or of `ids`) into `out`; `stop_after`: stop as if interrupted."""
-    from tqdm.auto import tqdm
-
     import_module("..audio", __package__)  # imported once here (torch), inherited by the forked workers
 
     t0, out = time.perf_counter(), Path(out)
@@ -175,12 +176,9 @@ def prepare_folder(src, out, *, frame_size: int = 256, annotations=None, gt_size
     if stop_after is not None:
         todo, report.interrupted = todo[:stop_after], stop_after < len(todo)
     _ANNOTATIONS["ann"] = ann
-    bar = tqdm(total=len(items), initial=len(seen), desc="prepare", unit="item", disable=not progress)
-    try:
-        _prepare_items(j, parts, [(it, frame_size, gt_size, silent) for it in todo], workers=workers, chunk=chunk,
-                       bar=bar)
-    finally:
-        bar.close()
+    bar = ProgressLines("prepare", shown(out), len(items), unit="items", initial=len(seen), enabled=progress)
+    _prepare_items(j, parts, [(it, frame_size, gt_size, silent) for it in todo], workers=workers, chunk=chunk, bar=bar)
+    bar.done(note="interrupted (rerun to resume)" if report.interrupted else "")
     done = [tuple(x) for r in j.records if r["kind"] == "segment" for x in r["items"]]
     report.skipped = [(i, r) for i, s, r in done if s == "skipped"]
     report.flagged = [(i, r) for i, s, r in done if s == "ok" and r]
@@ -232,18 +230,26 @@ def _prepare_items(j, parts: Path, args: list, *, workers: int, chunk: int, bar)
             batch, lines, seg = [], [], seg + 1
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Prepare raw videos / frames+audio into a packed sspl HDF5 file.")
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sspl_lib.data.prepare",
+                                description="Prepare raw videos / frames+audio into a packed sspl HDF5 file.",
+                                formatter_class=HelpFormat)
     p.add_argument("--src", required=True, help="folder of videos, or with frames/ and audio/")
     p.add_argument("--out", required=True, help="output .h5 file")
     p.add_argument("--annotations", help="folder of Flickr <id>.xml or a VGG-SS .json (adds gt maps)")
-    p.add_argument("--frame-size", type=int, default=256)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--frame-size", type=int, default=256, help="stored frame side in pixels")
+    p.add_argument("--workers", type=int, default=2, help="processes decoding items")
     p.add_argument("--chunk", type=int, default=16, help="items per committed segment + journal line")
-    p.add_argument("--silent", choices=("keep", "skip"), default="keep")
+    p.add_argument("--silent", choices=("keep", "skip"), default="keep",
+                   help="items with silent audio: keep them (flagged) or skip them")
     p.add_argument("--no-resume", action="store_true", help="discard a previous interrupted run, start over")
     p.add_argument("--stop-after", type=int, help="stop after N items (resume later)")
     p.add_argument("--source", default="custom", help="value of the 'source' attribute (flickr, vggsound, ...)")
+    return p
+
+
+def main(argv=None) -> None:
+    p = parser()
     a = p.parse_args(argv)
     sys.stdout.reconfigure(errors="backslashreplace")  # ids from undecodable file names
     try:

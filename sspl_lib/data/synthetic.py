@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cli import HelpFormat
+from ..paths import shown
+from ..progress_lines import ProgressLines
 from . import asset_scene
 from .assets import LoadedAssets, asset_class_table, load_assets
 from .h5 import H5Writer
@@ -121,11 +124,13 @@ def generate_benchmark(out_dir, *, seed: int = 0, n_train: int = 3000, n_val: in
 
 def _write_splits(root: Path, tasks: list, sizes: dict, attrs: dict, names: list[str], *, store_audio: bool,
                   workers: int, progress: bool) -> None:
-    from tqdm.auto import tqdm
-
     writers = {sp: H5Writer(root / f"{sp}.h5", attrs=attrs | {"split": sp}) for sp, n in sizes.items() if n > 0}
     json_entries: dict[str, list] = {sp: [] for sp in ANNOTATED}
-    bar = tqdm(total=sum(sizes.values()), desc=attrs["source"], unit="sample", disable=not progress)
+    if progress:
+        print(f"[data] writing {shown(root)}: {sum(sizes.values())} samples in {len(writers)} splits "
+              f"({', '.join(f'{sp} {n}' for sp, n in sizes.items() if n)}), {workers} workers", flush=True)
+    order = [sp for sp, n in sizes.items() if n > 0]  # the tasks' order: a split's clock starts as the last ends
+    lines = {order[0]: ProgressLines("data", order[0], sizes[order[0]], enabled=progress)} if order else {}
     pool = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn").Pool(workers) if workers > 1 else None
     try:
         results = pool.imap(render_chunk, tasks) if pool else map(render_chunk, tasks)
@@ -134,13 +139,17 @@ def _write_splits(root: Path, tasks: list, sizes: dict, attrs: dict, names: list
                 _write_annotations(root, split, out, names, json_entries[split])
             drop = {"annotators"} | ({"audio"} if not store_audio and split in AV_SPLITS else set())
             writers[split].append({k: v for k, v in out.items() if k not in drop})
-            bar.update(len(np.unique(out["scene"])) if split == "swap" else len(out["ids"]))
+            lines[split].update(len(np.unique(out["scene"])) if split == "swap" else len(out["ids"]))
+            if lines[split].n >= sizes[split]:  # the chunks come in order: a split ends with its last chunk
+                lines[split].done()
+                nxt = order[order.index(split) + 1:]
+                if nxt:
+                    lines[nxt[0]] = ProgressLines("data", nxt[0], sizes[nxt[0]], enabled=progress)
     except BaseException:
         for w in writers.values():
             w.close(commit=False)
         raise
     finally:
-        bar.close()
         if pool:
             pool.terminate()
     for w in writers.values():
@@ -179,23 +188,31 @@ def split_gt_maps(root, split: str, *, style: str = "flickr", size: int = 224) -
                      for i in ids]).astype(np.float32)
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sspl_lib.data.synthetic", description=__doc__.split("\n")[0],
+                                formatter_class=HelpFormat)
     p.add_argument("--out", default="data/synthetic/quick", help="output folder (relative: from the repo root)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-train", type=int, default=3000)
-    p.add_argument("--n-val", type=int, default=500)
-    p.add_argument("--n-test", type=int, default=500)
-    p.add_argument("--n-labeled", type=int, default=2000)
-    p.add_argument("--frame-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0, help="data seed: the same seed writes the same files")
+    p.add_argument("--n-train", type=int, default=3000, help="unlabeled training clips")
+    p.add_argument("--n-val", type=int, default=500, help="annotated validation clips (model selection)")
+    p.add_argument("--n-test", type=int, default=500, help="clips of each test split (test_single, test_multi)")
+    p.add_argument("--n-labeled", type=int, default=2000,
+                   help="labeled images and sounds each (label pretraining of the small encoders)")
+    p.add_argument("--frame-size", type=int, default=128, help="frame side in pixels")
     p.add_argument("--n-classes", type=int, default=None, help="drawn classes (default 8; with --assets: its folders)")
     p.add_argument("--assets", default=None, help="asset folder of real cut-outs, recordings and backgrounds")
-    p.add_argument("--off-screen-frac", type=float, default=0.0)
+    p.add_argument("--off-screen-frac", type=float, default=0.0,
+                   help="fraction of the audio-visual clips whose sound has no visible source (off screen or silent)")
     p.add_argument("--n-swap", type=int, default=0, help="scenes of the swap split (0: not written)")
     p.add_argument("--n-extended", type=int, default=0, help="clips of the extended split (0: not written)")
     p.add_argument("--no-audio", action="store_true", help="omit waveforms from the audio-visual splits")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=int, default=2, help="processes rendering samples")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def main(argv=None) -> None:
+    p = parser()
     a = p.parse_args(argv)
     from ..paths import resolve
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..config import SSPLConfig
 from ..paths import resolve
+from ..profiles import as_list
 
 AUDIO_CONTROLS = ("matched", "shuffled", "silent")
 
@@ -62,11 +63,22 @@ METHODS = {
 
 
 def methods(names) -> list[Variant]:
+    """The methods' variants by name; `names` may also be a JSON list or a comma-separated string."""
+    names = as_list(names, "methods")
     unknown = [m for m in names if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))} "
                          f"(choose from {tuple(METHODS)})")
     return [METHODS[m] for m in names]
+
+
+def methods_help() -> str:
+    """The methods and the config fields each sets (train's --help)."""
+    lines = ["methods (--method NAME sets these config fields over the profile's; experiments.jobs.METHODS):"]
+    lines += [f"  {m}: " + (", ".join(f"{k}={x!r}" for k, x in v.overrides.items()) or "the profile's fields as they are")
+              for m, v in METHODS.items() if not v.train_as]
+    derived = ", ".join(f"{m} (scores the {v.train_as} runs)" for m, v in METHODS.items() if v.train_as)
+    return "\n".join(lines + [f"  trains nothing: {derived}"])
 
 
 def method_fields(cfg: SSPLConfig, method: str) -> dict:
@@ -87,7 +99,7 @@ QUESTION_FIELDS = {"pcm": ({"use_pcm"}, "variant"), "cycles": ({"pcm_cycles"}, "
 
 def ablation_variants(base: SSPLConfig, questions=QUESTIONS, cycles=(0, 2, 4)) -> list[Variant]:
     """The variants the ablation questions need (protocol and audio re-score SSPL)."""
-    q = set(questions)
+    q, cycles = set(questions), as_list(cycles, "cycles", int)
     out = [Variant("sspl", {}, audio=AUDIO_CONTROLS if "audio" in q else ("matched",))]
     if q & {"pcm", "objective"}:
         out.append(Variant("sspl_wo_pcm", {"use_pcm": False}))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import os
 import time
 from pathlib import Path
 
@@ -11,13 +11,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
-from tqdm.auto import tqdm
 
 from ..config import SSPLConfig
 from ..data.h5 import load_split, open_h5
 from ..data.transforms import AugmentConfig, crop_flip, crop_flip_params, eval_frame, normalize, resize_uint8, to_chw
 from ..encoders import SmallAudioEncoder, SmallVisualEncoder
-from ..paths import resolve
+from ..paths import RUNS_DIR, resolve, shown
+from ..progress_lines import ProgressLines, count
 from . import runs
 from .atomic import atomic_save
 
@@ -82,7 +82,8 @@ def pretrain_visual(cfg: SSPLConfig, progress: bool = True) -> tuple[dict, dict]
     steps = cfg.pretrain_epochs * (len(tr) // cfg.pretrain_batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.pretrain_lr, total_steps=max(steps, 1), pct_start=0.15)
     aug = AugmentConfig(img_size=cfg.img_size)
-    bar = tqdm(total=steps, desc="pretrain visual", disable=not progress, leave=False)
+    lines = ProgressLines("pretrain", "visual encoder", cfg.pretrain_epochs, unit="epochs", every=0, enabled=progress)
+    loss = torch.tensor(float("nan"))
     for epoch in range(cfg.pretrain_epochs):
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         perm = torch.from_numpy(tr)[torch.randperm(len(tr), generator=g)]
@@ -99,9 +100,8 @@ def pretrain_visual(cfg: SSPLConfig, progress: bool = True) -> tuple[dict, dict]
             loss.backward()
             opt.step()
             sched.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
+        lines.update(note=f"loss {loss.item():.3f}")
+    lines.done()
     enc.eval()
     with torch.no_grad():
         x = eval_frame(frames[te], cfg.img_size)
@@ -129,7 +129,8 @@ def pretrain_audio(cfg: SSPLConfig, progress: bool = True) -> tuple[dict, dict]:
     def embed(x):  # (B, N, 96, 64) -> (B, 128), averaged like AudioEncoder
         return rearrange(enc(rearrange(x, "b n t m -> (b n) 1 t m")), "(b n) d -> b n d", b=x.shape[0]).mean(1)
 
-    bar = tqdm(total=steps, desc="pretrain audio", disable=not progress, leave=False)
+    lines = ProgressLines("pretrain", "audio encoder", epochs, unit="epochs", every=0, enabled=progress)
+    loss = torch.tensor(float("nan"))
     for epoch in range(epochs):
         g = torch.Generator().manual_seed(cfg.seed * 1000 + 500 + epoch)
         perm = torch.from_numpy(tr)[torch.randperm(len(tr), generator=g)]
@@ -140,8 +141,8 @@ def pretrain_audio(cfg: SSPLConfig, progress: bool = True) -> tuple[dict, dict]:
             loss.backward()
             opt.step()
             sched.step()
-            bar.update(1)
-    bar.close()
+        lines.update(note=f"loss {loss.item():.3f}")
+    lines.done()
     enc.eval()
     with torch.no_grad():
         acc = float((head(embed(spects[te])).argmax(1) == labels[te]).float().mean())
@@ -155,9 +156,15 @@ def pretrain(cfg: SSPLConfig, out_dir, *, force: bool = False, progress: bool = 
     if path.is_file() and not force:
         old = runs.load_state(path, advice="delete it to pretrain again")["meta"]
         if {k: old.get(k) for k in meta} == meta:
+            if progress:
+                print(f"[pretrain] {shown(path)}: reused (pretrained on the same labeled data and settings)", flush=True)
             return path
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if progress:
+        print(f"[pretrain] label pretraining of the small encoders into {shown(path)}: visual "
+              f"{count(cfg.pretrain_epochs, 'epoch')}, audio {count(max(1, cfg.pretrain_epochs // 2), 'epoch')}",
+              flush=True)
     t0 = time.perf_counter()
     visual, vmeta = pretrain_visual(cfg, progress)
     t1 = time.perf_counter()
@@ -166,8 +173,38 @@ def pretrain(cfg: SSPLConfig, out_dir, *, force: bool = False, progress: bool = 
             "seconds": {"visual": round(t1 - t0, 1), "audio": round(time.perf_counter() - t1, 1)}}
     atomic_save({"visual": visual, "audio": audio, "meta": meta}, path)
     if progress:
-        print("pretrained encoders:", json.dumps({"visual": vmeta, "audio": ameta, "seconds": meta["seconds"]}))
+        print(f"[pretrain] held-out accuracy: visual {vmeta['held_out_accuracy']:.3f}, audio "
+              f"{ameta['held_out_accuracy']:.3f} ({shown(path)})", flush=True)
     return path
+
+
+def find_encoders(cfg: SSPLConfig, folders) -> Path | None:
+    """An encoders.pt pretrained on the same labeled data with the same settings: in each folder, then below it."""
+    want = cache_meta(cfg)
+    for folder in map(resolve, folders):
+        for cand in [folder / "encoders.pt", *(sorted(folder.rglob("encoders.pt")) if folder.is_dir() else [])]:
+            try:
+                meta = load_meta(cand)
+            except Exception:  # noqa: BLE001 - a missing or unreadable candidate: skip it
+                continue
+            if {k: meta.get(k) for k in want} == want:
+                return cand
+    return None
+
+
+def reuse_encoders(cfg: SSPLConfig, run_dir: Path, folders=()) -> SSPLConfig:
+    """The encoders of a run that needs them: an existing run's own, else matching ones in `run_dir`, `folders`
+    or runs/ (no pretraining again); else `cfg` as it is (the run pretrains)."""
+    stored = SSPLConfig.load(run_dir / "config.json").encoders_checkpoint if (run_dir / "config.json").is_file() \
+        else None
+    if stored:
+        return cfg.replace(encoders_checkpoint=stored)
+    found = find_encoders(cfg, [run_dir, *folders, RUNS_DIR])
+    if found is None:
+        return cfg
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"[train] label-pretrained small encoders: {shown(found)} (same labeled data and settings)", flush=True)
+    return cfg.replace(encoders_checkpoint=str(found))
 
 
 def load_meta(path) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+from ..progress_lines import ProgressLines, count, duration
 from .evaluate import BASELINES, evaluate_baseline, evaluate_model
 from .features import SharedFeatures
 
@@ -17,6 +18,11 @@ def score(models: dict, data: dict, *, audio: dict, test_maps: dict | None = Non
     then the `baselines`; a result is its first seed's, with "per_seed"."""
     first_model = next((m for per in models.values() for m in per.values()), None)
     results: dict = {}
+    if progress:
+        runs = sum(len(per) * len(audio[name]) for name, per in models.items())
+        print(f"[evaluate] {count(runs, 'model run')} (runs x audio modes) and {count(len(baselines), 'baseline')} on "
+              f"{count(len(data), 'split')}: {', '.join(f'{s} ({d.n})' for s, d in data.items())}", flush=True)
+    lines = ProgressLines("evaluate", "splits", len(data), unit="splits", every=0, enabled=progress)
     for s, d in data.items():
         t0 = time.perf_counter()
         shared = SharedFeatures(d, batch_size=batch_size, device=device, amp=amp) if share_features else None
@@ -37,7 +43,7 @@ def score(models: dict, data: dict, *, audio: dict, test_maps: dict | None = Non
             r = evaluate_baseline(b, data=d, size=size, protocol=protocol, seed=seed, model=first_model,
                                   batch_size=batch_size, device=device)
             results.setdefault(b, {})[s] = {**r, "variant": b, "seed": None, "overrides": {}}
-        if progress:
-            print(f"[evaluate] {s}: {d.n} samples, {len(results)} entries scored ({time.perf_counter() - t0:.0f} s)")
+        lines.update(note=f"{s}: {d.n} samples, {len(results)} entries scored in {duration(time.perf_counter() - t0)}")
+    lines.done()
     first = [m for m in models if m in results] + [b for b in baselines if b in results]
     return {k: results[k] for k in first + [k for k in results if k not in first]}

@@ -1,26 +1,32 @@
 """The experiment orchestrator (docs/experiments.md): a study's job list trained (`train_jobs`), scored into
 records and aggregated one way, for the method comparison, the ablation and the seed study alike.
 
-    python -m sspl_lib.experiments.study seeds|ablation --profile quick [--grid full]
+    python -m sspl_lib.experiments.study methods|seeds|ablation --profile quick [--jobs 2] [--set epochs=1]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 import traceback
 from dataclasses import asdict, replace
 
+from ..cli import HelpFormat
 from ..config import SSPLConfig
 from ..data.isolated_pool import isolated_map
+from ..data.preflight import MissingFiles, check_profile_files
 from ..distributed import choose_device
 from ..paths import RUNS_DIR, resolve, shown
-from ..profiles import load_profile
+from ..profiles import as_list, load_profile, parse_overrides
+from ..progress_lines import duration
 from .atomic import write_json
+from .estimate import plan_line
 from .evaluate import find_listen_splits, find_test_splits, load_eval_split
-from .jobs import (Budget, Job, Variant, ablation_variants, first_seeds, method_fields, method_folder, methods, plan,
-                   study_folder, subset_root)
+from .jobs import (METHODS, Budget, Job, Variant, ablation_variants, first_seeds, method_fields, method_folder,
+                   methods, plan, study_folder, subset_root)
+from .progress import HistoryWatcher
 from .provenance import RunConflict, study_action
 from .results import aggregate, records
 from .runs import is_run, load_run, read_history
@@ -33,12 +39,17 @@ class TrainingFailed(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- training the jobs
+def label(job: Job) -> str:
+    return f"{job.name} seed {job.seed}"
+
+
 def run_job(job: Job, on_event=None) -> dict:
     """Train one job (`fit`), catching its error: {"history", "seconds", "error" (None or the traceback)}."""
     t0 = time.perf_counter()
+    tagged = (lambda e: on_event({**e, "run": label(job)})) if on_event is not None else None
     try:
         history = fit(job.cfg, job.run_dir, resume=job.resume, allow_longer=job.allow_longer, progress=False,
-                      on_event=on_event)
+                      on_event=tagged)
         return {"history": history, "seconds": time.perf_counter() - t0, "error": None}
     except Exception as e:  # noqa: BLE001 - reported with the run folder; the other jobs go on
         return {"history": [], "seconds": time.perf_counter() - t0,
@@ -68,47 +79,47 @@ def _triage(jobs: list[Job], progress: bool) -> tuple[dict, list, list]:
 def train_jobs(jobs: list[Job], *, workers: int = 1, on_event=None, progress: bool = True) -> list[dict]:
     """Train (or reuse) every job, `workers` at a time; TrainingFailed at the end names each failed one."""
     done, pending, failed = _triage(jobs, progress)
-    if progress and pending:
-        print(f"[study] training {len(pending)} runs, {min(workers, len(pending))} at a time, "
-              f"{pending[0][1].cfg.threads} threads each", flush=True)
+    todo = [job for _, job in pending]
+    if progress and todo:
+        print(f"[study] {plan_line(todo, workers)}", flush=True)
 
     def died(job: Job, how: str) -> dict:
         return {"history": [], "seconds": float("nan"), "error": f"the training process died ({how})"}
 
-    todo = [job for _, job in pending]
     runs = (isolated_map(run_job, todo, workers=workers, on_death=died) if workers > 1 else
             (run_job(job, on_event) for job in todo))
-    for (i, job), r in zip(pending, runs):
-        if r["error"] is not None:
-            failed.append((job, r["error"]))
-            print(f"[study] {job.name} seed {job.seed}: FAILED ({shown(job.run_dir)}): "
-                  f"{r['error'].splitlines()[0]}", flush=True)
-            continue
-        done[i] = {"history": r["history"], "seconds": r["seconds"], "status": "trained"}
-        if progress:
-            best = max(r["history"], key=lambda h: (h["val_ciou"], h["val_auc"])) if r["history"] else {}
-            print(f"[study] {job.name} seed {job.seed}: trained in {r['seconds']:.0f} s, best val cIoU "
-                  f"{best.get('val_ciou', float('nan')):.3f} ({shown(job.run_dir)})", flush=True)
+    watch = HistoryWatcher({label(j): (j.run_dir, j.cfg.epochs) for j in todo}, workers=workers,
+                           on_event=on_event if workers > 1 else None) if progress else contextlib.nullcontext()
+    with watch:
+        for (i, job), r in zip(pending, runs):
+            if progress:
+                watch.finished(label(job))
+            if r["error"] is not None:
+                failed.append((job, r["error"]))
+                print(f"[study] {label(job)}: FAILED ({shown(job.run_dir)}): {r['error'].splitlines()[0]}", flush=True)
+                continue
+            done[i] = {"history": r["history"], "seconds": r["seconds"], "status": "trained"}
+            if progress:
+                best = max(r["history"], key=lambda h: (h["val_ciou"], h["val_auc"])) if r["history"] else {}
+                print(f"[study] {label(job)}: trained in {duration(r['seconds'])}, best val cIoU "
+                      f"{best.get('val_ciou', float('nan')):.3f} ({shown(job.run_dir)})", flush=True)
     if failed:
         lines = "\n".join(f"  {j.name} seed {j.seed} ({j.run_dir}): {err.strip()}" for j, err in failed)
         raise TrainingFailed(f"{len(failed)} of {len(jobs)} runs failed (the others finished):\n{lines}")
     return [done[i] for i in range(len(jobs))]
 
 
-def study_encoders(cfg: SSPLConfig, root, progress: bool = False) -> str | None:
+def study_encoders(cfg: SSPLConfig, root, progress: bool = True) -> str | None:
     """The small encoders a study's runs share: found under `root` or its parent, else pretrained."""
     if not needs_pretraining(cfg):
         return cfg.encoders_checkpoint
     from . import pretrain
 
-    want = pretrain.cache_meta(cfg)
-    for cand in [resolve(root) / "encoders.pt", *sorted(resolve(root).parent.rglob("encoders.pt"))]:
-        try:
-            meta = pretrain.load_meta(cand)
-        except Exception:  # noqa: BLE001 - a missing or unreadable candidate: skip it
-            continue
-        if {k: meta.get(k) for k in want} == want:
-            return str(cand)
+    found = pretrain.find_encoders(cfg, [root, resolve(root).parent])
+    if found is not None:
+        if progress:
+            print(f"[study] label-pretrained small encoders: {shown(found)} (same labeled data and settings)", flush=True)
+        return str(found)
     return str(pretrain.pretrain(cfg, root, progress=progress))
 
 
@@ -117,8 +128,11 @@ def train_methods(cfg: SSPLConfig, root, names, *, n_seeds: int = 1, jobs: int =
     """Train (or reuse) the methods' runs for the first `n_seeds` study seeds; {method: {seed: history}}."""
     if jobs > 1 and choose_device(cfg.device).type != "cpu":  # CUDA cannot be used in a forked process
         jobs = 1
-    threads = threads or max(1, (cfg.threads or os.cpu_count() or 1) // max(1, int(jobs)))
-    enc = study_encoders(cfg, root, progress=False)
+    # one run trains in this process with every thread; forked runs get one share each (a forked process must not
+    # use more OpenMP threads than one once this one has used them: GNU OpenMP would hang it)
+    jobs = max(1, min(int(jobs), sum(not v.train_as for v in methods(names)) * len(first_seeds(cfg, n_seeds))))
+    threads = threads or max(1, (cfg.threads or os.cpu_count() or 1) // jobs)
+    enc = study_encoders(cfg, root, progress=progress)
     changes = {"threads": threads, **({"encoders_checkpoint": enc} if enc != cfg.encoders_checkpoint else {})}
     todo = plan(cfg, methods(names), first_seeds(cfg, n_seeds), method_folder(root, cfg.seed), changes=changes,
                 resume=resume)
@@ -181,11 +195,12 @@ def run_study(base: SSPLConfig, variants: list[Variant], seeds, root, budget: Bu
     orphans = sorted({f"{v!r} scores the runs of {s!r}" for v, s in source.items() if s not in source})
     if orphans:
         raise ValueError(f"derived variant {'; '.join(orphans)}: add that variant to the study")
-    budget, root, seeds = budget or Budget(), resolve(root), [int(s) for s in seeds]
+    budget, root, seeds = budget or Budget(), resolve(root), as_list(seeds, "seeds", int)
     root.mkdir(parents=True, exist_ok=True)
     write_json({"budget": asdict(budget), "seeds": seeds, "variants": [asdict(v) for v in variants]},
                root / "study.json")
-    shared = {"data_root": str(subset_root(budget, base, root)), "encoders_checkpoint": study_encoders(base, root)}
+    shared = {"data_root": str(subset_root(budget, base, root)),
+              "encoders_checkpoint": study_encoders(base, root, progress=progress)}
     folder = study_folder(root)
     todo = plan(base, variants, seeds, folder, changes={**budget.changes(), **shared})
     trained = {(j.name, j.seed): r for j, r in zip(todo, train_jobs(todo, progress=progress))}
@@ -208,19 +223,45 @@ def seed_study(profile: str = "quick", seeds=None, *, root=None, audio=("matched
                      device=device, progress=progress)
 
 
-def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description="Seed studies and ablations (records in <root>/records.json).")
-    p.add_argument("study", choices=("seeds", "ablation"), help="seeds: SSPL over the seeds; ablation: the paper's")
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sspl_lib.experiments.study", formatter_class=HelpFormat,
+        description="Train the compared methods (notebook 02's runs), or run a seed study or the ablation (trained "
+                    "and scored; records in <root>/records.json). Finished runs are reused, interrupted ones resumed.")
+    p.add_argument("study", choices=("methods", "seeds", "ablation"),
+                   help="methods: train --methods x the first --n-seeds study seeds into runs/<profile>/ (what "
+                        "notebook 02 trains); seeds: SSPL over the seeds, scored; ablation: the paper's questions, scored")
     p.add_argument("--profile", default="quick", help="params/<profile>.yaml")
-    p.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides, values read as YAML (`python -m sspl_lib.experiments.train --help` lists "
+                        "the keys)")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="methods study: the methods, comma-separated or a JSON list (jobs.METHODS)")
+    p.add_argument("--n-seeds", type=int, default=1, help="methods study: the first N study seeds of each method (0: all)")
+    p.add_argument("--jobs", type=int, default=2, help="methods study: runs trained at once, each in its own process")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds / ablation studies: the seeds (default: the profile's)")
     p.add_argument("--grid", choices=("reduced", "full"), default="reduced", help="ablation budget")
-    p.add_argument("--root", help="default runs/<profile>/seed_study or runs/<profile>/ablation")
+    p.add_argument("--root", help="default runs/<profile> (methods), runs/<profile>/seed_study (seeds) or "
+                                  "runs/<profile>/ablation (ablation)")
+    return p
+
+
+def main(argv=None):
+    p = parser()
     a = p.parse_args(argv)
-    root = resolve(a.root) if a.root else RUNS_DIR / a.profile / {"seeds": "seed_study"}.get(a.study, a.study)
+    over = parse_overrides(a.set)
+    sub = {"methods": "", "seeds": "seed_study", "ablation": "ablation"}[a.study]
+    root = resolve(a.root) if a.root else RUNS_DIR / a.profile / sub
+    try:
+        check_profile_files(load_profile(a.profile, **over), "train", f"profile {a.profile!r}")
+    except MissingFiles as e:
+        p.exit(2, f"{e}\nNothing was trained.\n")
+    if a.study == "methods":
+        return train_methods(load_profile(a.profile, **over), root, a.methods, n_seeds=a.n_seeds, jobs=a.jobs)
     if a.study == "seeds":
-        recs, by = seed_study(a.profile, a.seeds, root=root), ("variant", "split", "audio")
+        recs, by = seed_study(a.profile, a.seeds, root=root, **over), ("variant", "split", "audio")
     else:
-        base = load_profile(a.profile)
+        base = load_profile(a.profile, **over)
         budget = Budget.full() if a.grid == "full" else Budget.reduced()
         recs, by = run_study(base, ablation_variants(base), a.seeds or base.seeds, root, budget), ("variant", "split")
     write_json(recs, root / "records.json")

@@ -14,19 +14,23 @@ import torch
 
 from .. import distributed as D
 from .. import perf
+from ..cli import HelpFormat
 from ..config import SSPLConfig
+from ..data.preflight import MissingFiles, check_profile_files
 from ..data.stream import TrainStream, check_training_data, seeded_generator, split_path, train_views
 from ..data.testset import TestSet, load_test_set
 from ..data.transforms import AugmentConfig
 from ..metrics import summarize
 from ..methods.registry import build_model
 from ..model import SSPL
-from ..paths import resolve, shown
-from ..profiles import load_profile, parse_overrides
+from ..paths import RUNS_DIR, resolve, shown
+from ..profiles import load_profile, override_keys_help, parse_overrides
 from . import provenance, runs
 from .atomic import atomic_save
 from .evaluate import compute_heatmaps, score_heatmaps
+from .jobs import METHODS, methods_help
 from .lock import RunLock
+from .pretrain import reuse_encoders
 from .progress import TrainingLog
 
 
@@ -239,21 +243,41 @@ def _fit(cfg: SSPLConfig, run_dir: Path, *, resume: bool, allow_longer: bool, pr
     return history
 
 
-def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description="Train SSPL (single process or under torchrun).")
-    p.add_argument("--profile", default="quick", help="params/<profile>.yaml")
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sspl_lib.experiments.train", formatter_class=HelpFormat,
+        description="Train one run into --run-dir (one process, or one per GPU under torchrun): epochs of training, "
+                    "validation on the val split and checkpoints (last.pt, best.pt), a line per epoch with its ETA.",
+        epilog=f"{methods_help()}\n\n{override_keys_help()}")
+    p.add_argument("--profile", default="quick", help="params/<profile>.yaml (not read with --config)")
     p.add_argument("--config", help="a config.json instead of a profile (e.g. a run folder's)")
-    p.add_argument("--run-dir", required=True, help="run folder (relative: from the repository root)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--run-dir", required=True,
+                   help="run folder (relative: from the repository root); a new run reuses label-pretrained small "
+                        "encoders of the same data and settings found under runs/ (e.g. runs/<profile>/encoders.pt)")
+    p.add_argument("--method", choices=[m for m, v in METHODS.items() if not v.train_as],
+                   help="a method of the comparison (its fields listed below)")
+    p.add_argument("--epochs", type=int, help="override the profile's epochs")
+    p.add_argument("--seed", type=int, help="override the profile's seed")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last.pt (same configuration)")
     p.add_argument("--allow-longer", action="store_true", help="resume with more epochs / patience than stored")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (YAML values)")
+    p.add_argument("--no-progress", action="store_true", help="no step progress and no epoch lines")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides, the value read as YAML (the keys are listed below)")
+    return p
+
+
+def main(argv=None) -> list[dict]:
+    p = parser()
     a = p.parse_args(argv)
-    over = parse_overrides(a.set)
+    over = {**(METHODS[a.method].overrides if a.method else {}), **parse_overrides(a.set)}
     over.update({k: v for k, v in (("epochs", a.epochs), ("seed", a.seed)) if v is not None})
     cfg = SSPLConfig.load(resolve(a.config)).replace(**over) if a.config else load_profile(a.profile, **over)
+    try:
+        check_profile_files(cfg, "train", f"profile {a.profile!r}" if not a.config else shown(a.config))
+    except MissingFiles as e:
+        p.exit(2, f"{e}\nNothing was trained.\n")
+    if needs_pretraining(cfg):  # a new run reuses matching encoders, an existing one its own
+        cfg = reuse_encoders(cfg, resolve(a.run_dir), [RUNS_DIR / a.profile] if not a.config else [])
     try:
         return fit(cfg, a.run_dir, resume=a.resume, allow_longer=a.allow_longer, progress=not a.no_progress)
     finally:

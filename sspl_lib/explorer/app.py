@@ -17,6 +17,7 @@ from ..av_metrics import box_means, follows
 from ..experiments.runs import is_run
 from ..metrics import ciou_batch, localization_mask, mask_ciou
 from ..paths import resolve, shown
+from ..profiles import as_list
 from . import render as R
 from .sources import CENTRE_PRIOR, CentrePrior, RunModel, SplitData, class_names, default_compare, find_splits
 from .widgets import OWN_CLIP, ExplorerUI
@@ -35,7 +36,7 @@ class Explorer:
     def __init__(self, run_dir="runs/quick/sspl", *, compare=None, data_root=None, split: str | None = None,
                  centre_prior: bool = True, sounding_only: bool = True, cache_size: int = 512, device: str = "cpu"):
         primary = RunModel(run_dir, device=device)
-        pairs = default_compare(run_dir) if compare is None else [(None, p) for p in compare]
+        pairs = default_compare(run_dir) if compare is None else [(None, p) for p in as_list(compare, "compare")]
         others = [RunModel(p, name=n, device=device) for n, p in pairs]
         self.models: dict = {}
         for m in [primary, *others]:
@@ -65,6 +66,8 @@ class Explorer:
         self.cious: dict[str, float] = {}
         self.ui = ExplorerUI(splits=self.splits, split=split or next(iter(self.splits)),
                              cycles={n: m.cycles for n, m in self.models.items()}, primary=self.primary,
+                             labels={n: f"{n} (unfinished: {m.unfinished})" for n, m in self.models.items()
+                                     if m.unfinished},
                              on_split=self._load_split, on_order=self._on_order, on_view=self.refresh,
                              on_other_clip=self.pick_other_clip, on_scene_sound=self.choose_sound)
         self._load_split(self.ui.split.value)
@@ -202,7 +205,7 @@ class Explorer:
             if k == 0:
                 self.current_heatmap, self.current_mask, self.current_ciou = hm, mask, c
             sub = f"cIoU {c:.3f}" + (f" · cycle {step}/{m.cycles}" if m.has_pcm else "") + \
-                (" · other clip" if a != i and name != CENTRE_PRIOR else "")
+                (" · other clip" if a != i and name != CENTRE_PRIOR else "") + (" · UNFINISHED" if m.unfinished else "")
             pcm = "" if name == CENTRE_PRIOR else (" (w/ PCM)" if m.has_pcm else " (w/o PCM)")
             columns.append({"title": name + pcm, "subtitle": sub,
                             "panels": [R.overlay_panel(frame, hm, mask, box=box, other_boxes=others,
@@ -261,8 +264,10 @@ class Explorer:
                               f"&middot; forward-pass cache {self.cache_hits} hits / {self.cache_misses} "
                               "misses</small>")
         run = self.models[self.primary]
-        warn = "".join(f"<br><b style='color:#b00'>&#9888; {escape(m.warning)}</b>" for m in self.models.values()
-                       if getattr(m, "warning", None))
+        notes = [getattr(m, "warning", None) for m in self.models.values()]
+        notes += [f"{n}: unfinished run, {m.unfinished} trained (not stopped early); it is compared with finished "
+                  "runs as it is" for n, m in self.models.items() if m.unfinished]
+        warn = "".join(f"<br><b style='color:#b00'>&#9888; {escape(w)}</b>" for w in notes if w)
         self.ui.header.value = (f"<h3 style='margin:2px 0'>SSPL explorer &mdash; {escape(run.run_dir.name)}</h3>"
                                 f"<small>{escape(shown(run.checkpoint, name_outside=True))} &middot; data "
                                 f"{escape(shown(self.data_root, name_outside=True))}{warn}</small>")

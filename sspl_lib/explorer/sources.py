@@ -13,7 +13,7 @@ import torch
 from ..config import SSPLConfig
 from ..data.h5 import DataFileError, open_h5
 from ..data.transforms import eval_frame
-from ..experiments.runs import checkpoint_path, is_run, load_run
+from ..experiments.runs import checkpoint_path, is_run, load_run, read_history
 from ..paths import resolve, shown
 
 CENTRE_PRIOR = "centre prior"
@@ -35,6 +35,7 @@ class RunModel:
         self.device = torch.device(device)
         self.name = name or self.run_dir.name
         self.cycles = self.cfg.pcm_cycles if self.cfg.use_pcm else 0
+        self.unfinished = unfinished(self.run_dir, self.cfg.epochs)
 
     @property
     def has_pcm(self) -> bool:
@@ -59,12 +60,21 @@ class RunModel:
         return np.concatenate(out) if out else np.zeros((0, 1, 1), np.float32)
 
 
+def unfinished(run_dir, epochs: int) -> str | None:
+    """'2 of 100 epochs' for a run whose history is shorter than its epochs and was not stopped early; else None."""
+    history = read_history(run_dir)
+    if (history and history[-1].get("stopped")) or len(history) >= epochs:
+        return None
+    return f"{len(history)} of {epochs} epochs"
+
+
 class CentrePrior:
     """The centre-prior pseudo-model: the same centred Gaussian for every frame and sound."""
 
     name = CENTRE_PRIOR
     cycles = 0
     has_pcm = False
+    unfinished = None
 
     def __init__(self, size: int = 14):
         from ..baselines import center_prior

@@ -20,8 +20,10 @@ class ExplorerUI:
     `busy`, widget events call nothing."""
 
     def __init__(self, *, splits, split: str, cycles: dict[str, int], primary: str, on_split: Callable,
-                 on_order: Callable, on_view: Callable, on_other_clip: Callable, on_scene_sound: Callable | None = None):
+                 on_order: Callable, on_view: Callable, on_other_clip: Callable, on_scene_sound: Callable | None = None,
+                 labels: dict[str, str] | None = None):
         self.cycles, self.primary = dict(cycles), primary
+        self.labels = {n: (labels or {}).get(n, n) for n in self.cycles}  # the chooser's text (e.g. "unfinished")
         self.on_split, self.on_order, self.on_view, self.on_other_clip = on_split, on_order, on_view, on_other_clip
         self.on_scene_sound = on_scene_sound
         self.busy = False
@@ -43,8 +45,8 @@ class ExplorerUI:
         self.sample = W.IntSlider(value=0, min=0, max=0, description="sample", continuous_update=False, style=STYLE,
                                   layout=W.Layout(width="380px"))
         self.play = W.Play(value=0, min=0, max=0, step=1, interval=1200, description="play")
-        W.jslink((self.play, "value"), (self.sample, "value"))  # smooth in the browser ...
-        self.play.observe(self._on_play, "value")  # ... and the kernel sees every step too
+        self.play.observe(self._on_play, "value")  # every step of the player moves the sample, in the kernel
+        self.sample.observe(self._sample_to_play, "value")  # and the player goes on from the sample shown
         self.sample_id = W.HTML()
 
     def _view_controls(self) -> None:
@@ -52,7 +54,8 @@ class ExplorerUI:
         runs = [n for n in names if n not in (CENTRE_PRIOR, primary)]
         contrast = [n for n in runs if (self.cycles[n] > 0) != (self.cycles[primary] > 0)]  # w/ vs w/o PCM
         default = [primary] + (contrast or runs)[:1] + ([CENTRE_PRIOR] if CENTRE_PRIOR in names else [])
-        self.model_select = W.SelectMultiple(options=names, value=tuple(default), description="models",
+        self.model_select = W.SelectMultiple(options=[(self.labels[n], n) for n in names], value=tuple(default),
+                                             description="models",
                                              rows=min(max(len(names), 2), 5), style=STYLE,
                                              layout=W.Layout(width="300px"))
         self.protocol = W.ToggleButtons(options=["fixed", "median"], value="fixed", style={"button_width": "80px"},
@@ -112,7 +115,7 @@ class ExplorerUI:
     @property
     def selected(self) -> list[str]:
         chosen = set(self.model_select.value)
-        return [n for n in self.model_select.options if n in chosen]
+        return [n for n in self.cycles if n in chosen]
 
     def show_swap(self, on: bool) -> None:
         """Show (swap split) or hide the "sound of" selector and the row of maps, one per object's sound."""
@@ -134,13 +137,18 @@ class ExplorerUI:
 
     # ------------------------------------------------------------------ events
     def _on_play(self, change) -> None:
-        # A step made in the browser has already moved the slider there (jslink), and the slider reports its
-        # own value; writing that step back from here would race with newer browser values (a stale value
-        # bounced back to the page). So follow only changes made from Python (scripts, tests).
-        if "value" in self.play._property_lock:
+        # The page changes the player's value while playing (a step) or, not playing, when its stop button
+        # resets it to the first sample (ipywidgets' Play): that reset moves nothing, the player is put back
+        # on the sample shown. Only the kernel moves the slider, so no stale value races a newer one.
+        if "value" in self.play._property_lock and not self.play.playing:
+            self.play.value = self.sample.value
             return
         if self.sample.value != change["new"] and self.sample.min <= change["new"] <= self.sample.max:
             self.sample.value = change["new"]
+
+    def _sample_to_play(self, change) -> None:
+        if self.play.value != change["new"] and self.play.min <= change["new"] <= self.play.max:
+            self.play.value = change["new"]
 
     def _on_split(self, change) -> None:
         self.on_split(change["new"])
