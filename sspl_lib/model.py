@@ -18,7 +18,8 @@ from einops import einsum
 from .config import SSPLConfig
 from .encoders import AudioEncoder, build_audio_backbone, build_visual, freeze
 from .head import SimSiamHead
-from .maps import minmax
+from .maps import minmax, object_prior
+from .pca import FixedPCA
 from .pcm import PCM
 
 
@@ -106,7 +107,10 @@ class SSPL(nn.Module):
         backbone = build_audio_backbone(cfg.audio_encoder, width=cfg.encoder_width,
                                         weights=cfg.vggish_weights, pretrained=cfg.pretrained)
         self.audio = AudioEncoder(backbone, out_dim=cfg.out_dim, hidden=cfg.audio_hidden)
-        self.map_channels = getattr(self.visual, "dim", cfg.visual_dim)  # of the map entering the PCM / attention
+        channels = getattr(self.visual, "dim", cfg.visual_dim)
+        # a frozen PCA of the encoder's map (fit before training: experiments.pretrain); its map leads with the prior
+        self.visual_pca = FixedPCA(channels, cfg.visual_pca_dim) if cfg.visual_pca_dim else None
+        self.map_channels = cfg.visual_pca_dim or channels  # of the map entering the PCM / attention
         # the method's own modules, here: the checkpoints' initialization order (a method may set map_channels)
         method.add_modules(self)
         if cfg.use_pcm:
@@ -136,12 +140,27 @@ class SSPL(nn.Module):
         return F.normalize(emb.mean(dim=1), dim=1), self.audio.mlp(emb).mean(dim=1)
 
     def encode_frames(self, *frames: torch.Tensor) -> list[torch.Tensor]:
-        """Visual maps of one or more views. A frozen encoder runs once, without autograd, on all views."""
+        """The visual stream's maps of one or more views. A frozen encoder runs once, without autograd, on all views."""
         if self.visual_trainable:
             return [self.visual(x) for x in frames]
         with torch.no_grad():
-            v = self.visual(torch.cat(frames))  # (V*B, C, h, w)
+            v = self.stream_map(self.visual(torch.cat(frames)))  # (V*B, C, h, w)
         return list(v.chunk(len(frames)))
+
+    def stream_map(self, v: torch.Tensor) -> torch.Tensor:
+        """A frozen encoder's map (B,C,h,w) -> the stream's: with `visual_pca_dim` D, (B,1+D,h,w) = the object
+        prior of the encoder's map, then its PCA coefficients; with `feature_cache`, at the cache's float16 values."""
+        if self.visual_pca is not None:
+            v = torch.cat([object_prior(v)[:, None], self.visual_pca(v)], dim=1)
+        return v.to(torch.float16).float() if self.cfg.feature_cache else v
+
+    def feature_map(self, v: torch.Tensor) -> torch.Tensor:
+        """The stream's map -> the map compared with the audio (B,map_channels,h,w)."""
+        return v if self.visual_pca is None else v[:, 1:]
+
+    def object_prior(self, v: torch.Tensor) -> torch.Tensor:
+        """The stream's map -> EZ-VSL's object prior of the encoder's map (B,h,w) (`maps.object_prior`)."""
+        return object_prior(v) if self.visual_pca is None else v[:, 0]
 
     def refine(self, v: torch.Tensor, e: torch.Tensor, *, return_cycles: bool = False, groups: int = 1):
         """PCM; `groups` views stacked along the batch, each with its own batch-norm statistics (as separate calls)."""
@@ -150,10 +169,14 @@ class SSPL(nn.Module):
         return self.pcm(v, e, return_cycles=return_cycles, groups=groups)
 
     # --- the method's loss and map ---------------------------------------------------------
-    def forward(self, frames1: torch.Tensor, frames2: torch.Tensor, spects: torch.Tensor) -> dict:
-        """Two views (B,3,S,S) float, S = cfg.img_size, and their clips (B,N,96,64) -> the method's {"loss", ...}."""
-        check_inputs(self.cfg.img_size, spects, frames1=frames1, frames2=frames2)
-        return self.method.loss(self, frames1, frames2, spects)
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, audio: torch.Tensor, *, encoded: bool = False) -> dict:
+        """Two views and their clips -> the method's {"loss", ...}: frames (B,3,S,S) float, S = cfg.img_size, and
+        spects (B,N,96,64); or (`encoded`) the stream's maps (B,C,h,w) and the backbone's embeddings (B,N,E)."""
+        if not encoded:
+            check_inputs(self.cfg.img_size, audio, frames1=x1, frames2=x2)
+            x1, x2 = self.encode_frames(x1, x2) if self.method.views == 2 else (*self.encode_frames(x1), None)
+            audio = self.audio.embed(audio)
+        return self.method.loss(self, x1, x2, audio)
 
     def heatmap(self, frames: torch.Tensor, spects: torch.Tensor, method=None) -> torch.Tensor:
         """Heatmaps (B,h,w) of frames and spects, with `method`'s test-time map (default the model's own)."""
@@ -171,10 +194,18 @@ class SSPL(nn.Module):
 
 
 def load_encoders(model: SSPL, path) -> None:
-    """Small encoders pretrained on the labeled synthetic set (`experiments.pretrain`) into `model`."""
+    """What `experiments.pretrain` fit before training into `model`: the small encoders (pretrained on the labeled
+    synthetic set), the visual PCA."""
     from .paths import resolve
 
-    state = torch.load(resolve(path), map_location="cpu", weights_only=True)
-    if not model.cfg.from_scratch:  # from scratch = a random (trainable) visual encoder; the audio stays pretrained
-        model.visual.load_state_dict(state["visual"])
-    model.audio.backbone.load_state_dict(state["audio"])
+    path = resolve(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if model.cfg.visual_encoder == "small":
+        if not model.cfg.from_scratch:  # from scratch = a random (trainable) visual encoder; the audio stays pretrained
+            model.visual.load_state_dict(state["visual"])
+        model.audio.backbone.load_state_dict(state["audio"])
+    if model.visual_pca is not None:
+        if "visual_pca" not in state:
+            raise ValueError(f"{path}: holds no visual PCA, while visual_pca_dim={model.cfg.visual_pca_dim}; prepare "
+                             "the encoders again (experiments.pretrain.pretrain) or set visual_pca_dim: 0")
+        model.visual_pca.load_state_dict(state["visual_pca"])
