@@ -31,6 +31,19 @@ def attention(m: torch.Tensor, a: torch.Tensor):
     return einsum(m, att, "b k h w, b h w -> b k"), sim, att
 
 
+# a frozen encoder under feature_cache runs on passes of exactly this many items (the last one padded): an item's
+# output then never depends on its batch (oneDNN picks its kernels by batch size), so the cache files and the
+# stream agree bit for bit
+CACHE_PASS = 8
+
+
+def fixed_passes(encoder, x: torch.Tensor, size: int = CACHE_PASS) -> torch.Tensor:
+    """encoder(x) in passes of `size` items, the last padded with copies of x[0]."""
+    n = len(x)
+    x = torch.cat([x, x[:1].expand(-n % size, *x.shape[1:])])
+    return torch.cat([encoder(c) for c in x.split(size)])[:n]
+
+
 # ----------------------------------------------------------------------------- input checks
 MEL_SHAPE = (96, 64)  # frames x mel bands of one VGGish example (sspl_lib.audio.vggish_examples)
 
@@ -132,8 +145,11 @@ class SSPL(nn.Module):
     # --- streams ---------------------------------------------------------------------------
     def encode_audio(self, spects: torch.Tensor):
         """(B,N,96,64) -> L2-normalized embedding e (B,128) for the PCM, feature a (B,K) for attention."""
-        e, a = self.audio(spects)
-        return F.normalize(e, dim=1), a
+        return self.audio_features(self.embed_audio(spects))
+
+    def embed_audio(self, spects: torch.Tensor) -> torch.Tensor:
+        """(B,N,96,64) -> the backbone's per-example embeddings (B,N,E) (`feature_cache`: in CACHE_PASS clips)."""
+        return fixed_passes(self.audio.embed, spects) if self.cfg.feature_cache else self.audio.embed(spects)
 
     def audio_features(self, emb: torch.Tensor):
         """`encode_audio` from the backbone's per-example embeddings emb = audio.embed(spects) (B,N,128)."""
@@ -144,7 +160,8 @@ class SSPL(nn.Module):
         if self.visual_trainable:
             return [self.visual(x) for x in frames]
         with torch.no_grad():
-            v = self.stream_map(self.visual(torch.cat(frames)))  # (V*B, C, h, w)
+            x = torch.cat(frames)
+            v = self.stream_map(fixed_passes(self.visual, x) if self.cfg.feature_cache else self.visual(x))
         return list(v.chunk(len(frames)))
 
     def stream_map(self, v: torch.Tensor) -> torch.Tensor:
@@ -175,14 +192,14 @@ class SSPL(nn.Module):
         if not encoded:
             check_inputs(self.cfg.img_size, audio, frames1=x1, frames2=x2)
             x1, x2 = self.encode_frames(x1, x2) if self.method.views == 2 else (*self.encode_frames(x1), None)
-            audio = self.audio.embed(audio)
+            audio = self.embed_audio(audio)
         return self.method.loss(self, x1, x2, audio)
 
     def heatmap(self, frames: torch.Tensor, spects: torch.Tensor, method=None) -> torch.Tensor:
         """Heatmaps (B,h,w) of frames and spects, with `method`'s test-time map (default the model's own)."""
         check_inputs(self.cfg.img_size, spects, frames=frames)
         (v,) = self.encode_frames(frames)
-        return (method or self.method).heatmap(self, v, self.audio.embed(spects))
+        return (method or self.method).heatmap(self, v, self.embed_audio(spects))
 
     def heatmap_cycles(self, frames: torch.Tensor, spects: torch.Tensor) -> torch.Tensor:
         """Cosine maps after the PCM initialization and after each cycle: (B, cycles+1, h, w) (inputs as `heatmap`)."""

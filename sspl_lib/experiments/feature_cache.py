@@ -25,12 +25,11 @@ from ..data.h5 import open_h5
 from ..data.stream import CachedStream, split_path
 from ..data.transforms import eval_frame, normalize, resize_uint8, to_chw
 from ..methods.registry import build_model
+from ..model import CACHE_PASS
 from .atomic import atomic_save
 
 VERSION = 1
-# frames or clips per encoder pass; audio passes are padded to full chunks, so that each clip is embedded as in an
-# evaluation batch of >= 10 clips (oneDNN's kernels for fewer rows round differently)
-CHUNK = 32
+CHUNK = 32  # frames or clips read per step (the model encodes them in passes of model.CACHE_PASS)
 SAY_EVERY = 10.0  # seconds between progress lines
 
 
@@ -218,9 +217,8 @@ def _encode_frames(model, path: Path, size: int, train: bool, progress: bool) ->
 
 @torch.inference_mode()
 def _embed_clips(model, path: Path, progress: bool) -> dict:
-    def embed(spects: torch.Tensor) -> torch.Tensor:  # a chunk padded with copies of its first clip
-        pad = spects[:1].expand(CHUNK - len(spects), *spects.shape[1:])
-        return model.audio.embed(torch.cat([spects, pad]).to(_device(model)))[:len(spects)].cpu()
+    def embed(spects: torch.Tensor) -> torch.Tensor:
+        return model.embed_audio(spects.to(_device(model))).cpu()
 
     with open_h5(path) as f:
         n = int(f["spects"].shape[0])
@@ -237,8 +235,8 @@ def visual_maps(model, split, *, train: bool = False, progress: bool = True) -> 
     `train_size` for feature-space crops. `model`: a frozen visual stream (its weights are the key)."""
     path = Path(split).resolve()
     size = train_size(model.cfg) if train else model.cfg.img_size
-    key = {"version": VERSION, "part": "train_maps" if train else "eval_maps", "size": size, "data": file_key(path),
-           "visual": state_fingerprint(model.visual), "pca": state_fingerprint(model.visual_pca)}
+    key = {"version": VERSION, "pass": CACHE_PASS, "part": "train_maps" if train else "eval_maps", "size": size,
+           "data": file_key(path), "visual": state_fingerprint(model.visual), "pca": state_fingerprint(model.visual_pca)}
     file = cache_file(path, f"{key['part']}{size}", key)
     state = read_or_build(file, key, lambda: _encode_frames(model, path, size, train, progress), progress=progress)
     return VisualMaps(state["maps"], state["index"])
@@ -247,7 +245,7 @@ def visual_maps(model, split, *, train: bool = False, progress: bool = True) -> 
 def audio_embeddings(model, split, *, progress: bool = True) -> AudioEmbeddings:
     """The cached embeddings of a split file's clips and of the silent clip (the audio backbone's weights: the key)."""
     path = Path(split).resolve()
-    key = {"version": VERSION, "part": "audio", "data": file_key(path),
+    key = {"version": VERSION, "pass": CACHE_PASS, "part": "audio", "data": file_key(path),
            "audio": state_fingerprint(model.audio.backbone)}
     state = read_or_build(cache_file(path, "audio", key), key, lambda: _embed_clips(model, path, progress),
                           progress=progress)

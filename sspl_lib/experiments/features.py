@@ -88,12 +88,13 @@ class SharedFeatures:
         if key not in self._audio and model.cfg.feature_cache:
             cached = audio_embeddings(model, self.data.path, progress=self.progress)
             rows = {"matched": self.data.index, "shuffled": self.data.index[perm] if perm is not None else None}
-            self._audio[key] = [cached.emb[rows[audio][idx]].to(self.device) if audio in rows else
-                                cached.silent.expand(len(idx), *cached.silent.shape[1:]).to(self.device)
+            silent = cached.silent[0]  # (n, E); a contiguous batch of copies, as the backbone would give it
+            self._audio[key] = [(cached.emb[rows[audio][idx]] if audio in rows else
+                                 silent.expand(len(idx), *silent.shape).contiguous()).to(self.device)
                                 for idx in self.batches()]
         if key not in self._audio:
             with perf.autocast(self.device, self.amp):
-                self._audio[key] = [model.audio.embed(audio_batch(self.data, idx, audio, perm, silent).to(self.device))
+                self._audio[key] = [model.embed_audio(audio_batch(self.data, idx, audio, perm, silent).to(self.device))
                                     for idx in self.batches()]
             self.computed["audio"] += 1
         return self._audio[key]
