@@ -71,18 +71,27 @@ class ModelConfig(_Checked):
     encoders_checkpoint: str | None = None  # small encoders pretrained on the labeled synthetic set
     fine_tune: bool = False  # train the visual encoder too
     from_scratch: bool = False  # random visual encoder, trained
+    visual_pca_dim: int = 0  # > 0: a frozen PCA of the visual map to this many channels, fit before training (0 = off)
+    feature_cache: bool = False  # train and evaluate on frozen-encoder features cached on disk (experiments.feature_cache)
+    cache_scale: float = 16 / 14  # feature_cache: train frames resized to round(cache_scale * img_size) px (16x16 maps)
 
     CHOICES: ClassVar[dict] = {"visual_encoder": ("vgg16", "small", "efficientnet_lite0"),
                                "visual_features": ("head_dilated", "head", "stride16"),
                                "audio_encoder": ("vggish", "small", "yamnet")}
     AT_LEAST: ClassVar[dict] = {"img_size": 1, "visual_dim": 1, "encoder_width": 1, "audio_hidden": 1, "out_dim": 1,
-                                "proj_dim": 1, "pred_hidden": 1, "pcm_cycles": 0}
+                                "proj_dim": 1, "pred_hidden": 1, "pcm_cycles": 0, "visual_pca_dim": 0, "cache_scale": 1}
 
     @staticmethod
     def errors(cfg) -> list[str]:
-        if cfg.streams in (2, 3):
-            return []
-        return [f"streams={cfg.streams!r}: expected 3 (audio + two frame views, the paper's) or 2 (one view)"]
+        out = [] if cfg.streams in (2, 3) else [
+            f"streams={cfg.streams!r}: expected 3 (audio + two frame views, the paper's) or 2 (one view)"]
+        trains = [k for k in ("fine_tune", "from_scratch") if getattr(cfg, k)]
+        frozen_only = [f"{k}={getattr(cfg, k)!r}" for k in ("feature_cache", "visual_pca_dim") if getattr(cfg, k)]
+        if trains and frozen_only:
+            out.append(f"{' and '.join(frozen_only)} with {trains[0]}=true: a cache and a fixed PCA need a frozen "
+                       f"visual encoder (its features do not change); set {trains[0]}: false, or feature_cache: false "
+                       "and visual_pca_dim: 0")
+        return out
 
 
 @dataclass(kw_only=True)

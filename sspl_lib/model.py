@@ -18,7 +18,8 @@ from einops import einsum
 from .config import SSPLConfig
 from .encoders import AudioEncoder, build_audio_backbone, build_visual, freeze
 from .head import SimSiamHead
-from .maps import minmax
+from .maps import minmax, object_prior
+from .pca import FixedPCA
 from .pcm import PCM
 
 
@@ -28,6 +29,19 @@ def attention(m: torch.Tensor, a: torch.Tensor):
     sim = einsum(F.normalize(m, dim=1), F.normalize(a, dim=1), "b k h w, b k -> b h w")
     att = minmax(sim)
     return einsum(m, att, "b k h w, b h w -> b k"), sim, att
+
+
+# a frozen encoder under feature_cache runs on passes of exactly this many items (the last one padded): an item's
+# output then never depends on its batch (oneDNN picks its kernels by batch size), so the cache files and the
+# stream agree bit for bit
+CACHE_PASS = 8
+
+
+def fixed_passes(encoder, x: torch.Tensor, size: int = CACHE_PASS) -> torch.Tensor:
+    """encoder(x) in passes of `size` items, the last padded with copies of x[0]."""
+    n = len(x)
+    x = torch.cat([x, x[:1].expand(-n % size, *x.shape[1:])])
+    return torch.cat([encoder(c) for c in x.split(size)])[:n]
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -106,7 +120,10 @@ class SSPL(nn.Module):
         backbone = build_audio_backbone(cfg.audio_encoder, width=cfg.encoder_width,
                                         weights=cfg.vggish_weights, pretrained=cfg.pretrained)
         self.audio = AudioEncoder(backbone, out_dim=cfg.out_dim, hidden=cfg.audio_hidden)
-        self.map_channels = getattr(self.visual, "dim", cfg.visual_dim)  # of the map entering the PCM / attention
+        channels = getattr(self.visual, "dim", cfg.visual_dim)
+        # a frozen PCA of the encoder's map (fit before training: experiments.pretrain); its map leads with the prior
+        self.visual_pca = FixedPCA(channels, cfg.visual_pca_dim) if cfg.visual_pca_dim else None
+        self.map_channels = cfg.visual_pca_dim or channels  # of the map entering the PCM / attention
         # the method's own modules, here: the checkpoints' initialization order (a method may set map_channels)
         method.add_modules(self)
         if cfg.use_pcm:
@@ -128,20 +145,39 @@ class SSPL(nn.Module):
     # --- streams ---------------------------------------------------------------------------
     def encode_audio(self, spects: torch.Tensor):
         """(B,N,96,64) -> L2-normalized embedding e (B,128) for the PCM, feature a (B,K) for attention."""
-        e, a = self.audio(spects)
-        return F.normalize(e, dim=1), a
+        return self.audio_features(self.embed_audio(spects))
+
+    def embed_audio(self, spects: torch.Tensor) -> torch.Tensor:
+        """(B,N,96,64) -> the backbone's per-example embeddings (B,N,E) (`feature_cache`: in CACHE_PASS clips)."""
+        return fixed_passes(self.audio.embed, spects) if self.cfg.feature_cache else self.audio.embed(spects)
 
     def audio_features(self, emb: torch.Tensor):
         """`encode_audio` from the backbone's per-example embeddings emb = audio.embed(spects) (B,N,128)."""
         return F.normalize(emb.mean(dim=1), dim=1), self.audio.mlp(emb).mean(dim=1)
 
     def encode_frames(self, *frames: torch.Tensor) -> list[torch.Tensor]:
-        """Visual maps of one or more views. A frozen encoder runs once, without autograd, on all views."""
+        """The visual stream's maps of one or more views. A frozen encoder runs once, without autograd, on all views."""
         if self.visual_trainable:
             return [self.visual(x) for x in frames]
         with torch.no_grad():
-            v = self.visual(torch.cat(frames))  # (V*B, C, h, w)
+            x = torch.cat(frames)
+            v = self.stream_map(fixed_passes(self.visual, x) if self.cfg.feature_cache else self.visual(x))
         return list(v.chunk(len(frames)))
+
+    def stream_map(self, v: torch.Tensor) -> torch.Tensor:
+        """A frozen encoder's map (B,C,h,w) -> the stream's: with `visual_pca_dim` D, (B,1+D,h,w) = the object
+        prior of the encoder's map, then its PCA coefficients; with `feature_cache`, at the cache's float16 values."""
+        if self.visual_pca is not None:
+            v = torch.cat([object_prior(v)[:, None], self.visual_pca(v)], dim=1)
+        return v.to(torch.float16).float() if self.cfg.feature_cache else v
+
+    def feature_map(self, v: torch.Tensor) -> torch.Tensor:
+        """The stream's map -> the map compared with the audio (B,map_channels,h,w)."""
+        return v if self.visual_pca is None else v[:, 1:]
+
+    def object_prior(self, v: torch.Tensor) -> torch.Tensor:
+        """The stream's map -> EZ-VSL's object prior of the encoder's map (B,h,w) (`maps.object_prior`)."""
+        return object_prior(v) if self.visual_pca is None else v[:, 0]
 
     def refine(self, v: torch.Tensor, e: torch.Tensor, *, return_cycles: bool = False, groups: int = 1):
         """PCM; `groups` views stacked along the batch, each with its own batch-norm statistics (as separate calls)."""
@@ -150,16 +186,20 @@ class SSPL(nn.Module):
         return self.pcm(v, e, return_cycles=return_cycles, groups=groups)
 
     # --- the method's loss and map ---------------------------------------------------------
-    def forward(self, frames1: torch.Tensor, frames2: torch.Tensor, spects: torch.Tensor) -> dict:
-        """Two views (B,3,S,S) float, S = cfg.img_size, and their clips (B,N,96,64) -> the method's {"loss", ...}."""
-        check_inputs(self.cfg.img_size, spects, frames1=frames1, frames2=frames2)
-        return self.method.loss(self, frames1, frames2, spects)
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, audio: torch.Tensor, *, encoded: bool = False) -> dict:
+        """Two views and their clips -> the method's {"loss", ...}: frames (B,3,S,S) float, S = cfg.img_size, and
+        spects (B,N,96,64); or (`encoded`) the stream's maps (B,C,h,w) and the backbone's embeddings (B,N,E)."""
+        if not encoded:
+            check_inputs(self.cfg.img_size, audio, frames1=x1, frames2=x2)
+            x1, x2 = self.encode_frames(x1, x2) if self.method.views == 2 else (*self.encode_frames(x1), None)
+            audio = self.embed_audio(audio)
+        return self.method.loss(self, x1, x2, audio)
 
     def heatmap(self, frames: torch.Tensor, spects: torch.Tensor, method=None) -> torch.Tensor:
         """Heatmaps (B,h,w) of frames and spects, with `method`'s test-time map (default the model's own)."""
         check_inputs(self.cfg.img_size, spects, frames=frames)
         (v,) = self.encode_frames(frames)
-        return (method or self.method).heatmap(self, v, self.audio.embed(spects))
+        return (method or self.method).heatmap(self, v, self.embed_audio(spects))
 
     def heatmap_cycles(self, frames: torch.Tensor, spects: torch.Tensor) -> torch.Tensor:
         """Cosine maps after the PCM initialization and after each cycle: (B, cycles+1, h, w) (inputs as `heatmap`)."""
@@ -171,10 +211,18 @@ class SSPL(nn.Module):
 
 
 def load_encoders(model: SSPL, path) -> None:
-    """Small encoders pretrained on the labeled synthetic set (`experiments.pretrain`) into `model`."""
+    """What `experiments.pretrain` fit before training into `model`: the small encoders (pretrained on the labeled
+    synthetic set), the visual PCA."""
     from .paths import resolve
 
-    state = torch.load(resolve(path), map_location="cpu", weights_only=True)
-    if not model.cfg.from_scratch:  # from scratch = a random (trainable) visual encoder; the audio stays pretrained
-        model.visual.load_state_dict(state["visual"])
-    model.audio.backbone.load_state_dict(state["audio"])
+    path = resolve(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if model.cfg.visual_encoder == "small":
+        if not model.cfg.from_scratch:  # from scratch = a random (trainable) visual encoder; the audio stays pretrained
+            model.visual.load_state_dict(state["visual"])
+        model.audio.backbone.load_state_dict(state["audio"])
+    if model.visual_pca is not None:
+        if "visual_pca" not in state:
+            raise ValueError(f"{path}: holds no visual PCA, while visual_pca_dim={model.cfg.visual_pca_dim}; prepare "
+                             "the encoders again (experiments.pretrain.pretrain) or set visual_pca_dim: 0")
+        model.visual_pca.load_state_dict(state["visual_pca"])

@@ -14,8 +14,9 @@ from sspl_lib.config import SSPLConfig
 from sspl_lib.data.h5 import H5Writer
 from sspl_lib.data.transforms import eval_frame
 from sspl_lib.data.testset import load_test_set
-from sspl_lib.experiments.evaluate import (derangement, evaluate_baseline, evaluate_model, silent_spect,
-                                           find_test_splits, vggss_center_prior)
+from sspl_lib.experiments.evaluate import (derangement, evaluate_baseline, evaluate_model, find_test_splits,
+                                           vggss_center_prior)
+from sspl_lib.experiments.feature_cache import silent_spect
 from sspl_lib.experiments.results import results_json, results_table, write_results
 from sspl_lib.experiments.runs import load_run
 from sspl_lib.experiments.study import evaluate_methods

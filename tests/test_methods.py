@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sspl_lib.config import ConfigError, SSPLConfig
-from sspl_lib.maps import minmax
+from sspl_lib.maps import minmax, object_prior
 from sspl_lib.methods.base import similarity_matrix
 from sspl_lib.methods.contrastive import TAU, info_nce
 from sspl_lib.methods.ezvsl import EZVSL, EZVSLGated, mil_loss, object_region
@@ -92,9 +92,10 @@ def test_object_region_by_hand():
     v = torch.zeros(2, 2, 1, 4)
     v[0, 0, 0] = torch.tensor([0.0, 2.0, -4.0, 8.0])  # mean |v|: 0, 1, 2, 4 -> .0, .25, .5, 1
     v[1, 1, 0] = torch.tensor([1.0, 1.0, 1.0, 3.0])  # .5, .5, .5, 1.5 -> 0, 0, 0, 1
-    assert object_region(v, 0.5).tolist() == [[[False, False, True, True]], [[False, False, False, True]]]
-    assert object_region(v, 0.25).tolist() == [[[False, True, True, True]], [[False, False, False, True]]]
-    assert object_region(v, 1.0)[:, 0].sum(-1).tolist() == [1, 1]  # the maximum always stays
+    obj = object_prior(v)
+    assert object_region(obj, 0.5).tolist() == [[[False, False, True, True]], [[False, False, False, True]]]
+    assert object_region(obj, 0.25).tolist() == [[[False, True, True, True]], [[False, False, False, True]]]
+    assert object_region(obj, 1.0)[:, 0].sum(-1).tolist() == [1, 1]  # the maximum always stays
 
 
 # ----------------------------------------------------------------------------- SACL
@@ -261,7 +262,7 @@ def test_gated_ezvsl_restricts_the_max_to_the_frozen_prior_region():
     with torch.no_grad():
         v = model.visual(x)
     _, a = model.encode_audio(sp)
-    region = object_region(v, 0.5)
+    region = object_region(object_prior(v), 0.5)
     assert 0 < region.sum() < region.numel()  # a real restriction
     want, _ = mil_loss(model.visual_proj(v), a, model.method.tau, region)
     plain, _ = mil_loss(model.visual_proj(v), a, model.method.tau)
@@ -280,9 +281,10 @@ def test_object_guided_maps_by_hand():
             return av
 
     assert torch.allclose(minmax(av), torch.tensor([[[0.0, 0.25], [0.5, 1.0]]]))
-    assert torch.allclose(Stub(ogl_alpha=0.4).heatmap(None, v, None), torch.tensor([[[0.3, 0.7], [0.2, 0.7]]]))
-    assert torch.allclose(Stub(gamma=2.0).heatmap(None, v, None), torch.tensor([[[0.0, 0.0625], [0.0, 0.5]]]))
-    assert torch.equal(Stub().heatmap(None, v, None), av)  # both off: the cosine map itself
+    model = build_model(_cfg("ezvsl_gated"))  # its object prior of a stream map without PCA: maps.object_prior
+    assert torch.allclose(Stub(ogl_alpha=0.4).heatmap(model, v, None), torch.tensor([[[0.3, 0.7], [0.2, 0.7]]]))
+    assert torch.allclose(Stub(gamma=2.0).heatmap(model, v, None), torch.tensor([[[0.0, 0.0625], [0.0, 0.5]]]))
+    assert torch.equal(Stub().heatmap(model, v, None), av)  # both off: the cosine map itself
     assert torch.equal(minmax(torch.ones(1, 2, 2)), torch.zeros(1, 2, 2))  # a constant map: zeros, no NaN
 
 
@@ -317,10 +319,9 @@ def test_a_new_method_is_one_class_and_one_registry_line(monkeypatch):
         def param_groups(self, model, cfg):
             return [{"params": [model.log_tau], "lr": cfg.lr_head}]
 
-        def loss(self, model, frames1, frames2, spects):
-            _, a = model.encode_audio(spects)
-            (v,) = model.encode_frames(frames1)
-            sim, _ = similarity_matrix(v, a)
+        def loss(self, model, v1, v2, emb):
+            _, a = model.audio_features(emb)
+            sim, _ = similarity_matrix(v1, a)
             return {"loss": info_nce(sim, tau=float(TAU)) * model.log_tau.exp()}
 
     monkeypatch.setitem(REGISTRY, "toy", Toy)

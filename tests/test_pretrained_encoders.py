@@ -109,7 +109,7 @@ def test_config_offers_every_feature_choice():
 
 
 def test_lite0_feature_choices_have_distinct_fingerprints(lite0_state):
-    from sspl_lib.experiments.features import state_fingerprint
+    from sspl_lib.experiments.feature_cache import state_fingerprint
 
     prints = {state_fingerprint(EfficientNetLite0(lite0_state, features=f)) for f in FEATURES}
     assert len(prints) == len(FEATURES)  # same weights, different functions: cached features never mix

@@ -1,4 +1,5 @@
-"""Training data of `fit`: the deterministic train stream of a packed split and its augmented views."""
+"""Training data of `fit`: the deterministic train stream of a packed split (or of its cached features) and the
+augmented views (of frames, or in feature space)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,13 @@ def seeded_generator(*key: int) -> torch.Generator:
     return torch.Generator().manual_seed(hash(tuple(int(k) for k in key)) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
+def batch_rows(n: int, batch: int, seed: int, epoch: int, info: D.DistInfo) -> torch.Tensor:
+    """(steps, batch / world size): this rank's rows of each global batch, order = permutation(seed, epoch)."""
+    steps, local = n // batch, batch // info.world_size
+    perm = torch.randperm(n, generator=seeded_generator(seed, epoch, 7))[: steps * batch]
+    return perm.view(steps, batch)[:, info.rank * local:(info.rank + 1) * local]
+
+
 class TrainStream:
     """Global batches of (uint8 frames, spects), this rank's slice of each. Order = permutation(seed, epoch)."""
 
@@ -59,11 +67,10 @@ class TrainStream:
             self.mem = torch.from_numpy(d["frames"]), torch.from_numpy(d["spects"])
 
     def indices(self, epoch: int) -> torch.Tensor:
-        perm = torch.randperm(self.n, generator=seeded_generator(self.seed, epoch, 7))[: self.steps * self.batch]
-        r0 = self.info.rank * self.local
-        return perm.view(self.steps, self.batch)[:, r0:r0 + self.local]
+        return batch_rows(self.n, self.batch, self.seed, epoch, self.info)
 
     def __call__(self, epoch: int, start_step: int = 0):
+        """(uint8 frames, spects) of each step: train views are drawn by `train_views` (fit's `frame_inputs`)."""
         idx = self.indices(epoch)[start_step:]
         if self.mem is not None:
             for row in idx:
@@ -107,3 +114,45 @@ def train_views(frames: torch.Tensor, aug: AugmentConfig, g: torch.Generator, *,
         oy, ox, flip = (p[offset:offset + b] for p in crop_flip_params(batch, aug.resize_to, aug, g))
         out.append(normalize(crop_flip(big, oy, ox, flip, aug.img_size), aug.mean, aug.std))
     return out
+
+
+def map_views(maps: torch.Tensor, grid: int, g: torch.Generator, *, views: int, batch: int,
+              offset: int) -> list[torch.Tensor]:
+    """`train_views` in feature space: random grid x grid crops, flipped or not, of a rank's slice of the cached
+    train maps (b,C,R,R), drawn for the whole global batch from `g`, each view its own."""
+    aug = AugmentConfig(img_size=grid)
+    b, r = maps.shape[0], maps.shape[-1]
+    if r < grid:
+        raise ValueError(f"cached train maps of {r}x{r} are smaller than the grid {grid}x{grid}: raise cache_scale")
+    out = []
+    for _ in range(views):
+        oy, ox, flip = (p[offset:offset + b] for p in crop_flip_params(batch, r, aug, g))
+        out.append(crop_flip(maps, oy, ox, flip, grid))
+    return out
+
+
+class CachedStream:
+    """fit's batches from cached features: (train maps (b,C,R,R), embeddings (b,N,E)) of this rank in
+    TrainStream's order (maps: float16 (U,C,R,R) of the distinct frames, index: each row's map)."""
+
+    def __init__(self, maps: torch.Tensor, index: torch.Tensor, emb: torch.Tensor, *, grid: int, batch_size: int,
+                 seed: int, info: D.DistInfo):
+        if batch_size % info.world_size:
+            raise ValueError(f"batch_size {batch_size} is not divisible by the world size {info.world_size}")
+        self.maps, self.index, self.emb, self.grid = maps, index, emb, grid
+        self.n, self.batch, self.seed, self.info = len(index), batch_size, seed, info
+        self.local, self.steps = batch_size // info.world_size, self.n // batch_size
+        if self.steps == 0:
+            raise ValueError(f"{self.n} cached samples, fewer than one batch of {batch_size}")
+
+    def __call__(self, epoch: int, start_step: int = 0):
+        for row in batch_rows(self.n, self.batch, self.seed, epoch, self.info)[start_step:]:
+            yield self.maps[self.index[row]], self.emb[row]
+
+    def inputs(self, batch, cfg: SSPLConfig, g: torch.Generator, *, offset: int, device):
+        """A batch -> the model's inputs: two feature-space views (two streams: one view twice), the embeddings."""
+        maps, emb = batch
+        views = map_views(maps.to(device).float(), self.grid, g, views=cfg.streams - 1, batch=cfg.batch_size,
+                          offset=offset)
+        v1, v2 = (views * 2)[:2]
+        return v1, v2, emb.to(device), True

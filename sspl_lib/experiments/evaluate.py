@@ -11,13 +11,13 @@ import numpy as np
 import torch
 
 from .. import av_metrics, metrics, perf
-from ..audio import CLIP_SAMPLES, vggish_examples
 from ..baselines import center_prior, feature_l2norm, uniform_random, whole_image
 from ..data.gt import gt_maps_for_split, load_id_list, load_vggss_annotations
 from ..data.h5 import open_h5
 from ..data.testset import GT_SIZE, TestSet, load_test_set
 from ..data.transforms import eval_frame
 from ..paths import SHARED_METADATA, resolve
+from .feature_cache import silent_spect
 from .features import SharedFeatures, audio_batch
 
 AUDIO_MODES = ("matched", "shuffled", "silent")
@@ -32,10 +32,6 @@ def derangement(n: int, seed: int = 0) -> np.ndarray:
     p = np.empty(n, dtype=np.int64)
     p[order] = np.roll(order, -1)  # order[k] -> order[k+1]: one n-cycle, no fixed point
     return p
-
-
-def silent_spect() -> torch.Tensor:
-    return vggish_examples(np.zeros(CLIP_SAMPLES, dtype=np.float32))
 
 
 # ----------------------------------------------------------------------------- scoring

@@ -1,7 +1,9 @@
-"""Label pretraining of the small encoders (docs/experiments.md), saved to <out_dir>/encoders.pt."""
+"""What the encoders need before training (docs/experiments.md), saved to <out_dir>/encoders.pt: the label
+pretraining of the small encoders, the visual PCA (`visual_pca_dim`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -15,13 +17,20 @@ from einops import rearrange
 from ..config import SSPLConfig
 from ..data.h5 import load_split, open_h5
 from ..data.transforms import AugmentConfig, crop_flip, crop_flip_params, eval_frame, normalize, resize_uint8, to_chw
-from ..encoders import SmallAudioEncoder, SmallVisualEncoder
+from ..encoders import SmallAudioEncoder, SmallVisualEncoder, build_visual
 from ..paths import RUNS_DIR, resolve, shown
+from ..pca import fit_pca
 from ..progress_lines import ProgressLines, count
 from . import runs
 from .atomic import atomic_save
 
 VERSION = 1
+PCA_FRAMES, PCA_LOCATIONS = 512, 32  # the PCA's sample: evenly spaced train frames, random locations of each map
+
+
+def needs_labels(cfg: SSPLConfig) -> bool:
+    """The small CPU encoders, pretrained (not from scratch): label pretraining on the labeled synthetic set."""
+    return cfg.pretrained and not cfg.from_scratch and "small" in (cfg.visual_encoder, cfg.audio_encoder)
 
 
 def _data_key(path: Path) -> dict:
@@ -33,12 +42,21 @@ def _data_key(path: Path) -> dict:
 
 
 def cache_meta(cfg: SSPLConfig) -> dict:
-    """What the cached encoders depend on: the labeled files and the pretraining settings."""
+    """What the cached encoders depend on: the labeled files and the pretraining settings; the PCA's train file,
+    encoder and sizes."""
     root = resolve(cfg.data_root)
     keys = ("img_size", "visual_dim", "encoder_width", "pretrain_epochs", "pretrain_lr", "pretrain_batch_size",
             "pretrain_loc_weight", "seed")
-    return {"version": VERSION, "images": _data_key(root / "labeled_images.h5"),
-            "sounds": _data_key(root / "labeled_sounds.h5"), "config": {k: getattr(cfg, k) for k in keys}}
+    meta = {"version": VERSION}
+    if needs_labels(cfg):
+        meta |= {"images": _data_key(root / "labeled_images.h5"), "sounds": _data_key(root / "labeled_sounds.h5"),
+                 "config": {k: getattr(cfg, k) for k in keys}}
+    if cfg.visual_pca_dim:
+        keys = ("visual_encoder", "visual_features", "img_size", "visual_dim", "encoder_width", "pretrained",
+                "visual_pca_dim", "seed")
+        meta["pca"] = {"train": _data_key(root / f"{cfg.train_split}.h5"), "frames": PCA_FRAMES,
+                       "locations": PCA_LOCATIONS, "config": {k: getattr(cfg, k) for k in keys}}
+    return meta
 
 
 def _crop_flip_boxes(frames: torch.Tensor, boxes: torch.Tensor, aug: AugmentConfig, g: torch.Generator):
@@ -149,8 +167,35 @@ def pretrain_audio(cfg: SSPLConfig, progress: bool = True) -> tuple[dict, dict]:
     return enc.state_dict(), {"held_out_accuracy": round(acc, 4), "n_classes": k, "n_train": len(tr)}
 
 
+@torch.inference_mode()
+def fit_visual_pca(cfg: SSPLConfig, visual_state: dict | None = None) -> tuple[dict, dict]:
+    """The visual PCA (`pca.FixedPCA` state) of `visual_pca_dim`, fit on PCA_LOCATIONS random locations of the
+    encoder's maps of PCA_FRAMES evenly spaced train frames at the eval transform: deterministic."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # a random encoder as the run builds it (SSPL builds the visual encoder first)
+        enc = build_visual(cfg.visual_encoder, dim=cfg.visual_dim, width=cfg.encoder_width, weights=cfg.vgg16_weights,
+                           pretrained=cfg.pretrained, features=cfg.visual_features)
+    if visual_state is not None:
+        enc.load_state_dict(visual_state)
+    enc.eval()
+    g, samples = torch.Generator().manual_seed(0), []
+    with open_h5(resolve(cfg.data_root) / f"{cfg.train_split}.h5") as f:
+        n = int(f["frames"].shape[0])
+        rows = np.unique(np.linspace(0, n - 1, min(n, PCA_FRAMES)).round().astype(np.int64))
+        for s in range(0, len(rows), 32):
+            v = rearrange(enc(eval_frame(torch.from_numpy(f["frames"][rows[s:s + 32]]), cfg.img_size)),
+                          "b c h w -> b (h w) c")
+            pick = torch.randint(0, v.shape[1], (len(v), PCA_LOCATIONS), generator=g)
+            samples.append(rearrange(v.gather(1, pick[..., None].expand(-1, -1, v.shape[2])), "b k c -> (b k) c"))
+    x = torch.cat(samples)
+    mean, basis = fit_pca(x, cfg.visual_pca_dim)
+    explained = float(((x - mean) @ basis).var(0).sum() / (x - mean).var(0).sum())
+    return {"mean": mean, "basis": basis}, {"samples": len(x), "explained_variance": round(explained, 4)}
+
+
 def pretrain(cfg: SSPLConfig, out_dir, *, force: bool = False, progress: bool = True) -> Path:
-    """Pretrain (or reuse) the small encoders; returns <out_dir>/encoders.pt."""
+    """Fit (or reuse) what the encoders need: the small encoders' label pretraining, the visual PCA; returns
+    <out_dir>/encoders.pt."""
     path = resolve(out_dir) / "encoders.pt"
     meta = cache_meta(cfg)
     if path.is_file() and not force:
@@ -161,20 +206,30 @@ def pretrain(cfg: SSPLConfig, out_dir, *, force: bool = False, progress: bool = 
             return path
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if progress:
-        print(f"[pretrain] label pretraining of the small encoders into {shown(path)}: visual "
-              f"{count(cfg.pretrain_epochs, 'epoch')}, audio {count(max(1, cfg.pretrain_epochs // 2), 'epoch')}",
-              flush=True)
-    t0 = time.perf_counter()
-    visual, vmeta = pretrain_visual(cfg, progress)
-    t1 = time.perf_counter()
-    audio, ameta = pretrain_audio(cfg, progress)
-    meta = {**meta, "visual_result": vmeta, "audio_result": ameta,
-            "seconds": {"visual": round(t1 - t0, 1), "audio": round(time.perf_counter() - t1, 1)}}
-    atomic_save({"visual": visual, "audio": audio, "meta": meta}, path)
-    if progress:
-        print(f"[pretrain] held-out accuracy: visual {vmeta['held_out_accuracy']:.3f}, audio "
-              f"{ameta['held_out_accuracy']:.3f} ({shown(path)})", flush=True)
+    state, result = {}, {}
+    if needs_labels(cfg):
+        if progress:
+            print(f"[pretrain] label pretraining of the small encoders into {shown(path)}: visual "
+                  f"{count(cfg.pretrain_epochs, 'epoch')}, audio {count(max(1, cfg.pretrain_epochs // 2), 'epoch')}",
+                  flush=True)
+        t0 = time.perf_counter()
+        state["visual"], result["visual"] = pretrain_visual(cfg, progress)
+        t1 = time.perf_counter()
+        state["audio"], result["audio"] = pretrain_audio(cfg, progress)
+        meta |= {"visual_result": result["visual"], "audio_result": result["audio"],
+                 "seconds": {"visual": round(t1 - t0, 1), "audio": round(time.perf_counter() - t1, 1)}}
+        if progress:
+            print(f"[pretrain] held-out accuracy: visual {result['visual']['held_out_accuracy']:.3f}, audio "
+                  f"{result['audio']['held_out_accuracy']:.3f}", flush=True)
+    if cfg.visual_pca_dim:
+        t0 = time.perf_counter()
+        small = state.get("visual") if cfg.visual_encoder == "small" else None
+        state["visual_pca"], pca = fit_visual_pca(cfg, small)
+        meta["pca_result"] = {**pca, "seconds": round(time.perf_counter() - t0, 1)}
+        if progress:
+            print(f"[pretrain] visual PCA to {cfg.visual_pca_dim} channels: {json.dumps(meta['pca_result'])}",
+                  flush=True)
+    atomic_save({**state, "meta": meta}, path)
     return path
 
 

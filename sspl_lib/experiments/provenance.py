@@ -49,7 +49,7 @@ def weights_fingerprint(path: Path) -> str | None:
     except (FileNotFoundError, runs.CheckpointError):
         return None
     h = hashlib.sha1()
-    for part in ("visual", "audio"):
+    for part in ("visual", "audio", "visual_pca"):
         for k, v in sorted((state.get(part) or {}).items()):
             h.update(k.encode() + v.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()

@@ -24,6 +24,7 @@ from ..progress_lines import duration
 from .atomic import write_json
 from .estimate import plan_line
 from .evaluate import find_listen_splits, find_test_splits, load_eval_split
+from .feature_cache import prepare_training
 from .jobs import (METHODS, Budget, Job, Variant, ablation_variants, first_seeds, method_fields, method_folder,
                    methods, plan, study_folder, subset_root)
 from .progress import HistoryWatcher
@@ -76,10 +77,19 @@ def _triage(jobs: list[Job], progress: bool) -> tuple[dict, list, list]:
     return done, pending, failed
 
 
+def cache_features(jobs: list[Job], progress: bool = True) -> None:
+    """The cached features the `feature_cache` jobs read, built here once before they start (a job only reads
+    them); a job that fits its own encoders first (no encoders_checkpoint) builds its own."""
+    for job in jobs:
+        if job.cfg.feature_cache and not needs_pretraining(job.cfg):
+            prepare_training(job.cfg, progress=progress)
+
+
 def train_jobs(jobs: list[Job], *, workers: int = 1, on_event=None, progress: bool = True) -> list[dict]:
     """Train (or reuse) every job, `workers` at a time; TrainingFailed at the end names each failed one."""
     done, pending, failed = _triage(jobs, progress)
     todo = [job for _, job in pending]
+    cache_features(todo, progress)
     if progress and todo:
         print(f"[study] {plan_line(todo, workers)}", flush=True)
 

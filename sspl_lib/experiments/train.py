@@ -28,9 +28,11 @@ from ..profiles import load_profile, override_keys_help, parse_overrides
 from . import provenance, runs
 from .atomic import atomic_save
 from .evaluate import compute_heatmaps, score_heatmaps
+from .feature_cache import cached_stream, prepare_training
+from .features import SharedFeatures
 from .jobs import METHODS, methods_help
 from .lock import RunLock
-from .pretrain import reuse_encoders
+from .pretrain import needs_labels, pretrain, reuse_encoders
 from .progress import TrainingLog
 
 
@@ -64,20 +66,27 @@ def make_scheduler(opt, cfg: SSPLConfig, steps_per_epoch: int):
 
 
 # ----------------------------------------------------------------------------- one epoch, one validation, one checkpoint
+def frame_inputs(batch, cfg: SSPLConfig, g: torch.Generator, *, offset: int, device):
+    """(uint8 frames, spects) -> the model's inputs: the official train views (two streams: one view twice), the
+    spects, and encoded=False."""
+    frames, spects = batch
+    views = train_views(frames, AugmentConfig(img_size=cfg.img_size), g, views=cfg.streams - 1, batch=cfg.batch_size,
+                        offset=offset, device=device)
+    v1, v2 = (views * 2)[:2]
+    return v1, v2, spects.to(device, non_blocking=True), False
+
+
 def train_one_epoch(model, batches, opt, sched, cfg: SSPLConfig, *, epoch: int, device, offset: int = 0,
-                    on_step=None) -> float:
-    """One pass over `batches` ((uint8 frames, spects) of this rank): views from (seed, epoch, step),
-    the method's loss, an AdamW step; returns the mean loss."""
+                    on_step=None, inputs=frame_inputs) -> float:
+    """One pass over `batches` of this rank: `inputs` makes views from (seed, epoch, step) (frames, or cached
+    features: `CachedStream.inputs`), the method's loss, an AdamW step; returns the mean loss."""
     model.train()
-    aug = AugmentConfig(img_size=cfg.img_size)
     total, steps = 0.0, 0
-    for step, (frames, spects) in enumerate(batches):
+    for step, batch in enumerate(batches):
         g = seeded_generator(cfg.seed, epoch, step)
         with perf.autocast(device, cfg.amp):
-            views = train_views(frames, aug, g, views=cfg.streams - 1, batch=cfg.batch_size, offset=offset,
-                                device=device)
-            v1, v2 = (views * 2)[:2]  # two streams (one view): the same view twice
-            loss = model(v1, v2, spects.to(device, non_blocking=True))["loss"]
+            x1, x2, audio, encoded = inputs(batch, cfg, g, offset=offset, device=device)
+            loss = model(x1, x2, audio, encoded=encoded)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -89,8 +98,10 @@ def train_one_epoch(model, batches, opt, sched, cfg: SSPLConfig, *, epoch: int, 
 
 
 @torch.no_grad()
-def validate(model: SSPL, data: TestSet, cfg: SSPLConfig, device, *, batch_size: int = 100) -> dict:
-    """Val loss (fixed views) and the cIoU@0.5 / AUC of the heatmaps (fixed protocol) against the split's gt."""
+def validate(model: SSPL, data: TestSet, cfg: SSPLConfig, device, *, batch_size: int = 100,
+             shared: SharedFeatures | None = None) -> dict:
+    """Val loss (fixed views) and the cIoU@0.5 / AUC of the heatmaps (fixed protocol) against the split's gt;
+    `shared`: the split's encoder outputs (a `feature_cache` model: its cached features, views in feature space)."""
     was = model.training
     model.eval()
     aug = AugmentConfig(img_size=cfg.img_size)
@@ -100,10 +111,14 @@ def validate(model: SSPL, data: TestSet, cfg: SSPLConfig, device, *, batch_size:
         fr = torch.from_numpy(data.frames[s:s + batch_size])
         if len(fr) > 1:
             with perf.autocast(device, cfg.amp):
+                if shared is not None and cfg.feature_cache:
+                    v1, v2, emb = shared.cached_views(model, np.arange(s, s + len(fr)), g)
+                    loss += float(model(v1, v2, emb, encoded=True)["loss"]) * len(fr)
+                    continue
                 v1, v2 = train_views(fr, aug, g, views=2, batch=len(fr), offset=0, device=device)
                 sp = torch.from_numpy(data.spects[s:s + batch_size]).to(device)
                 loss += float(model(v1, v2, sp)["loss"]) * len(fr)
-    hm, _ = compute_heatmaps(model, data, batch_size=batch_size, device=device, amp=cfg.amp)
+    hm, _ = compute_heatmaps(model, data, batch_size=batch_size, device=device, amp=cfg.amp, shared=shared)
     cious = score_heatmaps(hm, data, ("fixed",))["cious"]["fixed"]
     model.train(was)
     return {"loss": loss / max(data.n, 1), **summarize(cious), "cious": cious}
@@ -124,14 +139,15 @@ def _state(model, opt, sched, epoch: int, best: dict | None, history: list, cfg:
 
 # ----------------------------------------------------------------------------- the run
 def needs_pretraining(cfg: SSPLConfig) -> bool:
-    """The small CPU encoders, pretrained and not given a checkpoint: label pretraining comes first."""
-    return (not cfg.encoders_checkpoint and cfg.pretrained and not cfg.from_scratch
-            and "small" in (cfg.visual_encoder, cfg.audio_encoder))
+    """No encoders checkpoint, while the small CPU encoders need label pretraining or the visual map a PCA: both
+    are fit first (`pretrain`, encoders.pt)."""
+    return not cfg.encoders_checkpoint and (needs_labels(cfg) or cfg.visual_pca_dim > 0)
 
 
 def _open_run(cfg: SSPLConfig, run_dir: Path, info: D.DistInfo, *, resume: bool, allow_longer: bool,
               progress: bool) -> SSPLConfig:
-    """Another run refused, a killed writer's leftovers removed, the data checked, encoders pretrained."""
+    """Another run refused, a killed writer's leftovers removed, the data checked, encoders pretrained, the
+    features cached (`feature_cache`: built here if no study built them first)."""
     if info.is_main:
         known = cfg.replace(encoders_checkpoint=str(run_dir / "encoders.pt")) if needs_pretraining(cfg) else cfg
         provenance.check_run(run_dir, known, resume=resume, allow_longer=allow_longer)
@@ -140,11 +156,13 @@ def _open_run(cfg: SSPLConfig, run_dir: Path, info: D.DistInfo, *, resume: bool,
     if needs_pretraining(cfg):
         path = None
         if info.is_main:
-            from .pretrain import pretrain
-
             path = str(pretrain(cfg, run_dir, progress=progress))
         D.barrier(info)
         cfg = cfg.replace(encoders_checkpoint=D.broadcast_object(path, info))
+    if cfg.feature_cache:
+        if info.is_main:
+            prepare_training(cfg, progress=progress)
+        D.barrier(info)
     return cfg.portable()
 
 
@@ -206,9 +224,11 @@ def _fit(cfg: SSPLConfig, run_dir: Path, *, resume: bool, allow_longer: bool, pr
     runs.seed_everything(cfg.seed)
     model = build_model(cfg).to(dev)
     trained = _distribute(model, cfg, info, dev)
-    stream = TrainStream(split_path(cfg, cfg.train_split), batch_size=cfg.batch_size, seed=cfg.seed, info=info,
-                         workers=cfg.workers)
+    stream = cached_stream(model, cfg, info) if cfg.feature_cache else TrainStream(
+        split_path(cfg, cfg.train_split), batch_size=cfg.batch_size, seed=cfg.seed, info=info, workers=cfg.workers)
     val = load_test_set(split_path(cfg, cfg.val_split), limit=cfg.val_samples) if info.is_main else None
+    shared = SharedFeatures(val, batch_size=100, device=dev, amp=cfg.amp) if info.is_main and cfg.feature_cache \
+        else None
     opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg, stream.steps)
     history, best, start = _restore(state, model, opt, sched) if state is not None else ([], None, 0)
@@ -220,11 +240,12 @@ def _fit(cfg: SSPLConfig, run_dir: Path, *, resume: bool, allow_longer: bool, pr
             break
         t0 = time.perf_counter()
         loss = train_one_epoch(trained, log.batches(stream(epoch), epoch), opt, sched, cfg, epoch=epoch, device=dev,
-                               offset=info.rank * stream.local, on_step=lambda step, x: log.step(epoch, step, x))
+                               offset=info.rank * stream.local, on_step=lambda step, x: log.step(epoch, step, x),
+                               inputs=stream.inputs if cfg.feature_cache else frame_inputs)
         rec = {"epoch": epoch + 1, "train_loss": D.all_reduce_mean(loss, info)}
         stop = False
         if info.is_main:
-            ev = validate(model, val, cfg, dev)
+            ev = validate(model, val, cfg, dev, shared=shared)
             rec.update(val_loss=ev["loss"], val_ciou=ev["ciou"], val_auc=ev["auc"], lr=opt.param_groups[0]["lr"],
                        time=round(time.perf_counter() - t0, 2))
             best = dict(rec) if runs.better(rec, best) else best

@@ -18,6 +18,7 @@ from ..model import attention
 class Method:
     uses_pcm: ClassVar[bool] = False  # the PCM may refine its visual map (else the config must set use_pcm: false)
     distributed: ClassVar[bool] = False  # its loss trains under DDP (per-process batches)
+    views: ClassVar[int] = 2  # the views its loss reads (1: the first; the second is None)
 
     @classmethod
     def from_config(cls, cfg) -> "Method":
@@ -30,11 +31,12 @@ class Method:
         return []
 
     def visual_map(self, model, v: torch.Tensor) -> torch.Tensor:
-        """The visual map (B,C,h,w) it compares with the audio: the encoder's."""
-        return v
+        """The visual map (B,C,h,w) it compares with the audio: the stream's."""
+        return model.feature_map(v)
 
-    def loss(self, model, frames1: torch.Tensor, frames2: torch.Tensor, spects: torch.Tensor) -> dict:
-        """Two views (B,3,S,S) and their clips (B,N,96,64) -> {"loss": scalar, ...}."""
+    def loss(self, model, v1: torch.Tensor, v2: torch.Tensor | None, emb: torch.Tensor) -> dict:
+        """The stream's maps of two views (B,C,h,w) and the backbone's embeddings of their clips (B,N,E)
+        (`SSPL.forward` encodes them) -> {"loss": scalar, ...}."""
         raise NotImplementedError
 
     def heatmap(self, model, v: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -61,7 +63,7 @@ class Projected(Method):
         return [{"params": list(model.visual_proj.parameters()), "lr": cfg.lr_visual}]
 
     def visual_map(self, model, v: torch.Tensor) -> torch.Tensor:
-        return model.visual_proj(v)
+        return model.visual_proj(model.feature_map(v))
 
 
 def similarity_matrix(v: torch.Tensor, a: torch.Tensor, region: torch.Tensor | None = None

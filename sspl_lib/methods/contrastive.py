@@ -24,11 +24,11 @@ def info_nce(sim: torch.Tensor, tau: float = TAU) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Contrastive(Method):
+    views = 1
     tau: float = TAU
 
-    def loss(self, model, frames1: torch.Tensor, frames2: torch.Tensor, spects: torch.Tensor) -> dict:
-        """One view (frames1). Returns {"loss", "sim" (B,B), "heatmap" (B,h,w) the true pairs' cosine maps}."""
-        _, a = model.encode_audio(spects)
-        (v,) = model.encode_frames(frames1)
-        sim, maps = similarity_matrix(self.visual_map(model, v), a)
+    def loss(self, model, v1: torch.Tensor, v2: None, emb: torch.Tensor) -> dict:
+        """One view (v1). Returns {"loss", "sim" (B,B), "heatmap" (B,h,w) the true pairs' cosine maps}."""
+        _, a = model.audio_features(emb)
+        sim, maps = similarity_matrix(self.visual_map(model, v1), a)
         return {"loss": info_nce(sim, self.tau), "sim": sim.detach(), "heatmap": maps.detach()}

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..config import ConfigError
-from ..maps import minmax, object_prior
+from ..maps import minmax
 from .base import Projected, similarity_matrix
 
 
@@ -24,10 +24,10 @@ def mil_loss(v: torch.Tensor, a: torch.Tensor, tau: float, region: torch.Tensor 
     return F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target), sim
 
 
-def object_region(v: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Frozen visual maps v (B,C,h,w) -> (B,h,w) bool: where the object prior, min-max normalized per map,
+def object_region(obj: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Object priors of frozen maps (B,h,w) -> (B,h,w) bool: where the prior, min-max normalized per map,
     reaches `threshold` (compared unnormalized: the prior's maximum always does)."""
-    obj = object_prior(v.detach())  # (B,h,w)
+    obj = obj.detach()
     flat = rearrange(obj, "b h w -> b (h w)")
     lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
     return ((flat - lo) >= threshold * (hi - lo)).view_as(obj)
@@ -35,6 +35,7 @@ def object_region(v: torch.Tensor, threshold: float) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class EZVSL(Projected):
+    views = 1
     tau: float = 0.03
     ogl_alpha: float = 0.0  # > 0: test-time map alpha * AV + (1 - alpha) * object prior (the published OGL: 0.4)
 
@@ -42,21 +43,20 @@ class EZVSL(Projected):
     def from_config(cls, cfg) -> "EZVSL":
         return cls(tau=cfg.ezvsl_tau, ogl_alpha=cfg.ezvsl_ogl_alpha)
 
-    def region(self, v: torch.Tensor) -> torch.Tensor | None:
+    def region(self, model, v: torch.Tensor) -> torch.Tensor | None:
         """Where image i's max may run (None: everywhere)."""
         return None
 
-    def loss(self, model, frames1: torch.Tensor, frames2: torch.Tensor, spects: torch.Tensor) -> dict:
-        """One view (frames1)."""
-        _, a = model.encode_audio(spects)
-        (v,) = model.encode_frames(frames1)
-        loss, sim = mil_loss(self.visual_map(model, v), a, self.tau, self.region(v))
+    def loss(self, model, v1: torch.Tensor, v2: None, emb: torch.Tensor) -> dict:
+        """One view (v1)."""
+        _, a = model.audio_features(emb)
+        loss, sim = mil_loss(self.visual_map(model, v1), a, self.tau, self.region(model, v1))
         return {"loss": loss, "sim": sim.detach()}
 
     def heatmap(self, model, v: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         av = self.cosine_map(model, v, emb)
         if self.ogl_alpha:  # the official code combines after upsampling to 224 px; here on the grid (linear)
-            return self.ogl_alpha * minmax(av) + (1 - self.ogl_alpha) * minmax(object_prior(v))
+            return self.ogl_alpha * minmax(av) + (1 - self.ogl_alpha) * minmax(model.object_prior(v))
         return av
 
 
@@ -75,10 +75,10 @@ class EZVSLGated(EZVSL):
         return cls(tau=cfg.ezvsl_tau, ogl_alpha=cfg.ezvsl_ogl_alpha, region_threshold=cfg.ezvsl_gated_region,
                    gamma=cfg.ezvsl_gated_gamma)
 
-    def region(self, v: torch.Tensor) -> torch.Tensor | None:
-        return object_region(v, self.region_threshold) if self.region_threshold > 0 else None
+    def region(self, model, v: torch.Tensor) -> torch.Tensor | None:
+        return object_region(model.object_prior(v), self.region_threshold) if self.region_threshold > 0 else None
 
     def heatmap(self, model, v: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         if not self.gamma:
             return super().heatmap(model, v, emb)
-        return minmax(self.cosine_map(model, v, emb)) ** self.gamma * minmax(object_prior(v))
+        return minmax(self.cosine_map(model, v, emb)) ** self.gamma * minmax(model.object_prior(v))

@@ -35,8 +35,8 @@ def build_method(cfg: SSPLConfig) -> Method:
 
 
 def build_model(cfg: SSPLConfig) -> SSPL:
-    """The shared streams with `cfg.method`; small encoders load `cfg.encoders_checkpoint` when given."""
+    """The shared streams with `cfg.method`; small encoders and a visual PCA load `cfg.encoders_checkpoint`."""
     model = SSPL(cfg, build_method(cfg))
-    if cfg.encoders_checkpoint and cfg.visual_encoder == "small":
+    if cfg.encoders_checkpoint and (cfg.visual_encoder == "small" or cfg.visual_pca_dim):
         load_encoders(model, cfg.encoders_checkpoint)
     return model

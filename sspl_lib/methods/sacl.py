@@ -65,8 +65,8 @@ class SACL(Projected):
     def from_config(cls, cfg) -> "SACL":
         return cls(tau=cfg.sacl_tau, ratio_neg=cfg.sacl_ratio_neg, ratio_retain=cfg.sacl_ratio_retain)
 
-    def loss(self, model, frames1: torch.Tensor, frames2: torch.Tensor, spects: torch.Tensor) -> dict:
-        e, a = model.encode_audio(spects)
-        views = [self.visual_map(model, v) for v in model.encode_frames(frames1, frames2)]
+    def loss(self, model, v1: torch.Tensor, v2: torch.Tensor, emb: torch.Tensor) -> dict:
+        e, a = model.audio_features(emb)
+        views = [self.visual_map(model, v) for v in (v1, v2)]
         loss, keep = sacl_contrast(views, a, e, tau=self.tau, ratio_neg=self.ratio_neg, ratio_retain=self.ratio_retain)
         return {"loss": loss, "keep": keep}

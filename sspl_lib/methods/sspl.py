@@ -18,12 +18,11 @@ class SSPLMethod(Method):
     uses_pcm = True
     distributed = True
 
-    def loss(self, model, frames1: torch.Tensor, frames2: torch.Tensor, spects: torch.Tensor) -> dict:
-        e, a = model.encode_audio(spects)
-        v1, v2 = model.encode_frames(frames1, frames2)
+    def loss(self, model, v1: torch.Tensor, v2: torch.Tensor, emb: torch.Tensor) -> dict:
+        e, a = model.audio_features(emb)
         # both views through the PCM and the attention at once (per-sample ops, one call per layer); the
         # PCM's batch norms still see one view each, as with one call per view (the official computation)
-        m = model.refine(torch.cat([v1, v2]), torch.cat([e, e]), groups=2)
+        m = model.refine(self.visual_map(model, torch.cat([v1, v2])), torch.cat([e, e]), groups=2)
         f, sim, att = attention(m, torch.cat([a, a]))
         (f1, f2), sim1, att1 = f.chunk(2), sim.chunk(2)[0], att.chunk(2)[0]
         p1, p2, z1, z2 = model.head(f1, f2)
