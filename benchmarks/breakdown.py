@@ -24,7 +24,7 @@ from sspl_lib import perf
 from sspl_lib.methods.registry import build_model
 from sspl_lib.model import attention
 from sspl_lib.head import simsiam_loss
-from sspl_lib.experiments.train import make_optimizer
+from sspl_lib.experiments.optim import make_optimizer
 
 
 def median_ms(fn, steps: int) -> float:

@@ -198,7 +198,7 @@ def main(argv=None) -> dict:
     if args.channels_last:
         perf.to_channels_last(model)
     run = perf.maybe_compile(model, args.compile)
-    from sspl_lib.experiments.train import make_optimizer
+    from sspl_lib.experiments.optim import make_optimizer
 
     opt = make_optimizer(model, cfg)
     B, S = args.batch, cfg.img_size

@@ -308,7 +308,7 @@ def test_a_new_method_is_one_class_and_one_registry_line(monkeypatch):
     make_optimizer without any change to them."""
     from dataclasses import dataclass
 
-    from sspl_lib.experiments.train import make_optimizer
+    from sspl_lib.experiments.optim import make_optimizer
     from sspl_lib.methods.base import Method
 
     @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import torch
 
 from sspl_lib.config import SSPLConfig
 from sspl_lib.experiments import runs
-from sspl_lib.experiments.train import make_optimizer, make_scheduler
+from sspl_lib.experiments.optim import make_optimizer, make_scheduler
 from sspl_lib.methods.ezvsl import EZVSL, EZVSLGated
 from sspl_lib.methods.registry import build_model
 

@@ -17,7 +17,8 @@ from ..methods.registry import build_model
 from ..paths import resolve
 from ..progress_lines import count, duration
 from .runs import read_history
-from .train import make_optimizer, make_scheduler, train_one_epoch
+from .optim import make_optimizer, make_scheduler
+from .train import train_one_epoch
 
 # what sets a run's seconds per epoch (threads and device too; seeds and learning rates do not)
 SPEED_KEYS = ("method", "use_pcm", "pcm_cycles", "streams", "visual_encoder", "audio_encoder", "visual_features",
