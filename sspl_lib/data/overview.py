@@ -94,11 +94,16 @@ def sample_grid(root, split: str = "test_multi", n: int = 12, ncols: int = 6):
     return fig
 
 
+def sound_split(root) -> str:
+    """The split to hear the classes from: the labeled sounds, or the train split where none were made."""
+    return "labeled_sounds" if (resolve(root) / "labeled_sounds.h5").is_file() else "train"
+
+
 def class_spectrograms(root, per_class: int = 1):
-    """The log-mel (3 s = 3 x 0.96 s examples) of the first labeled clip(s) of each class."""
+    """The log-mel (3 s = 3 x 0.96 s examples) of the first clip(s) of each class (labeled sounds or train)."""
     import matplotlib.pyplot as plt
 
-    d = load_split(resolve(root) / "labeled_sounds.h5", keys=["spects", "label"])
+    d = load_split(resolve(root) / f"{sound_split(root)}.h5", keys=["spects", "label"])
     table = class_list(root)
     fig, axes = plt.subplots(per_class, len(table), figsize=(1.6 * len(table), 2.6 * per_class), squeeze=False)
     for c in table:
@@ -149,11 +154,12 @@ def class_scenes(root, split: str = "test_multi", ncols: int = 4):
     return fig
 
 
-def class_players(root, split: str = "labeled_sounds"):
-    """An HTML table (IPython.display.HTML) with an audio player of the first clip of each class in `split`."""
+def class_players(root, split: str | None = None):
+    """An HTML table (IPython.display.HTML) with an audio player of the first clip of each class in `split`
+    (default: the labeled sounds, or train where none were made)."""
     from IPython.display import HTML, Audio
 
-    d = load_split(resolve(root) / f"{split}.h5", keys=["audio", "label"])
+    d = load_split(resolve(root) / f"{split or sound_split(root)}.h5", keys=["audio", "label"])
     rows = []
     for c in class_list(root):
         hits = np.flatnonzero(d["label"] == c["index"])
