@@ -40,13 +40,15 @@ lint-imports: setup
 test: setup lint-imports
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(PYTEST_ARGS)
 
-reproduce: setup $(if $(filter assets_demo,$(PROFILE)),data/assets_demo)
+ASSETS = $(if $(filter assets_demo,$(PROFILE)),data/assets_demo) $(if $(filter real_media,$(PROFILE)),data/assets_real)
+
+reproduce: setup $(ASSETS)
 	$(BIN)/python -m sspl_lib.pipeline --profile $(PROFILE)
 
 # the newcomer's route to the explorer: the profile's data (notebook 01), its small encoders' label pretraining
 # and one SSPL run (notebook 02 with methods=sspl, one seed: the run `make reproduce` trains and reuses), then
 # JupyterLab (make lab) -> 05_explore.ipynb
-explore: setup $(if $(filter assets_demo,$(PROFILE)),data/assets_demo)
+explore: setup $(ASSETS)
 	$(BIN)/python -m sspl_lib.pipeline --profile $(PROFILE) --notebooks 01 02 -p methods sspl -p n_seeds 1
 	@echo "[explore] next: make lab, open 05_explore.ipynb and run all its cells (it opens runs/$(PROFILE)/sspl$(if $(filter-out quick,$(PROFILE)), with profile = \"$(PROFILE)\"))"
 

@@ -34,6 +34,14 @@ def test_quick_profile_holds_the_benchmark_and_study_seeds():
     assert cfg.lr_visual == 1e-3 and cfg.warmup_epochs == 1.0 and cfg.lr_schedule == "cosine" and cfg.threads == 2
 
 
+def test_real_media_is_the_real_profile_on_an_asset_folder():
+    """The user story of the real encoders: the same profile with only the data folder and the assets changed."""
+    real, media = load_profile("real").to_dict(), load_profile("real_media").to_dict()
+    assert {k for k in real if real[k] != media[k]} == {"data_root", "assets", "n_classes"}
+    assert media["assets"] == "data/assets_real" and real["assets"] is None
+    assert (real["visual_encoder"], real["audio_encoder"], real["feature_cache"]) == ("efficientnet_lite0", "yamnet", True)
+
+
 def test_missing_profile_lists_the_available_ones():
     with pytest.raises(ProfileNotFoundError, match=r"nope\.yaml: no such profile \(available: .*'quick'") as e:
         load_profile("nope")
