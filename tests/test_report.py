@@ -112,3 +112,24 @@ def test_headline_table_from_results_json_by_hand():
     # gaps per seed 0.6 and 0.3: mean 0.45, sample std 0.21; single 0.75 ± 0.07; follow 0.90 ± 0.14
     assert table[2] == "| ezvsl_gated | 0.75 ± 0.07 | 0.70 ± 0.14 | 0.45 ± 0.21 | 0.50 ± 0.00 | 0.90 ± 0.14 | - | - | 2 |"
     assert table[3] == "| center_prior | 0.10 | - | - | - | - | - | - | 0 |"
+
+
+def test_side_by_side_table_of_two_benchmarks_by_hand():
+    from sspl_lib.experiments.results import side_by_side
+
+    def entry(per):
+        return {"ciou": float(np.mean([v["ciou"] for v in per.values()])), "per_seed": per, "seeds": [int(s) for s in per]}
+
+    drawn = {"sspl": {"single": entry({"1": {"ciou": 0.9}, "2": {"ciou": 0.7}}),
+                      "multi": entry({"1": {"ciou": 0.2}, "2": {"ciou": 0.2}})},
+             "sspl_shuffled_audio": {"multi": entry({"1": {"ciou": 0.1}, "2": {"ciou": 0.3}})},
+             "center_prior": {"single": {"ciou": 0.1, "per_seed": {}, "seeds": []}}}
+    real = {"sspl": {"single": entry({"1": {"ciou": 0.5}, "2": {"ciou": 0.5}}),
+                     "swap": {**entry({"1": {"ciou": 0.4, "follow_rate": 0.2}, "2": {"ciou": 0.4, "follow_rate": 0.4}}),
+                              "follow_rate": 0.3}}}
+    table = side_by_side({"drawn": drawn, "real": real}).splitlines()
+    assert table[0] == ("| model | drawn: single | drawn: multi | drawn: gap | drawn: follow | real: single | real: multi | "
+                        "real: gap | real: follow |")
+    # drawn gaps per seed 0.1 and -0.1: 0.00 ± 0.14; real follow 0.30 ± 0.14; what a benchmark lacks is "-"
+    assert table[2] == "| sspl | 0.80 ± 0.14 | 0.20 ± 0.00 | 0.00 ± 0.14 | - | 0.50 ± 0.00 | - | - | 0.30 ± 0.14 |"
+    assert table[3] == "| center_prior | 0.10 | - | - | - | - | - | - | - |"

@@ -161,3 +161,26 @@ def headline_table(rj: dict, models=HEADLINE_MODELS, digits: int = 3) -> str:
         cells.append(str(len(next(iter(per.values())).get("seeds", []))))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def side_by_side(benchmarks: dict[str, dict], models=HEADLINE_MODELS, digits: int = 2) -> str:
+    """One row per model, for each benchmark (name -> results.json dict) single, multi, multi matched - shuffled
+    and the swap follow rate, mean ± std over seeds: the README's table of one recipe on two benchmarks."""
+    cols = ("single", "multi", "gap", "follow")
+    head = ["model"] + [f"{b}: {c}" for b in benchmarks for c in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for m in [m for m in models if any(m in rj for rj in benchmarks.values())]:
+        cells = [m]
+        for rj in benchmarks.values():
+            per = rj.get(m, {})
+            cells += [_pm(_seed_values(per[s], "ciou"), digits) if s in per else "-" for s in ("single", "multi")]
+            shuffled = rj.get(f"{m}_shuffled_audio", {}).get("multi")
+            if shuffled and "multi" in per:
+                a, b = per["multi"]["per_seed"], shuffled["per_seed"]
+                cells.append(_pm([a[s]["ciou"] - b[s]["ciou"] for s in a if s in b], digits))
+            else:
+                cells.append("-")
+            cells.append(_pm(_seed_values(per["swap"], "follow_rate"), digits) if "follow_rate" in per.get("swap", {})
+                         else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
