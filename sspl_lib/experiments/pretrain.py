@@ -202,7 +202,7 @@ def pretrain(cfg: SSPLConfig, out_dir, *, force: bool = False, progress: bool = 
         old = runs.load_state(path, advice="delete it to pretrain again")["meta"]
         if {k: old.get(k) for k in meta} == meta:
             if progress:
-                print(f"[pretrain] {shown(path)}: reused (pretrained on the same labeled data and settings)", flush=True)
+                print(f"[pretrain] {shown(path)}: reused (prepared from the same data and settings)", flush=True)
             return path
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
