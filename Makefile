@@ -38,7 +38,7 @@ lint-imports: setup
 	$(BIN)/lint-imports --config .importlinter
 
 test: setup lint-imports
-	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider --durations=25 $(PYTEST_ARGS)
 
 ASSETS = $(if $(filter assets_demo,$(PROFILE)),data/assets_demo) $(if $(filter real_media,$(PROFILE)),data/assets_real)
 
