@@ -296,3 +296,15 @@ def test_the_config_refuses_what_cannot_be_cached():
     assert FC.train_size(cfg.replace(img_size=224)) == 256 and FC.train_size(cfg) == 128  # 16x16 maps, 14x14 grid
     with pytest.raises(ValueError, match="visual_pca_dim=200: expected 1..128"):
         build_model(cfg.replace(visual_pca_dim=200))
+
+
+def test_the_study_estimate_times_a_step_on_cached_features(data_root):
+    """The plan's seconds per epoch under feature_cache come from a step on encoded maps (the path fit runs), for
+    SSPL and for a method with two views of its own; the frame path is timed as before."""
+    from sspl_lib.experiments.estimate import timed_epoch_seconds
+    from sspl_lib.experiments.jobs import METHODS
+
+    for method in ("sspl", "ezvsl"):
+        cfg = SSPLConfig(**{**TINY, **METHODS[method].overrides, "data_root": str(data_root)})
+        cached, frames = timed_epoch_seconds(cfg), timed_epoch_seconds(cfg.replace(feature_cache=False))
+        assert 0 < cached < float("inf") and 0 < frames < float("inf"), (method, cached, frames)
