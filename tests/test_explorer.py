@@ -359,3 +359,23 @@ def test_swap_split_choose_the_heard_object(swap_run):
     ex.ui.split.value = "test_single"  # no scenes: the selector and the row are hidden
     assert ex.ui.scene_sound.layout.display == "none" and ex.ui.swap_row.layout.display == "none"
     ex.close()
+
+
+def test_a_bad_split_is_refused_when_the_explorer_opens_it(tiny_benchmark, tmp_path):
+    """The explorer's splits go through the same check as training's: float frames are named, not shown black."""
+    import shutil
+
+    import h5py
+
+    from sspl_lib.data.h5 import DataFileError
+    from sspl_lib.explorer.sources import SplitData
+
+    bad = tmp_path / "test_single.h5"
+    shutil.copy2(tiny_benchmark / "test_single.h5", bad)
+    with h5py.File(bad, "r+") as f:
+        frames = f["frames"][:].astype(np.float32) / 255
+        del f["frames"]
+        f["frames"] = frames
+    assert len(SplitData(tiny_benchmark / "test_single.h5")) > 0
+    with pytest.raises(DataFileError, match=r"test_single\.h5.*frames"):
+        SplitData(bad)

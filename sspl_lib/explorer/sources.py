@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..config import SSPLConfig
+from ..data.checks import check_split
 from ..data.h5 import DataFileError, open_h5
 from ..data.transforms import eval_frame
 from ..experiments.runs import checkpoint_path, is_run, load_run, read_history
@@ -135,6 +136,7 @@ class SplitData:
 
         self.path = resolve(path)
         self.name = self.path.stem
+        check_split(self.path, "train")  # datasets present, equal lengths, uint8 RGB frames, finite spects
         self.f = open_h5(self.path)
         self._read = read_field
         n = int(self.f["frames"].shape[0])
