@@ -5,9 +5,12 @@ tests/data/methods_reference.npz was written by that code, one thread: for each 
 torch.manual_seed(seeds.get(name, 6)), inputs from torch.Generator().manual_seed(1) (x1, x2 (6,3,32,32), spects
 (6,2,96,64)); per method its config (old keys), state-dict shapes, the training loss (train mode), the loss after
 one step of `make_optimizer`'s AdamW, the eval-mode loss and heatmap (and `heatmap_cycles` with a PCM), and the
-ezvsl run's map with EZ-VSL's OGL (then `model.cfg.ogl_alpha = 0.4`). Everything is bit-identical except the
-two object-prior maps (OGL, gate): their min-max normalization is now the attention's `(x - lo) / (hi - lo +
-1e-10)` (one `maps.minmax`), not `/ max(hi - lo, 1e-10)`: a float32 ulp apart (<= 1.2e-7 here).
+ezvsl run's map with EZ-VSL's OGL (then `model.cfg.ogl_alpha = 0.4`). On the CPU that wrote the file everything
+was bit-identical except the two object-prior maps (OGL, gate), whose min-max normalization is now the attention's
+`(x - lo) / (hi - lo + 1e-10)` (one `maps.minmax`), a float32 ulp apart. Other CPUs order float32 reductions
+differently (oneDNN picks kernels by instruction set): on an AMD EPYC without AMX the losses differ by up to 6e-5
+(SimSiam's loss is a near-cancelling sum) and the maps by up to 2.1e-5; the tolerances below are ~10x that, far
+below what a change of computation moves (a missing stop-gradient or a changed normalization moves them by > 1e-2).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from sspl_lib.methods.registry import build_model
 
 REF = np.load(Path(__file__).parent / "data" / "methods_reference.npz")
 NAMES = ("sspl", "sspl_wo_pcm", "sspl_two_streams", "contrastive", "ezvsl", "ezvsl_gated", "sacl")
-PRIOR_MAP_ULP = 2e-7  # the object-prior maps: one float32 ulp of a [0, 1] map
+LOSS_ATOL = 5e-4  # losses of ~0.1-3 across CPUs (see the module docstring)
+MAP_ATOL = 2e-4  # cosine and [0, 1] maps across CPUs
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +83,13 @@ def test_losses_and_heatmaps_equal_the_old_code(name, inputs, one_thread):
             got["heatmap_cycles"] = model.heatmap_cycles(x1, spects)
         if name == "ezvsl":
             ogl = model.heatmap(x1, spects, replace(model.method, ogl_alpha=0.4))
-            np.testing.assert_allclose(ogl.numpy(), REF["ezvsl_ogl__heatmap"], rtol=0, atol=PRIOR_MAP_ULP)
+            np.testing.assert_allclose(ogl.numpy(), REF["ezvsl_ogl__heatmap"], rtol=0, atol=MAP_ATOL)
             assert not np.allclose(ogl.numpy(), REF["ezvsl__heatmap"], atol=1e-2)
     for key, value in got.items():
         want = REF[f"{name}__{key}"]
-        if name == "ezvsl_gated" and key == "heatmap":
-            np.testing.assert_allclose(value.detach().numpy(), want, rtol=0, atol=PRIOR_MAP_ULP)
-        else:
-            assert np.array_equal(value.detach().numpy(), want), (name, key)
+        assert value.shape == want.shape, (name, key)
+        atol = MAP_ATOL if key.startswith("heatmap") else LOSS_ATOL
+        np.testing.assert_allclose(value.detach().numpy(), want, rtol=0, atol=atol, err_msg=f"{name} {key}")
 
 
 @pytest.mark.parametrize("name", NAMES)
