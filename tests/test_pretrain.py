@@ -19,12 +19,17 @@ def test_location_targets():
     assert (t[1, 2:, 1:] == 1).all() and (t[1] == 9).sum() == 10
 
 
-def test_pretrain_cached_and_loaded(tmp_path):
+def _labeled_only(tmp_path, *, pretrain_epochs: int) -> SSPLConfig:
+    """A benchmark of 48 labeled samples only, and a tiny config that pretrains on it."""
     root = tmp_path / "bench"
     generate_benchmark(root, seed=1, n_train=0, n_val=0, n_test=0, n_labeled=48, frame_size=64, n_classes=3,
                        workers=1, progress=False)
-    cfg = SSPLConfig(img_size=48, visual_dim=16, encoder_width=8, out_dim=16, data_root=str(root), threads=1,
-                     pretrain_epochs=2, pretrain_batch_size=16)
+    return SSPLConfig(img_size=48, visual_dim=16, encoder_width=8, out_dim=16, data_root=str(root), threads=1,
+                      pretrain_epochs=pretrain_epochs, pretrain_batch_size=16)
+
+
+def test_pretrain_cached_and_loaded(tmp_path):
+    cfg = _labeled_only(tmp_path, pretrain_epochs=2)
     path = pretrain(cfg, tmp_path / "run", progress=False)
     state = torch.load(path, map_location="cpu", weights_only=True)
     assert set(state) == {"visual", "audio", "meta"}
@@ -63,11 +68,7 @@ def test_a_new_run_reuses_matching_encoders_an_existing_run_its_own(tmp_path, ca
     that already has a config keeps the encoders it was trained with; other settings find none."""
     from sspl_lib.experiments.pretrain import reuse_encoders
 
-    root = tmp_path / "bench"
-    generate_benchmark(root, seed=1, n_train=0, n_val=0, n_test=0, n_labeled=48, frame_size=64, n_classes=3,
-                       workers=1, progress=False)
-    cfg = SSPLConfig(img_size=48, visual_dim=16, encoder_width=8, out_dim=16, data_root=str(root), threads=1,
-                     pretrain_epochs=1, pretrain_batch_size=16)
+    cfg = _labeled_only(tmp_path, pretrain_epochs=1)
     shared = pretrain(cfg, tmp_path / "profile_runs", progress=False)
     new = reuse_encoders(cfg, tmp_path / "new_run", [tmp_path / "profile_runs"])
     assert new.encoders_checkpoint == str(shared) and "label-pretrained small encoders" in capsys.readouterr().out

@@ -141,6 +141,15 @@ def _seed_values(entry: dict, key: str) -> list[float]:
     return [v[key] for v in entry["per_seed"].values()] if entry.get("per_seed") else [entry[key]]
 
 
+def _gap(rj: dict, m: str, digits: int) -> str:
+    """multi cIoU with the matched sound minus with shuffled sounds, per seed, as mean ± std ("-" without both)."""
+    shuffled, per = rj.get(f"{m}_shuffled_audio", {}).get("multi"), rj.get(m, {})
+    if not (shuffled and "multi" in per):
+        return "-"
+    a, b = per["multi"]["per_seed"], shuffled["per_seed"]
+    return _pm([a[s]["ciou"] - b[s]["ciou"] for s in a if s in b], digits)
+
+
 def headline_table(rj: dict, models=HEADLINE_MODELS, digits: int = 3) -> str:
     """The README's headline table from a results.json dict."""
     head = ["model", "single", "multi", "multi: matched - shuffled", "swap cIoU", "follow rate", "extended AP",
@@ -150,12 +159,7 @@ def headline_table(rj: dict, models=HEADLINE_MODELS, digits: int = 3) -> str:
         per, cells = rj[m], [m]
         for split, key in (("single", "ciou"), ("multi", "ciou")):
             cells.append(_pm(_seed_values(per[split], key), digits) if split in per else "-")
-        shuffled = rj.get(f"{m}_shuffled_audio", {}).get("multi")
-        if shuffled and "multi" in per:
-            a, b = per["multi"]["per_seed"], shuffled["per_seed"]
-            cells.append(_pm([a[s]["ciou"] - b[s]["ciou"] for s in a if s in b], digits))
-        else:
-            cells.append("-")
+        cells.append(_gap(rj, m, digits))
         for split, key in (("swap", "ciou"), ("swap", "follow_rate"), ("extended", "ap"), ("extended", "max_f1")):
             cells.append(_pm(_seed_values(per[split], key), digits) if key in per.get(split, {}) else "-")
         cells.append(str(len(next(iter(per.values())).get("seeds", []))))
@@ -174,12 +178,7 @@ def side_by_side(benchmarks: dict[str, dict], models=HEADLINE_MODELS, digits: in
         for rj in benchmarks.values():
             per = rj.get(m, {})
             cells += [_pm(_seed_values(per[s], "ciou"), digits) if s in per else "-" for s in ("single", "multi")]
-            shuffled = rj.get(f"{m}_shuffled_audio", {}).get("multi")
-            if shuffled and "multi" in per:
-                a, b = per["multi"]["per_seed"], shuffled["per_seed"]
-                cells.append(_pm([a[s]["ciou"] - b[s]["ciou"] for s in a if s in b], digits))
-            else:
-                cells.append("-")
+            cells.append(_gap(rj, m, digits))
             cells.append(_pm(_seed_values(per["swap"], "follow_rate"), digits) if "follow_rate" in per.get("swap", {})
                          else "-")
         lines.append("| " + " | ".join(cells) + " |")
