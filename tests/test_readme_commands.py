@@ -57,7 +57,8 @@ def _program(word: str, cwd: Path) -> Path | None:
     if word == "make":
         return None
     assert re.fullmatch(r"(\.\./)*\.venv/bin/[\w-]+", word), f"{word}: name the venv's program (.venv/bin/...)"
-    assert (cwd / word).resolve().parent == (REPO_ROOT / ".venv" / "bin").resolve()
+    # the folder, not the program: a venv's python is a link to the interpreter it was made from
+    assert (cwd / word).parent.resolve() == (REPO_ROOT / ".venv" / "bin").resolve()
     return BIN / Path(word).name
 
 
