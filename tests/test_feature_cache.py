@@ -233,9 +233,13 @@ def test_a_cached_ddp_run_matches_one_process(data_root, tmp_path):
     assert _files(data_root) == cache  # read, not rebuilt
     a = runs.load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")["model"]
     b = runs.load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")["model"]
+    # AdamW moves every element by up to lr (1e-3) whatever its gradient's size, so a gradient near zero summed in
+    # another order (the all-reduce) can move an element by a fraction of lr: half an Adam step is allowed per
+    # element, and the tensors as a whole must agree far closer
     for k in a:
         if a[k].is_floating_point():
-            torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4, msg=k)
+            torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=5e-4, msg=lambda m, k=k: f"{k}: {m}")
+            assert (a[k] - b[k]).abs().mean() < 1e-5, k
     hist = runs.read_history(tmp_path / "single")[0]
     assert hist["train_loss"] == pytest.approx(runs.read_history(tmp_path / "ddp")[0]["train_loss"], abs=1e-4)
     assert np.isfinite(hist["val_loss"]) and hist["val_loss"] != 0.0
