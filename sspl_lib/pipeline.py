@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from .cli import HelpFormat
-from .paths import FIGURES_DIR, REPO_ROOT, RUNS_DIR
+from .paths import FIGURES_DIR, REPO_ROOT, RUNS_DIR, resolve
 
 NOTEBOOKS = ("01_data_preparation", "02_train", "03_evaluate", "04_ablation", "05_explore")
 REPRODUCE = ("01_data_preparation", "02_train", "03_evaluate", "05_explore")  # make reproduce; 04: make ablation
@@ -107,7 +107,8 @@ def run_pipeline(profile: str = "quick", *, notebooks=REPRODUCE, in_place: bool 
     extra = {**PIPELINE_PARAMETERS, **(extra or {})}
     if profile != "quick" and not in_place:  # figures/ holds the quick profile's figures (the README shows them)
         extra = {"figures_dir": str(runs_dir / profile / "figures"), **extra}
-    FIGURES_DIR.mkdir(parents=True, exist_ok=True)
+    figures_dir = resolve(extra.get("figures_dir", FIGURES_DIR))
+    figures_dir.mkdir(parents=True, exist_ok=True)
     executed, skipped = {}, []
     for name in notebooks:
         src = notebook_dir / f"{name}.ipynb"
@@ -127,8 +128,8 @@ def run_pipeline(profile: str = "quick", *, notebooks=REPRODUCE, in_place: bool 
             strip_run_metadata(dst)
         executed[name] = dt
         print(f"[pipeline] {name}: done in {dt:.0f} s -> {dst}", flush=True)
-    figures = sorted(p for p in FIGURES_DIR.glob("*.png") if p.stat().st_mtime >= t_start - 1)
-    stale = sorted(p for p in FIGURES_DIR.glob("*.png") if p.stat().st_mtime < t_start - 1)
+    figures = sorted(p for p in figures_dir.glob("*.png") if p.stat().st_mtime >= t_start - 1)
+    stale = sorted(p for p in figures_dir.glob("*.png") if p.stat().st_mtime < t_start - 1)
     results = runs_dir / profile / "results.json"
     fresh = results.is_file() and results.stat().st_mtime >= t_start - 1
     if require_results and "03_evaluate" in executed and not fresh:
@@ -137,7 +138,7 @@ def run_pipeline(profile: str = "quick", *, notebooks=REPRODUCE, in_place: bool 
     print(f"[pipeline] profile {profile!r}: {len(executed)} notebooks executed, {len(skipped)} skipped "
           f"({', '.join(skipped) or 'none'})")
     print(f"[pipeline] executed notebooks: {notebook_dir if in_place else out_dir}")
-    print(f"[pipeline] figures: {FIGURES_DIR} ({len(figures)} refreshed"
+    print(f"[pipeline] figures: {figures_dir} ({len(figures)} refreshed"
           + (f", {len(stale)} older ones left as they were" if stale else "") + ")")
     print(f"[pipeline] results: {results if results.is_file() else 'none (03_evaluate not run)'}")
     print(f"[pipeline] total wall time: {total:.0f} s ({total / 60:.1f} min)")
