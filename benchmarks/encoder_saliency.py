@@ -22,7 +22,7 @@ import torch
 
 from sspl_lib import perf
 from sspl_lib.baselines import center_prior
-from sspl_lib.maps import object_prior
+from sspl_lib.model import object_prior
 from sspl_lib.data.testset import load_test_set
 from sspl_lib.data.transforms import eval_frame
 from sspl_lib.encoders import build_audio_backbone, build_visual

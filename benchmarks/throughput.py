@@ -87,8 +87,7 @@ def write_packed(path: Path, n: int, size: int, seed: int = 0) -> Path:
 
 def data_rates(path: Path, off: Official | None, tmp: Path, cfg: SSPLConfig, args, dev) -> dict:
     from sspl_lib.data.h5 import AVDataset
-    from sspl_lib.data.transforms import AugmentConfig
-    from sspl_lib.data.stream import seeded_generator, train_views
+    from sspl_lib.data.transforms import AugmentConfig, seeded_generator, train_views
 
     ds = AVDataset(path, img_size=cfg.img_size, train=True)
     raw = AVDataset(path, img_size=cfg.img_size, train=True, raw_frames=True)

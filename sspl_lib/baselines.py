@@ -37,7 +37,7 @@ def whole_image(n: int, size: int = 14) -> torch.Tensor:
 @torch.no_grad()
 def feature_l2norm(encoder, frames: torch.Tensor) -> torch.Tensor:
     """The L2 norm over channels of a frozen visual map (B,h,w), an audio-free saliency (EZ-VSL's
-    object prior is the mean |v|: `maps.object_prior`). `encoder`: a visual encoder or a model with `.visual`."""
+    object prior is the mean |v|: `model.object_prior`). `encoder`: a visual encoder or a model with `.visual`."""
     visual = getattr(encoder, "visual", encoder)
     if frames.ndim != 4 or frames.shape[1] != 3:
         raise ValueError(f"feature_l2norm expects frames (B,3,S,S), got {tuple(frames.shape)}")

@@ -13,14 +13,25 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from einops import einsum
+from einops import einsum, rearrange
 
 from .config import SSPLConfig
 from .encoders import AudioEncoder, build_audio_backbone, build_visual, freeze
 from .head import SimSiamHead
-from .maps import minmax, object_prior
 from .pca import FixedPCA
 from .pcm import PCM
+
+
+def minmax(x: torch.Tensor) -> torch.Tensor:
+    """Maps (B,h,w) normalized per map to [0, 1]: (x - lo) / (hi - lo + 1e-10), the attention's formula."""
+    flat = rearrange(x, "b h w -> b (h w)")
+    lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
+    return ((flat - lo) / (hi - lo + 1e-10)).view_as(x)
+
+
+def object_prior(v: torch.Tensor) -> torch.Tensor:
+    """EZ-VSL's object prior of visual maps v (B,C,h,w): the mean |v| over channels (their `NormReducer`), (B,h,w)."""
+    return v.abs().mean(dim=1)
 
 
 def attention(m: torch.Tensor, a: torch.Tensor):
@@ -176,7 +187,7 @@ class SSPL(nn.Module):
         return v if self.visual_pca is None else v[:, 1:]
 
     def object_prior(self, v: torch.Tensor) -> torch.Tensor:
-        """The stream's map -> EZ-VSL's object prior of the encoder's map (B,h,w) (`maps.object_prior`)."""
+        """The stream's map -> EZ-VSL's object prior of the encoder's map (B,h,w) (`object_prior`)."""
         return object_prior(v) if self.visual_pca is None else v[:, 0]
 
     def refine(self, v: torch.Tensor, e: torch.Tensor, *, return_cycles: bool = False, groups: int = 1):

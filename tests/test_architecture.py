@@ -1,5 +1,6 @@
 """The layering holds: the import contracts (.importlinter), no import cycle anywhere in sspl_lib, no
-re-export shims, and no module that switches matplotlib's backend (it would turn a notebook's inline plots off)."""
+re-export shims, no module that switches matplotlib's backend (it would turn a notebook's inline plots off), and
+following one training step or one heatmap -> cIoU computation stays a short walk (`python -m benchmarks.walk`)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,21 @@ def test_no_reexport_shims_or_backend_switches():
     offenders = []
     for path in sorted((REPO_ROOT / "sspl_lib").rglob("*.py")):
         text = path.read_text()
-        if "noqa: F401" in text or "re-export" in text or "matplotlib.use(" in text:
+        lazy_exports = path.name == "__init__.py" and "def __getattr__" in text
+        if "noqa: F401" in text or "re-export" in text or "matplotlib.use(" in text or lazy_exports:
             offenders.append(path.relative_to(REPO_ROOT).as_posix())
     assert not offenders
+
+
+def test_one_step_and_one_evaluation_are_short_walks():
+    """The files whose functions run in one SSPL training step (views, loss, backward, AdamW, schedule) and in one
+    heatmap -> cIoU computation, traced: each is named, and their number does not grow."""
+    from benchmarks.walk import walks
+
+    got = {name: list(files) for name, files in walks("quick").items()}
+    print(got)
+    step, ciou = got["training step"], got["heatmap -> cIoU"]
+    core = ["sspl_lib/model.py", "sspl_lib/pcm.py", "sspl_lib/encoders.py", "sspl_lib/methods/base.py"]
+    assert {"sspl_lib/experiments/train.py", "sspl_lib/methods/sspl.py", "sspl_lib/head.py", *core} <= set(step)
+    assert {"sspl_lib/experiments/evaluate.py", "sspl_lib/metrics.py", *core} <= set(ciou)
+    assert len(step) <= 10 and len(ciou) <= 11, got

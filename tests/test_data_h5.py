@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from sspl_lib.data.h5 import AVDataset, DataFileError, H5Writer, load_split, open_h5, read_ids
-from sspl_lib.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, batch_random_crop_flip,
-                                      batch_train_views, denormalize, eval_frame, random_views)
+from sspl_lib.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, crop_flip, crop_flip_params,
+                                      denormalize, eval_frame, random_views, train_views)
 
 
 def _batch(n, start=0, s=32):
@@ -133,7 +133,7 @@ def test_avdataset_eval_items(tiny_benchmark):
 def test_random_crop_flip_is_a_crop():
     img = torch.arange(3 * 20 * 20, dtype=torch.float32).reshape(1, 3, 20, 20).expand(64, -1, -1, -1)
     cfg = AugmentConfig(img_size=12)
-    out = batch_random_crop_flip(img, cfg, torch.Generator().manual_seed(0))
+    out = crop_flip(img, *crop_flip_params(64, 20, cfg, torch.Generator().manual_seed(0)), cfg.img_size)
     assert out.shape == (64, 3, 12, 12)
     flipped = 0
     for o in out:  # each output equals one crop of the input, possibly mirrored
@@ -150,7 +150,8 @@ def test_train_views_follow_official_sizes_and_batch_version():
     assert cfg.resize_to == 44
     v = random_views(frame, cfg, 2, torch.Generator().manual_seed(0))
     assert len(v) == 2 and v[0].shape == (3, 40, 40)
-    b = batch_train_views(frame[None].expand(5, -1, -1, -1), cfg, 2, torch.Generator().manual_seed(0))
+    b = train_views(frame[None].expand(5, -1, -1, -1), cfg, torch.Generator().manual_seed(0), views=2, batch=5, offset=0,
+                    device="cpu")
     assert len(b) == 2 and b[0].shape == (5, 3, 40, 40)
     e = eval_frame(torch.zeros(30, 50, 3, dtype=torch.uint8) + 255, 20)  # non-square: shorter side, centre crop
     assert e.shape == (3, 20, 20)

@@ -8,6 +8,7 @@ cached."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,8 +19,8 @@ import pytest
 import torch
 
 from sspl_lib.config import ConfigError, SSPLConfig
-from sspl_lib.data.stream import CachedStream, TrainStream, map_views, seeded_generator, split_path
-from sspl_lib.data.transforms import eval_frame
+from sspl_lib.data.stream import CachedStream, TrainStream, split_path
+from sspl_lib.data.transforms import eval_frame, map_views, seeded_generator
 from sspl_lib.distributed import DistInfo
 from sspl_lib.experiments import feature_cache as FC
 from sspl_lib.experiments import runs
@@ -28,7 +29,7 @@ from sspl_lib.experiments.evaluate import compute_heatmaps, load_eval_split
 from sspl_lib.experiments.features import SharedFeatures
 from sspl_lib.experiments.pretrain import pretrain
 from sspl_lib.experiments.study import evaluate_methods, train_methods
-from sspl_lib.maps import object_prior
+from sspl_lib.model import object_prior
 from sspl_lib.methods.registry import build_model
 from sspl_lib.paths import REPO_ROOT
 from sspl_lib.pca import FixedPCA, fit_pca
@@ -104,7 +105,9 @@ def test_the_cache_is_reused_and_rebuilt_when_its_key_changes(data_root, capsys)
     FC.prepare_training(cfg)
     first = _files(data_root)
     out = capsys.readouterr().out
-    assert len(first) == 5 and out.count("[features] wrote") == 5 and "frames/s, ETA" in out
+    assert len(first) == 5 and out.count("[features] wrote") == 5
+    assert re.search(r"\[features\] train\.h5: visual maps at \d+ px: \d+ frames in ", out), out
+    assert re.search(r"\[features\] train\.h5: audio embeddings: \d+ clips in ", out), out
     FC._LOADED.clear()
     FC.prepare_training(cfg)  # a second run: computes nothing, writes nothing
     assert capsys.readouterr().out == "" and _files(data_root) == first

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sspl_lib.config import ConfigError, SSPLConfig
-from sspl_lib.maps import minmax, object_prior
+from sspl_lib.model import minmax, object_prior
 from sspl_lib.methods.base import similarity_matrix
 from sspl_lib.methods.contrastive import TAU, info_nce
 from sspl_lib.methods.ezvsl import EZVSL, EZVSLGated, mil_loss, object_region
@@ -281,7 +281,7 @@ def test_object_guided_maps_by_hand():
             return av
 
     assert torch.allclose(minmax(av), torch.tensor([[[0.0, 0.25], [0.5, 1.0]]]))
-    model = build_model(_cfg("ezvsl_gated"))  # its object prior of a stream map without PCA: maps.object_prior
+    model = build_model(_cfg("ezvsl_gated"))  # its object prior of a stream map without PCA: model.object_prior
     assert torch.allclose(Stub(ogl_alpha=0.4).heatmap(model, v, None), torch.tensor([[[0.3, 0.7], [0.2, 0.7]]]))
     assert torch.allclose(Stub(gamma=2.0).heatmap(model, v, None), torch.tensor([[[0.0, 0.0625], [0.0, 0.5]]]))
     assert torch.equal(Stub().heatmap(model, v, None), av)  # both off: the cosine map itself

@@ -7,7 +7,7 @@ torch.manual_seed(seeds.get(name, 6)), inputs from torch.Generator().manual_seed
 one step of `make_optimizer`'s AdamW, the eval-mode loss and heatmap (and `heatmap_cycles` with a PCM), and the
 ezvsl run's map with EZ-VSL's OGL (then `model.cfg.ogl_alpha = 0.4`). On the CPU that wrote the file everything
 was bit-identical except the two object-prior maps (OGL, gate), whose min-max normalization is now the attention's
-`(x - lo) / (hi - lo + 1e-10)` (one `maps.minmax`), a float32 ulp apart. Other CPUs order float32 reductions
+`(x - lo) / (hi - lo + 1e-10)` (one `model.minmax`), a float32 ulp apart. Other CPUs order float32 reductions
 differently (oneDNN picks kernels by instruction set): on an AMD EPYC without AMX the losses differ by up to 6e-5
 (SimSiam's loss is a near-cancelling sum) and the maps by up to 2.1e-5; the tolerances below are ~10x that, far
 below what a change of computation moves (a missing stop-gradient or a changed normalization moves them by > 1e-2).

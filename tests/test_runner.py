@@ -67,7 +67,7 @@ def test_report_reads_overrides_not_names():
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
-    from sspl_lib.data import generate_benchmark
+    from sspl_lib.data.synthetic import generate_benchmark
 
     torch.set_num_threads(1)
     return generate_benchmark(tmp_path_factory.mktemp("bench"), n_train=16, n_val=8, n_test=8, n_labeled=16,

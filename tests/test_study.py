@@ -28,7 +28,7 @@ TINY = dict(img_size=48, pretrained=False, pcm_cycles=1, encoder_width=8, visual
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
-    from sspl_lib.data import generate_benchmark
+    from sspl_lib.data.synthetic import generate_benchmark
 
     torch.set_num_threads(1)
     return generate_benchmark(tmp_path_factory.mktemp("bench"), n_train=8, n_val=4, n_test=6, n_labeled=0,

@@ -1,5 +1,5 @@
-"""Training data of `fit`: the deterministic train stream of a packed split (or of its cached features) and the
-augmented views (of frames, or in feature space)."""
+"""Training data of `fit`: the deterministic train stream of a packed split, or of its cached features (the
+augmented views are drawn from each batch by `transforms.train_views` / `transforms.map_views`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ..config import SSPLConfig
 from ..paths import resolve
 from .checks import check_split
 from .h5 import AVDataset, DataFileError, load_split, open_h5
-from .transforms import AugmentConfig, crop_flip, crop_flip_params, normalize, resize_uint8, to_chw
+from .transforms import map_views, seeded_generator
 
 # splits smaller than this are read into memory once; larger ones stream from disk through a DataLoader
 # (SSPL_IN_MEMORY_BYTES=-1 forces the disk path, e.g. to test it in a torchrun process)
@@ -34,10 +34,6 @@ def check_training_data(cfg: SSPLConfig) -> None:
                                 "notebooks/01_data_preparation.ipynb (generated, or packed from the official layout: "
                                 "docs/data.md); `sspl_lib.data.preflight.missing_files(cfg)` lists every missing file")
         check_split(path, role, limit=cfg.val_samples if role == "val" else 0)
-
-
-def seeded_generator(*key: int) -> torch.Generator:
-    return torch.Generator().manual_seed(hash(tuple(int(k) for k in key)) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
 def batch_rows(n: int, batch: int, seed: int, epoch: int, info: D.DistInfo) -> torch.Tensor:
@@ -102,33 +98,6 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return len(self.indices)
-
-
-def train_views(frames: torch.Tensor, aug: AugmentConfig, g: torch.Generator, *, views: int, batch: int,
-                offset: int, device) -> list[torch.Tensor]:
-    """The official train views of a rank's slice of a global batch (crops drawn for the whole batch)."""
-    big = resize_uint8(to_chw(frames.to(device, non_blocking=True)), aug.resize_to)  # (b, 3, R, R)
-    b = big.shape[0]
-    out = []
-    for _ in range(views):
-        oy, ox, flip = (p[offset:offset + b] for p in crop_flip_params(batch, aug.resize_to, aug, g))
-        out.append(normalize(crop_flip(big, oy, ox, flip, aug.img_size), aug.mean, aug.std))
-    return out
-
-
-def map_views(maps: torch.Tensor, grid: int, g: torch.Generator, *, views: int, batch: int,
-              offset: int) -> list[torch.Tensor]:
-    """`train_views` in feature space: random grid x grid crops, flipped or not, of a rank's slice of the cached
-    train maps (b,C,R,R), drawn for the whole global batch from `g`, each view its own."""
-    aug = AugmentConfig(img_size=grid)
-    b, r = maps.shape[0], maps.shape[-1]
-    if r < grid:
-        raise ValueError(f"cached train maps of {r}x{r} are smaller than the grid {grid}x{grid}: raise cache_scale")
-    out = []
-    for _ in range(views):
-        oy, ox, flip = (p[offset:offset + b] for p in crop_flip_params(batch, r, aug, g))
-        out.append(crop_flip(maps, oy, ox, flip, grid))
-    return out
 
 
 class CachedStream:

@@ -94,12 +94,6 @@ def crop_flip_params(b: int, r: int, cfg: AugmentConfig, generator: torch.Genera
     return oy, ox, torch.rand(b, **g) < cfg.hflip_p
 
 
-def batch_random_crop_flip(x: torch.Tensor, cfg: AugmentConfig,
-                           generator: torch.Generator | None = None) -> torch.Tensor:
-    oy, ox, flip = crop_flip_params(x.shape[0], x.shape[-1], cfg, generator)
-    return crop_flip(x, oy, ox, flip, cfg.img_size)
-
-
 def crop_flip(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor, n: int) -> torch.Tensor:
     """Per-item crops (B, C, n, n) of (B, C, R, R) at offsets, flipped where asked, by two gathers."""
     b, c, r, _ = x.shape
@@ -110,8 +104,33 @@ def crop_flip(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flip: torch.T
     return x.gather(2, rows).gather(3, repeat(cols, "b n -> b c h n", c=c, h=n))
 
 
-def batch_train_views(frames: torch.Tensor, cfg: AugmentConfig, n_views: int = 2,
-                      generator: torch.Generator | None = None) -> list[torch.Tensor]:
-    """A whole uint8 batch (B, H, W, 3) or (B, 3, H, W), on any device -> `n_views` tensors (B, 3, img, img)."""
-    big = resize_uint8(to_chw(frames), cfg.resize_to)  # (B, 3, R, R)
-    return [normalize(batch_random_crop_flip(big, cfg, generator), cfg.mean, cfg.std) for _ in range(n_views)]
+def seeded_generator(*key: int) -> torch.Generator:
+    """The generator of one draw of views (and of a batch order), keyed by integers, e.g. (seed, epoch, step)."""
+    return torch.Generator().manual_seed(hash(tuple(int(k) for k in key)) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def train_views(frames: torch.Tensor, aug: AugmentConfig, g: torch.Generator, *, views: int, batch: int,
+                offset: int, device) -> list[torch.Tensor]:
+    """The official train views of a rank's slice of a global batch (crops drawn for the whole batch)."""
+    big = resize_uint8(to_chw(frames.to(device, non_blocking=True)), aug.resize_to)  # (b, 3, R, R)
+    b = big.shape[0]
+    out = []
+    for _ in range(views):
+        oy, ox, flip = (p[offset:offset + b] for p in crop_flip_params(batch, aug.resize_to, aug, g))
+        out.append(normalize(crop_flip(big, oy, ox, flip, aug.img_size), aug.mean, aug.std))
+    return out
+
+
+def map_views(maps: torch.Tensor, grid: int, g: torch.Generator, *, views: int, batch: int,
+              offset: int) -> list[torch.Tensor]:
+    """`train_views` in feature space: random grid x grid crops, flipped or not, of a rank's slice of the cached
+    train maps (b,C,R,R), drawn for the whole global batch from `g`, each view its own."""
+    aug = AugmentConfig(img_size=grid)
+    b, r = maps.shape[0], maps.shape[-1]
+    if r < grid:
+        raise ValueError(f"cached train maps of {r}x{r} are smaller than the grid {grid}x{grid}: raise cache_scale")
+    out = []
+    for _ in range(views):
+        oy, ox, flip = (p[offset:offset + b] for p in crop_flip_params(batch, r, aug, g))
+        out.append(crop_flip(maps, oy, ox, flip, grid))
+    return out

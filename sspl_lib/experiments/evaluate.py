@@ -82,19 +82,18 @@ def compute_heatmaps(model, data: TestSet, *, batch_size: int = 64, device="cpu"
     model.eval()
     img = model.cfg.img_size
     perm = derangement(data.n, seed) if audio == "shuffled" else None
-    silent = silent_spect()
     method = method or model.method
     out = []
     if shared is not None:  # the encoders' outputs of this split, computed once for every model that shares them
         shared.check(data, batch_size, device, amp)
-        pairs = zip(shared.visual(model), shared.audio(model, audio, perm, seed, silent))
+        pairs = zip(shared.visual(model), shared.audio(model, audio, perm, seed))
         with perf.autocast(device, amp):
             out = [method.heatmap(model, v, emb).float().cpu() for v, emb in pairs]
     else:
         for s in range(0, data.n, batch_size):
             idx = np.arange(s, min(s + batch_size, data.n))
             frames = eval_frame(torch.from_numpy(data.frames[idx]).to(device), img)
-            sp = audio_batch(data, idx, audio, perm, silent)
+            sp = audio_batch(data, idx, audio, perm)
             with perf.autocast(device, amp):
                 out.append(model.heatmap(frames, sp.to(device), method).float().cpu())
     model.train(was)
@@ -129,7 +128,7 @@ def _evaluate_dataset(model, dataset, *, batch_size: int = 64, device="cpu", pro
     perf.amp_dtype(device, amp)  # a bad mode fails here
     n = min(len(dataset), limit) if limit else len(dataset)
     perm = derangement(n, seed) if audio == "shuffled" else None
-    silent = silent_spect()
+    silent = silent_spect() if audio == "silent" else None
     subset = torch.utils.data.Subset(dataset, range(n))
     loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers)
     was = model.training

@@ -7,6 +7,7 @@ mmap by every run, seed and job."""
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ from ..data.stream import CachedStream, split_path
 from ..data.transforms import eval_frame, normalize, resize_uint8, to_chw
 from ..methods.registry import build_model
 from ..model import CACHE_PASS
+from ..progress_lines import ProgressLines
 from .atomic import atomic_save
 
 VERSION = 1
@@ -37,7 +39,9 @@ class CacheFileError(RuntimeError):
     """A cache file that cannot be used (unreadable, truncated, another key, a checksum mismatch)."""
 
 
+@functools.lru_cache(maxsize=1)
 def silent_spect() -> torch.Tensor:
+    """The log-mel examples (N,96,64) of a silent clip, computed once (read-only: expand it, never write to it)."""
     return vggish_examples(np.zeros(CLIP_SAMPLES, dtype=np.float32))
 
 
@@ -140,24 +144,6 @@ def read_or_build(file: Path, key: dict, build, *, progress: bool = True) -> dic
         return state
 
 
-class _Progress:
-    """A line every SAY_EVERY seconds and at the end: done/total, items/s, ETA."""
-
-    def __init__(self, what: str, total: int, unit: str, show: bool):
-        self.what, self.total, self.unit, self.show = what, total, unit, show
-        self.done, self.t0 = 0, time.perf_counter()
-        self.said = self.t0
-
-    def update(self, k: int) -> None:
-        self.done += k
-        now = time.perf_counter()
-        if self.show and (now - self.said >= SAY_EVERY or self.done == self.total):
-            rate = self.done / max(now - self.t0, 1e-9)
-            print(f"[features] {self.what}: {self.done}/{self.total} {self.unit}, {rate:.1f} {self.unit}/s, "
-                  f"ETA {(self.total - self.done) / max(rate, 1e-9):.0f} s", flush=True)
-            self.said = now
-
-
 # ----------------------------------------------------------------------------- the parts
 @dataclass(frozen=True)
 class VisualMaps:
@@ -201,7 +187,8 @@ def distinct_frames(path: Path, chunk: int = 256) -> tuple[np.ndarray, np.ndarra
 @torch.inference_mode()
 def _encode_frames(model, path: Path, size: int, train: bool, progress: bool) -> dict:
     rows, index = distinct_frames(path)
-    say = _Progress(f"{path.name}: visual maps at {size} px", len(rows), "frames", progress)
+    say = ProgressLines("features", f"{path.name}: visual maps at {size} px", len(rows), unit="frames",
+                        every=SAY_EVERY, enabled=progress)
     maps = None
     with open_h5(path) as f:
         for s in range(0, len(rows), CHUNK):
@@ -212,6 +199,7 @@ def _encode_frames(model, path: Path, size: int, train: bool, progress: bool) ->
                 maps = torch.empty(len(rows), *v.shape[1:], dtype=torch.float16)
             maps[s:s + len(v)] = v.to("cpu", torch.float16)
             say.update(len(v))
+    say.done()
     return {"maps": maps, "index": torch.from_numpy(index)}
 
 
@@ -222,11 +210,13 @@ def _embed_clips(model, path: Path, progress: bool) -> dict:
 
     with open_h5(path) as f:
         n = int(f["spects"].shape[0])
-        say = _Progress(f"{path.name}: audio embeddings", n, "clips", progress)
+        say = ProgressLines("features", f"{path.name}: audio embeddings", n, unit="clips", every=SAY_EVERY,
+                            enabled=progress)
         out = []
         for s in range(0, n, CHUNK):
             out.append(embed(torch.from_numpy(f["spects"][s:s + CHUNK])))
             say.update(len(out[-1]))
+    say.done()
     return {"emb": torch.cat(out).float(), "silent": embed(silent_spect()[None]).float()}
 
 

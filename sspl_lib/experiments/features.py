@@ -10,18 +10,19 @@ import numpy as np
 import torch
 
 from .. import perf
-from ..data.stream import map_views
+from ..data.transforms import map_views
 from ..data.testset import TestSet
 from ..data.transforms import eval_frame
-from .feature_cache import audio_embeddings, grid_size, state_fingerprint, visual_maps
+from .feature_cache import audio_embeddings, grid_size, silent_spect, state_fingerprint, visual_maps
 
 
-def audio_batch(data: TestSet, idx: np.ndarray, audio: str, perm: np.ndarray | None, silent: torch.Tensor):
+def audio_batch(data: TestSet, idx: np.ndarray, audio: str, perm: np.ndarray | None):
     """The spects (B,N,96,64) heard with the frames `idx` under an audio mode."""
     if audio == "matched":
         return torch.from_numpy(data.spects[idx])
     if audio == "shuffled":
         return torch.from_numpy(data.spects[perm[idx]])
+    silent = silent_spect()
     return silent.expand(len(idx), *silent.shape)
 
 
@@ -80,9 +81,9 @@ class SharedFeatures:
         return self._visual[key]
 
     @torch.inference_mode()
-    def audio(self, model, audio: str, perm: np.ndarray | None, seed: int, silent: torch.Tensor) -> list[torch.Tensor]:
+    def audio(self, model, audio: str, perm: np.ndarray | None, seed: int) -> list[torch.Tensor]:
         """The backbone's embeddings of the clips heard under `audio` (perm: the shuffled mode's derangement of
-        seed `seed`; silent: the silent clip's log-mel)."""
+        seed `seed`)."""
         key = (self.fingerprint(model.audio.backbone), model.cfg.feature_cache, audio,
                seed if audio == "shuffled" else None)
         if key not in self._audio and model.cfg.feature_cache:
@@ -94,7 +95,7 @@ class SharedFeatures:
                                 for idx in self.batches()]
         if key not in self._audio:
             with perf.autocast(self.device, self.amp):
-                self._audio[key] = [model.embed_audio(audio_batch(self.data, idx, audio, perm, silent).to(self.device))
+                self._audio[key] = [model.embed_audio(audio_batch(self.data, idx, audio, perm).to(self.device))
                                     for idx in self.batches()]
             self.computed["audio"] += 1
         return self._audio[key]

@@ -17,9 +17,9 @@ from .. import perf
 from ..cli import HelpFormat
 from ..config import SSPLConfig
 from ..data.preflight import MissingFiles, check_profile_files
-from ..data.stream import TrainStream, check_training_data, seeded_generator, split_path, train_views
+from ..data.stream import TrainStream, check_training_data, split_path
+from ..data.transforms import AugmentConfig, seeded_generator, train_views
 from ..data.testset import TestSet, load_test_set
-from ..data.transforms import AugmentConfig
 from ..metrics import summarize
 from ..methods.registry import build_model
 from ..model import SSPL

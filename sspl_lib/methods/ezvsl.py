@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..config import ConfigError
-from ..maps import minmax
+from ..model import minmax
 from .base import Projected, similarity_matrix
 
 

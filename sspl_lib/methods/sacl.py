@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from einops import einsum, rearrange
 
-from ..maps import minmax
+from ..model import minmax
 from .base import Projected
 
 FALSE_NEGATIVE_LOGIT = -10.0  # the similarity given to removed negatives (before / tau)
