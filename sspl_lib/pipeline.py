@@ -1,5 +1,5 @@
 """`make reproduce`: the notebooks in order with papermill and a profile's parameters (outputs in
-runs/<profile>/; `n_seeds = 0`: every study seed), after a check of every file the profile needs.
+runs/<profile>/; every method, every study seed), after a check of every file the profile needs.
 
     python -m sspl_lib.pipeline --profile quick [--notebooks 04_ablation] [-p NAME VALUE] [--notebooks-in-place]
 """
@@ -16,7 +16,9 @@ from .paths import FIGURES_DIR, REPO_ROOT, RUNS_DIR, resolve
 
 NOTEBOOKS = ("01_data_preparation", "02_train", "03_evaluate", "04_ablation", "05_explore")
 REPRODUCE = ("01_data_preparation", "02_train", "03_evaluate", "05_explore")  # make reproduce; 04: make ablation
-PIPELINE_PARAMETERS = {"n_seeds": 0}  # injected into the notebooks that declare them (not in-place runs)
+# injected into the notebooks that declare them (not in-place runs, which keep the notebooks' cheap defaults):
+# every study seed of every method, the slowest first (runs start in this order)
+PIPELINE_PARAMETERS = {"n_seeds": 0, "methods": ["sspl", "sacl", "sspl_wo_pcm", "ezvsl_gated", "ezvsl", "ezvsl_ogl"]}
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL = "sspl"
 
@@ -102,6 +104,7 @@ def run_pipeline(profile: str = "quick", *, notebooks=REPRODUCE, in_place: bool 
     t_start = time.time()
     t0 = time.perf_counter()
     check_kernel(kernel)
+    runs_dir = resolve((extra or {}).get("runs_dir", runs_dir))  # -p runs_dir: the notebooks' runs and results
     preflight(profile, notebooks, (extra or {}).get("config"))  # a bad profile or a missing file: before any notebook
     out_dir = out_dir or runs_dir / profile / "notebooks"
     extra = {**PIPELINE_PARAMETERS, **(extra or {})}

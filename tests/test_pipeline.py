@@ -50,6 +50,26 @@ def test_other_profiles_keep_their_figures_in_their_run_folder(tmp_path):
     assert out.read_text() == str(tmp_path / "runs" / "assets_demo" / "figures")
     pipeline.run_pipeline("quick", **kw)
     assert out.read_text() == "figures"
+    # -p runs_dir moves the other profiles' figures (and the results the pipeline checks) with it
+    elsewhere = tmp_path / "elsewhere"
+    pipeline.run_pipeline("assets_demo", extra={"config": {"assets": str(tmp_path / "assets")},
+                                                "runs_dir": str(elsewhere)}, **kw)
+    assert out.read_text() == str(elsewhere / "assets_demo" / "figures")
+
+
+def test_reproduce_trains_every_method_while_the_notebooks_default_to_sspl():
+    """The notebooks' own defaults stay cheap (nbval runs them on a fresh checkout); make reproduce injects all."""
+    import ast
+
+    import papermill as pm
+
+    from sspl_lib.experiments.jobs import METHODS
+
+    injected = pipeline.PIPELINE_PARAMETERS["methods"]
+    assert sorted(injected) == sorted(METHODS) and injected[0] == "sspl"
+    for name in ("02_train", "03_evaluate"):
+        declared = pm.inspect_notebook(str(pipeline.NOTEBOOK_DIR / f"{name}.ipynb"))
+        assert ast.literal_eval(declared["methods"]["default"]) == ["sspl"]
 
 
 def test_profile_parameters_are_those_the_notebook_declares(tmp_path):
