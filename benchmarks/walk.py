@@ -79,11 +79,15 @@ def walks(profile: str = "quick", method: str = "sspl") -> dict[str, dict[str, l
     return {"training step": step, "heatmap -> cIoU": ciou}
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.walk", description=__doc__.splitlines()[0])
     p.add_argument("--profile", default="quick", help="params/<profile>.yaml (default quick)")
     p.add_argument("--method", default="sspl", help="the trained method (default sspl)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
     for name, files in walks(args.profile, args.method).items():
         print(f"{name}: {len(files)} files")
         for path, funcs in files.items():
