@@ -37,8 +37,11 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 lint-imports: setup
 	$(BIN)/lint-imports --config .importlinter
 
+# two pytest workers (pytest-xdist): whole test files each, the notebooks as one unit in order (tests/conftest.py);
+# TEST_WORKERS=0 runs everything in this process
+TEST_WORKERS ?= 2
 test: setup lint-imports
-	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests notebooks -n $(TEST_WORKERS) --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider --durations=25 $(PYTEST_ARGS)
 
 ASSETS = $(if $(filter assets_demo,$(PROFILE)),data/assets_demo) $(if $(filter real_media,$(PROFILE)),data/assets_real)
 
