@@ -38,10 +38,11 @@ lint-imports: setup
 	$(BIN)/lint-imports --config .importlinter
 
 # two pytest workers (pytest-xdist): whole test files each, the notebooks as one unit in order (tests/conftest.py);
-# TEST_WORKERS=0 runs everything in this process
+# TEST_WORKERS=0 runs everything in this process. Their OpenMP threads sleep while they wait: two processes
+# spinning on the same cores slow each other down several times over (python -m benchmarks.omp_wait)
 TEST_WORKERS ?= 2
 test: setup lint-imports
-	$(BIN)/python -m pytest tests notebooks -n $(TEST_WORKERS) --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider --durations=25 $(PYTEST_ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest tests notebooks -n $(TEST_WORKERS) --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider --durations=25 $(PYTEST_ARGS)
 
 ASSETS = $(if $(filter assets_demo,$(PROFILE)),data/assets_demo) $(if $(filter real_media,$(PROFILE)),data/assets_real)
 

@@ -17,8 +17,9 @@ from .paths import FIGURES_DIR, REPO_ROOT, RUNS_DIR, resolve
 NOTEBOOKS = ("01_data_preparation", "02_train", "03_evaluate", "04_ablation", "05_explore")
 REPRODUCE = ("01_data_preparation", "02_train", "03_evaluate", "05_explore")  # make reproduce; 04: make ablation
 # injected into the notebooks that declare them (not in-place runs, which keep the notebooks' cheap defaults):
-# every study seed of every method, the slowest first (runs start in this order)
-PIPELINE_PARAMETERS = {"n_seeds": 0, "methods": ["sspl", "sacl", "sspl_wo_pcm", "ezvsl_gated", "ezvsl", "ezvsl_ogl"]}
+# every study seed of every method, the slowest first (runs start in this order); two seeds of each ablation variant
+PIPELINE_PARAMETERS = {"n_seeds": 0, "methods": ["sspl", "sacl", "sspl_wo_pcm", "ezvsl_gated", "ezvsl", "ezvsl_ogl"],
+                       "seeds": [0, 1]}
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL = "sspl"
 

@@ -70,6 +70,8 @@ def test_reproduce_trains_every_method_while_the_notebooks_default_to_sspl():
     for name in ("02_train", "03_evaluate"):
         declared = pm.inspect_notebook(str(pipeline.NOTEBOOK_DIR / f"{name}.ipynb"))
         assert ast.literal_eval(declared["methods"]["default"]) == ["sspl"]
+    ablation = pm.inspect_notebook(str(pipeline.NOTEBOOK_DIR / "04_ablation.ipynb"))  # make ablation: two seeds
+    assert ast.literal_eval(ablation["seeds"]["default"]) == [0] and pipeline.PIPELINE_PARAMETERS["seeds"] == [0, 1]
 
 
 def test_profile_parameters_are_those_the_notebook_declares(tmp_path):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..config import SSPLConfig
+from ..progress_lines import count
 from .jobs import QUESTION_FIELDS, Budget
 from .results import aggregate
 
@@ -116,7 +117,9 @@ def markdown(rows: list[dict], key: str) -> str:
         n = 0
         for s in splits:
             r = next((r for r in rows if r[key] == st and r["split"] == s), None)
-            cells += [f"{r['ciou']:.3f} ± {r['ciou_std']:.3f}", f"{r['auc']:.3f} ± {r['auc_std']:.3f}"] if r else ["", ""]
+            many = r is not None and len(r["seeds"]) > 1  # a std of one seed is not shown (it is not 0)
+            cells += [f"{r[m]:.3f}" + (f" ± {r[f'{m}_std']:.3f}" if many else "") for m in ("ciou", "auc")] if r \
+                else ["", ""]
             n = max(n, len(r["seeds"]) if r else 0)
         lines.append("| " + " | ".join(cells + [str(n)]) + " |")
     return "\n".join(lines)
@@ -153,8 +156,9 @@ def report(records: list[dict], question: str, base: SSPLConfig, budget: Budget,
         text, fig = f"*{question}: no runs*", None
     else:
         seeds = len({r["seed"] for r in records})
-        text = markdown(rows, key) + f"\n\n*{budget.label} budget: {seeds} seeds, mean ± std; test split subsets of " \
-            f"{budget.n_test or 'all'} samples.*"
+        spread = "mean ± std" if seeds > 1 else "one seed, no std"
+        text = markdown(rows, key) + f"\n\n*{budget.label} budget: {count(seeds, 'seed')}, {spread}; test split " \
+            f"subsets of {budget.n_test or 'all'} samples.*"
         fig = figure(rows, key, question)
         if save:
             from ..viz import savefig
