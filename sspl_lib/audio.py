@@ -110,6 +110,13 @@ def vggish_examples(waveform, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
     return batch_log_mel(x[None])[0]
 
 
+@lru_cache(maxsize=1)
+def silent_examples() -> torch.Tensor:
+    """The log-mel examples (N,96,64) of a silent 3-s clip, the audio control "silent" (computed once: expand it,
+    never write to it)."""
+    return vggish_examples(np.zeros(CLIP_SAMPLES, dtype=np.float32))
+
+
 def prepare_clip(waveform, sample_rate: int = SAMPLE_RATE, seconds: int = CLIP_SECONDS) -> np.ndarray:
     """The official audio pipeline: mono 16 kHz, tiled when short, the centred `seconds`, min-max to
     [-1, 1] (1e-3 guard); float32 (seconds * 16000,)."""

@@ -9,14 +9,13 @@ import pytest
 import torch
 
 from sspl_lib import metrics
-from sspl_lib.audio import vggish_examples
+from sspl_lib.audio import silent_examples, vggish_examples
 from sspl_lib.config import SSPLConfig
 from sspl_lib.data.h5 import H5Writer
 from sspl_lib.data.transforms import eval_frame
 from sspl_lib.data.testset import load_test_set
 from sspl_lib.experiments.evaluate import (derangement, evaluate_baseline, evaluate_model, find_test_splits,
                                            vggss_center_prior)
-from sspl_lib.experiments.feature_cache import silent_spect
 from sspl_lib.experiments.results import results_json, results_table, write_results
 from sspl_lib.experiments.runs import load_run
 from sspl_lib.experiments.study import evaluate_methods
@@ -82,7 +81,7 @@ def test_shuffled_audio_is_a_derangement(bench, model):
 
 
 def test_silent_audio_is_zero_waveform_log_mel(bench, model):
-    s = silent_spect()
+    s = silent_examples()
     assert s.shape == (3, 96, 64)
     torch.testing.assert_close(s, vggish_examples(np.zeros(48000)))
     res = evaluate_model(model, bench / "test_multi.h5", batch_size=4, audio="silent")

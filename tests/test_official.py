@@ -118,7 +118,7 @@ def test_official_equivalence_float32(variant, ref, official_dir, inputs):
         assert v <= (TOL_PZ_F32 if k[0] in "pz" else TOL), (k, v)
 
 
-@pytest.mark.parametrize("variant", ["pcm4", "nopcm"])
+@pytest.mark.parametrize("variant", ["pcm4"])  # nopcm's graph is pcm4's without the PCM (float32 checks both)
 def test_official_equivalence_float64(variant, ref, official_dir, inputs):
     model = load_official(**_paths(official_dir, variant)).double()
     for k, v in _diffs(model, variant, ref, *(x.double() for x in inputs), "float64").items():

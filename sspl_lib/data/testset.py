@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..audio import silent_examples
 from ..paths import resolve
 from .checks import check_split
 from .gt import fill_boxes, gt_maps_for_split, load_vggss_annotations, vggss_box_pixels
@@ -61,6 +62,16 @@ class TestSet:
             if ok.any():
                 g[ok] = fill_boxes(vggss_box_pixels(b[ok], GT_SIZE), GT_SIZE)
         return torch.as_tensor(np.asarray(g, dtype=np.float32))
+
+    def spects_heard(self, idx: np.ndarray, audio: str = "matched", perm: np.ndarray | None = None) -> torch.Tensor:
+        """The spects (B,N,96,64) heard with the frames `idx`: their own ("matched"), those of `perm[idx]`
+        ("shuffled"), or a silent clip's ("silent")."""
+        if audio == "matched":
+            return torch.from_numpy(self.spects[idx])
+        if audio == "shuffled":
+            return torch.from_numpy(self.spects[perm[idx]])
+        silent = silent_examples()
+        return silent.expand(len(idx), *silent.shape)
 
 
 def load_test_set(split_path, *, gt="auto", limit: int = 0, sounding_only: bool = True) -> TestSet:

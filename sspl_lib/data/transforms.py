@@ -1,5 +1,6 @@
 """The SSPL frame pipeline on uint8 tensors: train = resize 1.1x bicubic, random crop, flip, ImageNet
-normalization (official `_init_vtransform`); eval = resize, centre crop."""
+normalization (official `_init_vtransform`); eval = resize, centre crop. Training's views of a batch are drawn
+from a generator keyed by (seed, epoch, step): of frames (`train_views`), or of cached maps (`map_views`)."""
 
 from __future__ import annotations
 

@@ -11,14 +11,14 @@ import numpy as np
 import torch
 
 from .. import av_metrics, metrics, perf
+from ..audio import silent_examples
 from ..baselines import center_prior, feature_l2norm, uniform_random, whole_image
 from ..data.gt import gt_maps_for_split, load_id_list, load_vggss_annotations
 from ..data.h5 import open_h5
 from ..data.testset import GT_SIZE, TestSet, load_test_set
 from ..data.transforms import eval_frame
 from ..paths import SHARED_METADATA, resolve
-from .feature_cache import silent_spect
-from .features import SharedFeatures, audio_batch
+from .features import SharedFeatures
 
 AUDIO_MODES = ("matched", "shuffled", "silent")
 LISTEN_SPLITS = ("swap", "extended")  # the audio-dependence splits: <name>.h5 in a data root
@@ -93,7 +93,7 @@ def compute_heatmaps(model, data: TestSet, *, batch_size: int = 64, device="cpu"
         for s in range(0, data.n, batch_size):
             idx = np.arange(s, min(s + batch_size, data.n))
             frames = eval_frame(torch.from_numpy(data.frames[idx]).to(device), img)
-            sp = audio_batch(data, idx, audio, perm)
+            sp = data.spects_heard(idx, audio, perm)
             with perf.autocast(device, amp):
                 out.append(model.heatmap(frames, sp.to(device), method).float().cpu())
     model.train(was)
@@ -128,7 +128,7 @@ def _evaluate_dataset(model, dataset, *, batch_size: int = 64, device="cpu", pro
     perf.amp_dtype(device, amp)  # a bad mode fails here
     n = min(len(dataset), limit) if limit else len(dataset)
     perm = derangement(n, seed) if audio == "shuffled" else None
-    silent = silent_spect() if audio == "silent" else None
+    silent = silent_examples() if audio == "silent" else None
     subset = torch.utils.data.Subset(dataset, range(n))
     loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers)
     was = model.training

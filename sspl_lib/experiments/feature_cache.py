@@ -7,7 +7,6 @@ mmap by every run, seed and job."""
 from __future__ import annotations
 
 import fcntl
-import functools
 import hashlib
 import json
 import os
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..audio import CLIP_SAMPLES, vggish_examples
+from ..audio import silent_examples
 from ..config import SSPLConfig
 from ..distributed import choose_device
 from ..data.h5 import open_h5
@@ -37,12 +36,6 @@ SAY_EVERY = 10.0  # seconds between progress lines
 
 class CacheFileError(RuntimeError):
     """A cache file that cannot be used (unreadable, truncated, another key, a checksum mismatch)."""
-
-
-@functools.lru_cache(maxsize=1)
-def silent_spect() -> torch.Tensor:
-    """The log-mel examples (N,96,64) of a silent clip, computed once (read-only: expand it, never write to it)."""
-    return vggish_examples(np.zeros(CLIP_SAMPLES, dtype=np.float32))
 
 
 def state_fingerprint(module: torch.nn.Module | None) -> str | None:
@@ -217,7 +210,7 @@ def _embed_clips(model, path: Path, progress: bool) -> dict:
             out.append(embed(torch.from_numpy(f["spects"][s:s + CHUNK])))
             say.update(len(out[-1]))
     say.done()
-    return {"emb": torch.cat(out).float(), "silent": embed(silent_spect()[None]).float()}
+    return {"emb": torch.cat(out).float(), "silent": embed(silent_examples()[None]).float()}
 
 
 def visual_maps(model, split, *, train: bool = False, progress: bool = True) -> VisualMaps:

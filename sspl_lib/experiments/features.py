@@ -10,20 +10,9 @@ import numpy as np
 import torch
 
 from .. import perf
-from ..data.transforms import map_views
 from ..data.testset import TestSet
-from ..data.transforms import eval_frame
-from .feature_cache import audio_embeddings, grid_size, silent_spect, state_fingerprint, visual_maps
-
-
-def audio_batch(data: TestSet, idx: np.ndarray, audio: str, perm: np.ndarray | None):
-    """The spects (B,N,96,64) heard with the frames `idx` under an audio mode."""
-    if audio == "matched":
-        return torch.from_numpy(data.spects[idx])
-    if audio == "shuffled":
-        return torch.from_numpy(data.spects[perm[idx]])
-    silent = silent_spect()
-    return silent.expand(len(idx), *silent.shape)
+from ..data.transforms import eval_frame, map_views
+from .feature_cache import audio_embeddings, grid_size, state_fingerprint, visual_maps
 
 
 class SharedFeatures:
@@ -95,7 +84,7 @@ class SharedFeatures:
                                 for idx in self.batches()]
         if key not in self._audio:
             with perf.autocast(self.device, self.amp):
-                self._audio[key] = [model.embed_audio(audio_batch(self.data, idx, audio, perm).to(self.device))
+                self._audio[key] = [model.embed_audio(self.data.spects_heard(idx, audio, perm).to(self.device))
                                     for idx in self.batches()]
             self.computed["audio"] += 1
         return self._audio[key]
